@@ -1,0 +1,49 @@
+// swift-tools-version: 6.1
+//
+// swift-dissociated-ipc: Arrow's Dissociated IPC protocol for Swift.
+// Module prefix: `ArrowIPC` is the Arrow IPC codec, `DissociatedIPC…` the
+// protocol core and its transport backends.
+
+import PackageDescription
+
+/// Settings every target shares: Swift 6 mode and the upcoming features that
+/// keep imports and existentials explicit.
+let strictSettings: [SwiftSetting] = [
+  .swiftLanguageMode(.v6),
+  .enableUpcomingFeature("ExistentialAny"),
+  .enableUpcomingFeature("InternalImportsByDefault"),
+  .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+  name: "swift-dissociated-ipc",
+  products: [
+    .library(name: "ArrowIPC", targets: ["ArrowIPC"]),
+    .executable(name: "dipc", targets: ["dipc"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+  ],
+  targets: [
+    // The Arrow IPC codec: flatbuffers, messages, stream format, body layout.
+    // No I/O beyond mapping a file; no Foundation.
+    .target(
+      name: "ArrowIPC",
+      swiftSettings: strictSettings
+    ),
+    // The command-line tool.
+    .executableTarget(
+      name: "dipc",
+      dependencies: [
+        "ArrowIPC",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      swiftSettings: strictSettings
+    ),
+    .testTarget(
+      name: "ArrowIPCTests",
+      dependencies: ["ArrowIPC"],
+      swiftSettings: strictSettings
+    ),
+  ]
+)

@@ -1,0 +1,64 @@
+/// A record batch: its schema, metadata and body, with every array's
+/// layout matched and checked. Column buffers are slices of the body.
+public struct RecordBatch: Sendable {
+  /// The stream's schema.
+  public let schema: Schema
+  /// The message the batch arrived in.
+  public let message: Message
+  /// The record-batch header of ``message``.
+  public let header: RecordBatchHeader
+  /// The body; column buffers are slices of it.
+  public let body: ArrowBytes
+  /// One layout per top-level field.
+  public let layouts: [ArrayLayout]
+
+  /// Matches `message` (a RecordBatch message) and `body` to `schema`.
+  ///
+  /// - Throws: `.invalidStream` when `message` is not a record batch,
+  ///   `.layoutMismatch` when it does not fit the schema or the body.
+  public init(schema: Schema, message: Message, body: ArrowBytes) throws(ArrowIPCError) {
+    guard case .recordBatch(let header) = message.header else {
+      throw ArrowIPCError(.invalidStream, "expected a RecordBatch message, got header type \(message.header.unionCode)")
+    }
+    try self.init(schema: schema, fields: schema.fields, message: message, header: header, body: body)
+  }
+
+  init(schema: Schema, fields: [Field], message: Message, header: RecordBatchHeader, body: ArrowBytes) throws(ArrowIPCError) {
+    guard Int64(body.count) == message.bodyLength else {
+      throw ArrowIPCError(.layoutMismatch, "body of \(body.count) bytes, bodyLength \(message.bodyLength)")
+    }
+    self.schema = schema
+    self.message = message
+    self.header = header
+    self.body = body
+    self.layouts = try BodyLayout.arrays(of: fields, in: header, bodyLength: message.bodyLength,
+                                         version: message.version)
+  }
+
+  /// The number of rows.
+  public var rowCount: Int { Int(header.length) }
+
+  /// The number of columns.
+  public var columnCount: Int { layouts.count }
+
+  /// The column at `index`.
+  public func column(_ index: Int) -> ArrayView {
+    ArrayView(layout: layouts[index], body: body, compressed: header.compression != nil,
+              bigEndian: schema.endianness == .big)
+  }
+
+  /// The first column named `name`, if any.
+  public func column(named name: String) -> ArrayView? {
+    layouts.firstIndex { $0.field.name == name }.map(column)
+  }
+}
+
+/// Values for one dictionary id, as carried by a DictionaryBatch message.
+public struct DictionaryBatch: Sendable {
+  /// The dictionary id.
+  public let id: Int64
+  /// Whether the values extend the previous dictionary.
+  public let isDelta: Bool
+  /// The values: one column whose field is the dictionary's value field.
+  public let values: RecordBatch
+}

@@ -1,0 +1,131 @@
+/// The node and buffers of one array in a record batch body, with its
+/// children's layouts.
+public struct ArrayLayout: Hashable, Sendable {
+  /// The field this array holds (for a dictionary batch, the dictionary's
+  /// value field).
+  public let field: Field
+  /// Length and null count.
+  public let node: FieldNode
+  /// This array's own buffers in format order (for view types, the
+  /// variadic data buffers follow the views).
+  public let buffers: [BodyBuffer]
+  /// The layouts of the child arrays; empty for dictionary-encoded fields,
+  /// whose values live in dictionary batches.
+  public let children: [ArrayLayout]
+}
+
+/// Matches a record batch's nodes and buffers to a schema.
+///
+/// Fields are walked in pre-order; each takes one node and the number of
+/// buffers its layout requires (``bufferCount(of:version:)``). The walk
+/// fails unless every node, buffer and variadic count is used exactly once,
+/// every buffer lies inside the body, and every node is consistent.
+public enum BodyLayout {
+  /// The number of buffers (not counting children or variadic data buffers)
+  /// an array of `field` has in a record batch of metadata `version`.
+  public static func bufferCount(of field: Field, version: MetadataVersion = .v5) -> Int {
+    if field.dictionary != nil { return 2 }  // validity, indices
+    switch field.type {
+    case .null, .runEndEncoded: return 0
+    case .struct, .fixedSizeList: return 1
+    case .bool, .int, .floatingPoint, .decimal, .date, .time, .timestamp, .interval, .duration,
+         .fixedSizeBinary, .list, .largeList, .map, .binaryView, .utf8View:
+      return 2
+    case .binary, .utf8, .largeBinary, .largeUtf8, .listView, .largeListView: return 3
+    case .union(let mode, _):
+      // V4 unions have a validity buffer; V5 unions do not.
+      return (mode == .sparse ? 1 : 2) + (version < .v5 ? 1 : 0)
+    }
+  }
+
+  /// The layouts of `fields` in `batch`, whose body is `bodyLength` bytes.
+  ///
+  /// - Throws: `.layoutMismatch` when the batch does not fit the fields or
+  ///   the body.
+  public static func arrays(
+    of fields: [Field], in batch: RecordBatchHeader, bodyLength: Int64, version: MetadataVersion
+  ) throws(ArrowIPCError) -> [ArrayLayout] {
+    var walker = Walker(batch: batch, bodyLength: bodyLength, version: version)
+    var result: [ArrayLayout] = []
+    result.reserveCapacity(fields.count)
+    for field in fields {
+      let array = try walker.layout(of: field)
+      guard array.node.length == batch.length else {
+        throw ArrowIPCError(.layoutMismatch,
+                            "column '\(field.name)' has \(array.node.length) rows, the batch \(batch.length)")
+      }
+      result.append(array)
+    }
+    guard walker.nodeIndex == batch.nodes.count, walker.bufferIndex == batch.buffers.count,
+          walker.variadicIndex == batch.variadicBufferCounts.count
+    else {
+      throw ArrowIPCError(.layoutMismatch, """
+        schema uses \(walker.nodeIndex) nodes, \(walker.bufferIndex) buffers, \(walker.variadicIndex) variadic counts; \
+        batch has \(batch.nodes.count), \(batch.buffers.count), \(batch.variadicBufferCounts.count)
+        """)
+    }
+    return result
+  }
+
+  private struct Walker {
+    let batch: RecordBatchHeader
+    let bodyLength: Int64
+    let version: MetadataVersion
+    var nodeIndex = 0
+    var bufferIndex = 0
+    var variadicIndex = 0
+
+    init(batch: RecordBatchHeader, bodyLength: Int64, version: MetadataVersion) {
+      self.batch = batch
+      self.bodyLength = bodyLength
+      self.version = version
+    }
+
+    mutating func layout(of field: Field) throws(ArrowIPCError) -> ArrayLayout {
+      guard nodeIndex < batch.nodes.count else {
+        throw ArrowIPCError(.layoutMismatch, "no field node left for '\(field.name)'")
+      }
+      let node = batch.nodes[nodeIndex]
+      nodeIndex += 1
+      guard node.length >= 0, node.nullCount >= 0, node.nullCount <= node.length else {
+        throw ArrowIPCError(.layoutMismatch,
+                            "field '\(field.name)': node length \(node.length), null count \(node.nullCount)")
+      }
+      var count = BodyLayout.bufferCount(of: field, version: version)
+      if field.dictionary == nil, field.type == .binaryView || field.type == .utf8View {
+        guard variadicIndex < batch.variadicBufferCounts.count else {
+          throw ArrowIPCError(.layoutMismatch, "no variadic buffer count for view field '\(field.name)'")
+        }
+        let variadic = batch.variadicBufferCounts[variadicIndex]
+        variadicIndex += 1
+        guard variadic >= 0, variadic <= Int64(batch.buffers.count) else {
+          throw ArrowIPCError(.layoutMismatch, "field '\(field.name)': variadic buffer count \(variadic)")
+        }
+        count += Int(variadic)
+      }
+      guard count <= batch.buffers.count - bufferIndex else {
+        throw ArrowIPCError(.layoutMismatch, "field '\(field.name)' needs \(count) buffers, \(batch.buffers.count - bufferIndex) left")
+      }
+      var buffers: [BodyBuffer] = []
+      buffers.reserveCapacity(count)
+      for _ in 0 ..< count {
+        let buffer = batch.buffers[bufferIndex]
+        bufferIndex += 1
+        guard buffer.offset >= 0, buffer.length >= 0, buffer.offset <= bodyLength,
+              buffer.length <= bodyLength - buffer.offset
+        else {
+          throw ArrowIPCError(.layoutMismatch, """
+            field '\(field.name)': buffer \(buffer.offset)+\(buffer.length) outside the \(bodyLength)-byte body
+            """)
+        }
+        buffers.append(buffer)
+      }
+      var children: [ArrayLayout] = []
+      if field.dictionary == nil {
+        children.reserveCapacity(field.children.count)
+        for child in field.children { children.append(try layout(of: child)) }
+      }
+      return ArrayLayout(field: field, node: node, buffers: buffers, children: children)
+    }
+  }
+}

@@ -1,0 +1,87 @@
+/// A fixed-size struct stored inline in a flatbuffer vector.
+public protocol FlatStruct: Hashable, Sendable {
+  /// Size in bytes of one element in the flatbuffer.
+  static var flatSize: Int { get }
+  /// Reads one element at `pointer` (little-endian, any alignment).
+  init(flatAt pointer: UnsafeRawPointer)
+}
+
+extension FieldNode: FlatStruct {
+  /// 16 bytes: length, null count.
+  public static var flatSize: Int { 16 }
+  /// Reads `length` at +0 and `nullCount` at +8.
+  @inlinable public init(flatAt pointer: UnsafeRawPointer) {
+    self.init(length: Int64(littleEndian: pointer.loadUnaligned(as: Int64.self)),
+              nullCount: Int64(littleEndian: pointer.loadUnaligned(fromByteOffset: 8, as: Int64.self)))
+  }
+}
+
+extension BodyBuffer: FlatStruct {
+  /// 16 bytes: offset, length.
+  public static var flatSize: Int { 16 }
+  /// Reads `offset` at +0 and `length` at +8.
+  @inlinable public init(flatAt pointer: UnsafeRawPointer) {
+    self.init(offset: Int64(littleEndian: pointer.loadUnaligned(as: Int64.self)),
+              length: Int64(littleEndian: pointer.loadUnaligned(fromByteOffset: 8, as: Int64.self)))
+  }
+}
+
+extension Int64: FlatStruct {
+  /// 8 bytes.
+  public static var flatSize: Int { 8 }
+  /// Reads a little-endian Int64.
+  @inlinable public init(flatAt pointer: UnsafeRawPointer) {
+    self.init(littleEndian: pointer.loadUnaligned(as: Int64.self))
+  }
+}
+
+/// A random-access collection of inline structs: either a verified range of
+/// a decoded flatbuffer (no copy, no allocation) or an array built in memory.
+public struct FlatStructs<Element: FlatStruct>: RandomAccessCollection, Hashable, Sendable {
+  private enum Storage: Sendable {
+    case flat(ArrowBytes, start: Int)
+    case array([Element])
+  }
+  private let storage: Storage
+
+  /// The number of elements.
+  public let count: Int
+
+  /// Wraps an array.
+  public init(_ elements: [Element]) {
+    storage = .array(elements)
+    count = elements.count
+  }
+
+  /// Wraps `count` elements at `start` in `bytes`; the caller has checked
+  /// the range.
+  init(verified bytes: ArrowBytes, start: Int, count: Int) {
+    storage = .flat(bytes, start: start)
+    self.count = count
+  }
+
+  /// 0.
+  public var startIndex: Int { 0 }
+  /// ``count``.
+  public var endIndex: Int { count }
+
+  /// The element at `index`.
+  public subscript(index: Int) -> Element {
+    precondition(index >= 0 && index < count, "FlatStructs index out of range")
+    switch storage {
+    case .flat(let bytes, let start):
+      return bytes.withUnsafeBytes { Element(flatAt: $0.baseAddress! + start + index * Element.flatSize) }
+    case .array(let elements):
+      return elements[index]
+    }
+  }
+
+  /// Equal when the elements are equal.
+  public static func == (lhs: Self, rhs: Self) -> Bool { lhs.elementsEqual(rhs) }
+
+  /// Hashes the elements.
+  public func hash(into hasher: inout Hasher) {
+    hasher.combine(count)
+    for element in self { hasher.combine(element) }
+  }
+}
