@@ -28,17 +28,33 @@ extension Message {
   }
 }
 
-/// Walks one message flatbuffer; holds the limits and the running field count.
+/// Walks one message flatbuffer; holds the limits and the running counts.
+///
+/// `elementBudget` stops amplification: a crafted buffer can point many
+/// vector slots at one shared table, so a few kilobytes would expand into
+/// billions of fields. In a buffer without sharing every field, key/value
+/// pair and union type id has its own 4-byte vector slot, so their total
+/// cannot exceed the buffer size / 4; decoding stops there.
 private struct MessageDecoder {
   let reader: FlatBufferReader
   let bytes: ArrowBytes
   let limits: ArrowIPCLimits
   var fieldCount = 0
+  var elementBudget: Int
 
   init(reader: FlatBufferReader, bytes: ArrowBytes, limits: ArrowIPCLimits) {
     self.reader = reader
     self.bytes = bytes
     self.limits = limits
+    self.elementBudget = reader.count / 4
+  }
+
+  /// Charges `count` decoded vector elements against ``elementBudget``.
+  mutating func spend(_ count: Int) throws(ArrowIPCError) {
+    elementBudget -= count
+    guard elementBudget >= 0 else {
+      throw ArrowIPCError(.limitExceeded, "the metadata expands to more elements than its \(reader.count) bytes can hold")
+    }
   }
 
   mutating func message() throws(ArrowIPCError) -> Message {
@@ -131,6 +147,7 @@ private struct MessageDecoder {
     guard depth <= limits.maxNestingDepth else {
       throw ArrowIPCError(.limitExceeded, "fields nested deeper than \(limits.maxNestingDepth)")
     }
+    try spend(vector.count)
     fieldCount += vector.count
     guard fieldCount <= limits.maxFieldCount else {
       throw ArrowIPCError(.limitExceeded, "more than \(limits.maxFieldCount) fields")
@@ -174,7 +191,7 @@ private struct MessageDecoder {
     return (bitWidth, try table.bool(1, default: false))
   }
 
-  func arrowType(_ code: UInt8, _ table: FlatBufferTable?, field: String) throws(ArrowIPCError) -> ArrowType {
+  mutating func arrowType(_ code: UInt8, _ table: FlatBufferTable?, field: String) throws(ArrowIPCError) -> ArrowType {
     // A union value always points to a table; tolerate a missing one for
     // types without parameters, and let parameterized types fail on their
     // required values.
@@ -226,6 +243,7 @@ private struct MessageDecoder {
       let mode = try unit(0, 0, UnionMode.self)
       var typeIds: [Int32]?
       if let vector = try table?.vector(1, elementSize: 4) {
+        try spend(vector.count)
         typeIds = (0 ..< vector.count).map { vector.scalar($0, as: Int32.self) }
       }
       return .union(mode: mode, typeIds: typeIds)
@@ -248,8 +266,9 @@ private struct MessageDecoder {
 
   // MARK: Custom metadata
 
-  func keyValues(_ table: FlatBufferTable, _ id: Int) throws(ArrowIPCError) -> [KeyValue] {
+  mutating func keyValues(_ table: FlatBufferTable, _ id: Int) throws(ArrowIPCError) -> [KeyValue] {
     guard let vector = try table.vector(id, elementSize: 4) else { return [] }
+    try spend(vector.count)
     guard vector.count <= limits.maxMetadataPairs else {
       throw ArrowIPCError(.limitExceeded, "\(vector.count) metadata pairs exceed \(limits.maxMetadataPairs)")
     }
