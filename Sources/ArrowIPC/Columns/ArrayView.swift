@@ -33,7 +33,7 @@ public struct ArrayView: Sendable {
   public func validity() throws(ArrowIPCError) -> ValidityBitmap? {
     try checkReadable()
     guard nullCount > 0 else { return nil }
-    guard !layout.buffers.isEmpty, layout.buffers[0].length >= Int64((length + 7) / 8) else {
+    guard !layout.buffers.isEmpty, fits(layout.buffers[0].length, count: length, bitWidth: 1) else {
       throw ArrowIPCError(.layoutMismatch, "field '\(field.name)': validity bitmap shorter than \(length) bits")
     }
     return ValidityBitmap(bytes: buffer(0), length: length)
@@ -49,7 +49,7 @@ public struct ArrayView: Sendable {
     }
     let validity = try validity()
     let values = buffer(1)
-    guard values.count >= length * MemoryLayout<T>.size else {
+    guard fits(Int64(values.count), count: length, bitWidth: 8 * MemoryLayout<T>.size) else {
       throw ArrowIPCError(.layoutMismatch, "field '\(field.name)': values buffer holds \(values.count) bytes for \(length) values")
     }
     return PrimitiveValues(values: values, validity: validity, count: length)
@@ -62,7 +62,7 @@ public struct ArrayView: Sendable {
     }
     let validity = try validity()
     let bits = buffer(1)
-    guard bits.count >= (length + 7) / 8 else {
+    guard fits(Int64(bits.count), count: length, bitWidth: 1) else {
       throw ArrowIPCError(.layoutMismatch, "field '\(field.name)': \(bits.count) bytes for \(length) booleans")
     }
     return BooleanValues(bits: ValidityBitmap(bytes: bits, length: length), validity: validity)
@@ -84,12 +84,19 @@ public struct ArrayView: Sendable {
     let validity = try validity()
     let offsets = buffer(1)
     let data = buffer(2)
-    guard length == 0 || offsets.count >= (length + 1) * offsetWidth else {
+    guard length == 0 || (length < Int.max && fits(Int64(offsets.count), count: length + 1, bitWidth: 8 * offsetWidth)) else {
       throw ArrowIPCError(.layoutMismatch, "field '\(field.name)': offsets buffer too short")
     }
     let values = BinaryValues(offsets: offsets, offsetWidth: offsetWidth, data: data, validity: validity, count: length)
     try values.checkOffsets(field: field.name)
     return values
+  }
+
+  /// Whether `available` bytes hold `count` values of `bitWidth` bits;
+  /// false when the size overflows (a lying node length).
+  private func fits(_ available: Int64, count: Int, bitWidth: Int) -> Bool {
+    let (bits, overflow) = count.multipliedReportingOverflow(by: bitWidth)
+    return !overflow && bits <= Int.max - 7 && Int64((bits + 7) / 8) <= available
   }
 
   private func checkReadable() throws(ArrowIPCError) {

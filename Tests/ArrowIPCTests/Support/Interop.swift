@@ -1,0 +1,99 @@
+import Foundation
+@testable import ArrowIPC
+
+/// Runs the pyarrow scripts in Tests/Interop and finds the corpus they write.
+///
+/// The corpus is generated once per corpus version into
+/// `.build/interop-corpus` (the generator returns at once when it is
+/// current). pyarrow must be installed (scripts/setup.sh does it); a missing
+/// pyarrow fails the tests rather than skipping them.
+enum Interop {
+  /// The repository root, found from this file's path.
+  static let root = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+  static let scripts = root.appendingPathComponent("Tests/Interop")
+
+  /// A scratch folder for files the tests write, removed by the caller.
+  static func scratchFolder(_ name: String) throws -> URL {
+    let url = root.appendingPathComponent(".build/interop-scratch/\(name)-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+  }
+
+  /// The corpus folder, generated on first use.
+  static let corpus: Result<URL, any Error> = Result {
+    let folder = root.appendingPathComponent(".build/interop-corpus")
+    _ = try python(["arrow_corpus.py", folder.path])
+    return folder
+  }
+
+  /// The corpus files by name, with the pyarrow content hash recorded when
+  /// each was written.
+  static func manifest() throws -> [(name: String, hash: String)] {
+    let folder = try corpus.get()
+    let data = try Data(contentsOf: folder.appendingPathComponent("manifest.json"))
+    let json = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+    guard let files = json?["files"] as? [[String: Any]] else {
+      throw InteropFailure("manifest.json has no files list")
+    }
+    return try files.map { entry in
+      guard let name = entry["name"] as? String, let hash = entry["hash"] as? String else {
+        throw InteropFailure("manifest entry without name or hash: \(entry)")
+      }
+      return (name, hash)
+    }
+  }
+
+  /// Runs `python3 Tests/Interop/<arguments>` and returns its standard output.
+  /// - Throws: ``InteropFailure`` with the script's standard error when it
+  ///   exits non-zero.
+  @discardableResult
+  static func python(_ arguments: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3"] + [scripts.appendingPathComponent(arguments[0]).path] + arguments.dropFirst()
+    let output = Pipe()
+    let errors = Pipe()
+    process.standardOutput = output
+    process.standardError = errors
+    try process.run()
+    // Read both pipes before waiting, so a chatty script cannot block on a full pipe.
+    let errorData = Thread.detachNewThreadAndRead(errors)
+    let outputData = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let stderr = String(decoding: errorData(), as: UTF8.self)
+    guard process.terminationStatus == 0 else {
+      throw InteropFailure("python3 \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(stderr)")
+    }
+    return String(decoding: outputData, as: UTF8.self)
+  }
+}
+
+/// A failed interop step.
+struct InteropFailure: Error, CustomStringConvertible {
+  let description: String
+  init(_ description: String) { self.description = description }
+}
+
+extension Thread {
+  /// Reads `pipe` to its end on another thread; the returned closure waits
+  /// for and returns the data.
+  static func detachNewThreadAndRead(_ pipe: Pipe) -> () -> Data {
+    let box = DataBox()
+    let done = DispatchSemaphore(value: 0)
+    Thread.detachNewThread {
+      box.data = pipe.fileHandleForReading.readDataToEndOfFile()
+      done.signal()
+    }
+    return {
+      done.wait()
+      return box.data
+    }
+  }
+}
+
+private final class DataBox: @unchecked Sendable {
+  // Written by the reader thread before the semaphore is signalled, read after.
+  var data = Data()
+}
