@@ -7,7 +7,7 @@ pyarrow-written streams are read by the Swift side and compared with the
 values printed here.
 
 Usage:
-    arrow_check.py hash FILE              print the logical content hash
+    arrow_check.py hash FILE...           print the logical content hash (HASH  FILE per line for several)
     arrow_check.py equal FILE_A FILE_B    exit 0 iff both have equal content
     arrow_check.py values FILE            print schema and values as JSON
     arrow_check.py write-sample FILE      write the small fixture stream
@@ -44,9 +44,17 @@ logically visible:
 
 Every component is framed with a tag and its byte length and the order of
 components is fixed by the schema, so the encoding is injective: two streams
-hash equal exactly when pyarrow reads them as equal schemas and equal batches
-(bitwise-equal values, same batch boundaries). Compression, padding, message
+hash equal exactly when pyarrow reads them as equal schemas and batches with
+the same boundaries and equal values (see below). Compression, padding, message
 alignment, legacy framing and metadata version are invisible to it.
+
+"Equal values" means: floating-point values compare bitwise (0.0 and -0.0
+differ, NaN equals the same NaN), dictionary columns compare by decoded
+values, run-end-encoded columns by expanded values, and a union value
+includes its type code (a null int child differs from a null string child).
+
+Streams using interval[months] or interval[day_time] cannot be checked:
+pyarrow reads those types but has no Python array class for them.
 """
 
 import argparse
@@ -93,6 +101,7 @@ def read_stream(path):
             reader = ipc.open_stream(source)
         except (OSError, pa.ArrowException) as exc:
             raise CheckError(f"{path}: cannot read schema: {_describe(exc)}") from exc
+        _check_exposable(path, reader.schema)
         yield reader.schema, None
         index = 0
         while True:
@@ -108,6 +117,30 @@ def read_stream(path):
                 raise CheckError(f"{path}: batch {index} is invalid: {_describe(exc)}") from exc
             yield reader.schema, batch
             index += 1
+
+
+# Types pyarrow reads from IPC but cannot expose as Python array objects.
+UNEXPOSABLE_TYPES = {pa.lib.Type_INTERVAL_MONTHS, pa.lib.Type_INTERVAL_DAY_TIME}
+
+
+def _all_types(data_type):
+    """`data_type` and every type nested in it."""
+    yield data_type
+    if pat.is_dictionary(data_type):
+        yield from _all_types(data_type.value_type)
+    elif isinstance(data_type, pa.ExtensionType):
+        yield from _all_types(data_type.storage_type)
+    else:
+        for i in range(data_type.num_fields):
+            yield from _all_types(data_type.field(i).type)
+
+
+def _check_exposable(path, schema):
+    for field in schema:
+        for data_type in _all_types(field.type):
+            if data_type.id in UNEXPOSABLE_TYPES:
+                raise CheckError(f"{path}: field '{field.name}' uses type {data_type}, which "
+                                 f"pyarrow {pa.__version__} reads but cannot expose to Python")
 
 
 def read_batch(path, wanted):
@@ -384,10 +417,10 @@ def _schema_differences(a, b):
         out.append(f"schema: {len(fields_a)} fields vs {len(fields_b)} fields")
     for i, (fa, fb) in enumerate(zip(fields_a, fields_b)):
         if fa != fb:
-            out.append(f"schema field #{i}:\n  A: {json.dumps(fa)}\n  B: {json.dumps(fb)}")
+            out.append(f"schema field #{i}:\n    A: {json.dumps(fa)}\n    B: {json.dumps(fb)}")
     if a.desc["metadata"] != b.desc["metadata"]:
-        out.append(f"schema metadata:\n  A: {json.dumps(a.desc['metadata'])}\n"
-                   f"  B: {json.dumps(b.desc['metadata'])}")
+        out.append(f"schema metadata:\n    A: {json.dumps(a.desc['metadata'])}\n"
+                   f"    B: {json.dumps(b.desc['metadata'])}")
     return out
 
 
@@ -451,9 +484,11 @@ def _json_float(value):
 def json_values(arr):
     """The values of `arr` as a JSON-safe Python list (null -> None).
 
-    bytes -> lowercase hex; decimals, dates, times, timestamps and durations
-    -> Arrow's own string rendering (full precision, e.g. nanoseconds);
-    non-finite floats -> "nan"/"inf"/"-inf"; month_day_nano intervals ->
+    bytes -> lowercase hex; decimals -> fixed-point strings with exactly
+    `scale` fractional digits; dates, times and timestamps -> Arrow's own
+    string rendering (full precision, e.g. nanoseconds; "Z" or "+0700" style
+    suffix when the type has a time zone); durations -> integer counts of
+    their unit; non-finite floats -> "nan"/"inf"/"-inf"; month_day_nano intervals ->
     [months, days, nanoseconds]; maps -> lists of [key, value] pairs;
     dictionary and run-end-encoded arrays -> their decoded values.
     """
@@ -466,8 +501,12 @@ def json_values(arr):
         return json_values(pc.run_end_decode(arr))
     if pat.is_interval(t):  # checked first: is_temporal() includes intervals
         return [None if v is None else list(v) for v in arr.to_pylist()]
-    if pat.is_temporal(t) or pat.is_decimal(t):
+    if pat.is_duration(t):
+        return arr.cast(pa.int64()).to_pylist()
+    if pat.is_temporal(t):
         return arr.cast(pa.string()).to_pylist()
+    if pat.is_decimal(t):
+        return [None if v is None else format(v, "f") for v in arr.to_pylist()]
     if pat.is_binary(t) or pat.is_large_binary(t) or pat.is_binary_view(t) \
             or pat.is_fixed_size_binary(t):
         return [None if v is None else v.hex() for v in arr.to_pylist()]
@@ -545,7 +584,13 @@ def write_sample(path):
 # ---------------------------------------------------------------------------
 
 def cmd_hash(args):
-    print(content_hash(args.file))
+    """One file: its hash alone. Several: `HASH  FILE` per line, so one
+    process (one pyarrow import) serves a whole corpus."""
+    if len(args.files) == 1:
+        print(content_hash(args.files[0]))
+    else:
+        for path in args.files:
+            print(f"{content_hash(path)}  {path}")
     return EXIT_OK
 
 
@@ -563,7 +608,7 @@ def cmd_equal(args):
 
 
 def cmd_values(args):
-    json.dump(stream_values(args.file), sys.stdout, ensure_ascii=True, indent=1)
+    json.dump(stream_values(args.file), sys.stdout, ensure_ascii=True)
     print()
     return EXIT_OK
 
@@ -580,8 +625,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Hash, compare and dump Arrow IPC stream files with pyarrow.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("hash", help="print the logical content hash of a stream")
-    p.add_argument("file")
+    p = sub.add_parser("hash", help="print the logical content hash of one or more streams")
+    p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(run=cmd_hash)
     p = sub.add_parser("equal", help="exit 0 iff two streams have equal content")
     p.add_argument("file_a")

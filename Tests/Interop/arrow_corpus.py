@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import arrow_check  # noqa: E402  (sibling script; provides the content hash)
 
@@ -55,9 +56,9 @@ def _int_values(bits, signed):
 def _timestamp_values(unit):
     per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[unit]
     # 2023-11-14 22:13:20 UTC plus a sub-second part, the epoch, a negative
-    # (pre-1970) value, a null and a far date (2262-04-11 for ns).
+    # (pre-1970) value, a null and a far date (2255-03-14, near the ns limit).
     return [1_700_000_000 * per_second + per_second // 3, 0, -per_second - 1, None,
-            9_223_372_036 * per_second if unit == "ns" else 9_000_000_000 * per_second]
+            9_000_000_000 * per_second]
 
 
 def _list_view(large):

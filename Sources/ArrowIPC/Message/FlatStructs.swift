@@ -37,26 +37,32 @@ extension Int64: FlatStruct {
 
 /// A random-access collection of inline structs: either a verified range of
 /// a decoded flatbuffer (no copy, no allocation) or an array built in memory.
-public struct FlatStructs<Element: FlatStruct>: RandomAccessCollection, Hashable, Sendable {
-  private enum Storage: Sendable {
-    case flat(ArrowBytes, start: Int)
-    case array([Element])
-  }
-  private let storage: Storage
+public struct FlatStructs<Element: FlatStruct>: RandomAccessCollection, Hashable, @unchecked Sendable {
+  // Sendable: `base` points into memory that `owner` keeps alive and
+  // immutable (ArrowBytes' contract); `elements` is a value.
+  /// Keeps the flatbuffer alive; never read on the element path.
+  private let owner: ArrowBytes
+  /// The first element in the flatbuffer, or nil for the array form.
+  private let base: UnsafeRawPointer?
+  private let elements: [Element]
 
   /// The number of elements.
   public let count: Int
 
   /// Wraps an array.
   public init(_ elements: [Element]) {
-    storage = .array(elements)
+    owner = ArrowBytes()
+    base = nil
+    self.elements = elements
     count = elements.count
   }
 
   /// Wraps `count` elements at `start` in `bytes`; the caller has checked
   /// the range.
   init(verified bytes: ArrowBytes, start: Int, count: Int) {
-    storage = .flat(bytes, start: start)
+    owner = bytes
+    base = count == 0 ? nil : bytes.unsafeBaseAddress! + start
+    elements = []
     self.count = count
   }
 
@@ -66,14 +72,14 @@ public struct FlatStructs<Element: FlatStruct>: RandomAccessCollection, Hashable
   public var endIndex: Int { count }
 
   /// The element at `index`.
-  public subscript(index: Int) -> Element {
+  @inlinable public subscript(index: Int) -> Element {
+    element(at: index)
+  }
+
+  @usableFromInline func element(at index: Int) -> Element {
     precondition(index >= 0 && index < count, "FlatStructs index out of range")
-    switch storage {
-    case .flat(let bytes, let start):
-      return bytes.withUnsafeBytes { Element(flatAt: $0.baseAddress! + start + index * Element.flatSize) }
-    case .array(let elements):
-      return elements[index]
-    }
+    guard let base else { return elements[index] }
+    return Element(flatAt: base + index * Element.flatSize)
   }
 
   /// Equal when the elements are equal.

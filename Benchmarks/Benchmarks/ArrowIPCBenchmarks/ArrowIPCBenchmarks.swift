@@ -1,0 +1,86 @@
+// Codec benchmarks (Spec/arrow-ipc.md): header decode + verify, and reading
+// streams from memory, where cost must follow the number of messages, not
+// the number of bytes (zero copy).
+
+import ArrowIPC
+import Benchmark
+
+/// The flatbuffer of a RecordBatch message with `columns` nullable int64
+/// columns (two buffers each), as a writer would produce it.
+func recordBatchMetadata(columns: Int) -> ArrowBytes {
+  let nodes = Array(repeating: FieldNode(length: 1024, nullCount: 3), count: columns)
+  let buffers = (0 ..< columns).flatMap { column in
+    [BodyBuffer(offset: Int64(column * 8320), length: 128), BodyBuffer(offset: Int64(column * 8320 + 128), length: 8192)]
+  }
+  let header = RecordBatchHeader(length: 1024, nodes: nodes, buffers: buffers)
+  let message = Message(header: .recordBatch(header), bodyLength: Int64(columns * 8320))
+  return ArrowBytes(copying: try! message.encode())
+}
+
+/// An in-memory IPC stream of `batches` batches of one int64 column of
+/// `rows` rows.
+func stream(batches: Int, rows: Int) -> ArrowBytes {
+  var builder = RecordBatchBuilder()
+  builder.append("v", (0 ..< rows).map { Int64($0) as Int64? })
+  let (message, body) = builder.finish()
+  var writer = IPCStreamWriter(sink: [UInt8]())
+  try! writer.write(Message(header: .schema(builder.schema)))
+  for _ in 0 ..< batches { try! writer.write(message, body: body) }
+  try! writer.finish()
+  return ArrowBytes(copying: writer.sink)
+}
+
+/// Reads every message of `bytes` and its batch layout; returns the body bytes seen.
+func readAll(_ bytes: ArrowBytes) throws -> Int {
+  var reader = try ArrowStreamReader(bytes)
+  var total = 0
+  while let item = try reader.next() {
+    if case .recordBatch(let batch) = item { total += batch.body.count }
+  }
+  return total
+}
+
+let benchmarks: @Sendable () -> Void = {
+  Benchmark.defaultConfiguration = .init(
+    metrics: [.wallClock, .mallocCountTotal, .throughput],
+    maxDuration: .seconds(2), maxIterations: 1_000_000)
+
+  for columns in [10, 100] {
+    let metadata = recordBatchMetadata(columns: columns)
+    Benchmark("Decode+verify RecordBatch header, \(columns) columns") { benchmark in
+      for _ in benchmark.scaledIterations {
+        let message = try Message.decode(metadata)
+        guard case .recordBatch(let header) = message.header else { fatalError("not a batch") }
+        // Touch every node and buffer, as a layout walk would.
+        var sum: Int64 = 0
+        for node in header.nodes { sum &+= node.length }
+        for buffer in header.buffers { sum &+= buffer.offset }
+        blackHole(sum)
+      }
+    }
+  }
+
+  // Same message count, 64x the bytes: time per read should not change.
+  for (label, rows) in [("1 MiB", 1 << 17), ("64 MiB", 1 << 23)] {
+    let bytes = stream(batches: 1, rows: rows)
+    Benchmark("Read stream from memory, one \(label) batch",
+              configuration: .init(metrics: [.wallClock, .mallocCountTotal])) { benchmark in
+      for _ in benchmark.scaledIterations { blackHole(try readAll(bytes)) }
+    }
+  }
+
+  let tiny = stream(batches: 10_000, rows: 2)
+  Benchmark("Message loop (framing + decode + verify), 10,000 tiny batches",
+            configuration: .init(metrics: [.wallClock, .mallocCountTotal], maxDuration: .seconds(3))) { benchmark in
+    for _ in benchmark.scaledIterations {
+      var reader = IPCStreamReader(tiny)
+      var bodies = 0
+      while let message = try reader.next() { bodies &+= message.body.count }
+      blackHole(bodies)
+    }
+  }
+  Benchmark("Read stream from memory, 10,000 tiny batches",
+            configuration: .init(metrics: [.wallClock, .mallocCountTotal], maxDuration: .seconds(3))) { benchmark in
+    for _ in benchmark.scaledIterations { blackHole(try readAll(tiny)) }
+  }
+}
