@@ -40,6 +40,14 @@ let package = Package(
       ],
       swiftSettings: strictSettings
     ),
+    // `swift package arrow-corpus`: writes the pyarrow interop corpus.
+    .plugin(
+      name: "ArrowCorpusPlugin",
+      capability: .command(
+        intent: .custom(verb: "arrow-corpus", description: "Write the pyarrow Arrow IPC test corpus"),
+        permissions: [.writeToPackageDirectory(reason: "The corpus is written under .build/ by default")]
+      )
+    ),
     .testTarget(
       name: "ArrowIPCTests",
       dependencies: ["ArrowIPC"],
