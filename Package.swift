@@ -19,6 +19,7 @@ let package = Package(
   name: "swift-dissociated-ipc",
   products: [
     .library(name: "ArrowIPC", targets: ["ArrowIPC"]),
+    .library(name: "DissociatedIPC", targets: ["DissociatedIPC"]),
     .executable(name: "dipc", targets: ["dipc"]),
   ],
   dependencies: [
@@ -29,6 +30,13 @@ let package = Package(
     // No I/O beyond mapping a file; no Foundation.
     .target(
       name: "ArrowIPC",
+      swiftSettings: strictSettings
+    ),
+    // The protocol core: wire codecs, state machines, the Transport
+    // protocol, the registry, drivers and the in-process transport.
+    .target(
+      name: "DissociatedIPC",
+      dependencies: ["ArrowIPC"],
       swiftSettings: strictSettings
     ),
     // The command-line tool.

@@ -105,7 +105,14 @@ public struct ArrowBytes: @unchecked Sendable {
   public var unsafeBaseAddress: UnsafeRawPointer? { base }
 }
 
-extension ArrowBytes: Equatable {
+extension ArrowBytes: Hashable {
+  /// Hashes the size and the first 64 bytes (consistent with `==`, cheap
+  /// for large views).
+  public func hash(into hasher: inout Hasher) {
+    hasher.combine(count)
+    withUnsafeBytes { hasher.combine(bytes: UnsafeRawBufferPointer(rebasing: $0.prefix(64))) }
+  }
+
   /// Two views are equal when they hold the same bytes.
   public static func == (lhs: ArrowBytes, rhs: ArrowBytes) -> Bool {
     guard lhs.count == rhs.count else { return false }

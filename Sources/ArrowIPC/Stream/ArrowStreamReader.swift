@@ -6,42 +6,40 @@ public enum StreamItem: Sendable {
   case recordBatch(RecordBatch)
 }
 
-/// Reads an Arrow IPC stream held in memory, enforcing the stream rules.
+/// Applies the IPC stream rules to messages as they arrive, in order
+/// (IPC-STREAM-5), and matches each batch to the schema.
 ///
-/// The schema comes first; every DictionaryBatch names a dictionary of the
-/// schema; a delta or a RecordBatch that uses a dictionary needs that
-/// dictionary sent before; every batch's layout must fit the schema and its
-/// body. Items are slices of the input: nothing is copied.
-public struct ArrowStreamReader: Sendable {
-  /// The stream's schema.
-  public let schema: Schema
-  private var messages: IPCStreamReader
-  private let dictionaryFields: [Int64: Field]
+/// The first message must be the Schema; a DictionaryBatch must name a
+/// dictionary of the schema, and a delta needs an earlier batch for its id;
+/// a non-empty RecordBatch needs every dictionary sent before it. Used by
+/// ``ArrowStreamReader`` and by the Dissociated IPC client, which receives
+/// messages out of order and feeds them here in sequence.
+public struct ArrowStreamValidator: Sendable {
+  /// The schema, once the first message was accepted.
+  public private(set) var schema: Schema?
+  private var dictionaryFields: [Int64: Field] = [:]
   private var seenDictionaries: Set<Int64> = []
 
-  /// Reads the schema at the start of `bytes`.
-  ///
-  /// - Throws: `.invalidStream` when the stream is empty or does not start
-  ///   with a Schema message; framing and metadata errors.
-  public init(_ bytes: ArrowBytes, limits: ArrowIPCLimits = .defaults) throws(ArrowIPCError) {
-    messages = IPCStreamReader(bytes, limits: limits)
-    guard let first = try messages.next() else {
-      throw ArrowIPCError(.invalidStream, "the stream has no schema message")
-    }
-    guard case .schema(let schema) = first.message.header else {
-      throw ArrowIPCError(.invalidStream, "the first message has header type \(first.message.header.unionCode), not Schema")
-    }
-    self.schema = schema
-    dictionaryFields = schema.dictionaryFields
-  }
+  /// A validator expecting the Schema first.
+  public init() {}
 
-  /// The next dictionary or record batch, or nil at the end of the stream.
-  public mutating func next() throws(ArrowIPCError) -> StreamItem? {
-    guard let next = try messages.next() else { return nil }
-    let message = next.message
+  /// Accepts the next message of the stream. Returns nil for the Schema
+  /// (stored in ``schema``), the checked item otherwise.
+  ///
+  /// - Throws: `.invalidStream` for rule violations, `.unsupportedFeature`
+  ///   for tensors, `.layoutMismatch` for batches that do not fit.
+  public mutating func accept(_ message: Message, body: ArrowBytes) throws(ArrowIPCError) -> StreamItem? {
+    guard let schema else {
+      guard case .schema(let schema) = message.header else {
+        throw ArrowIPCError(.invalidStream, "the first message has header type \(message.header.unionCode), not Schema")
+      }
+      self.schema = schema
+      dictionaryFields = schema.dictionaryFields
+      return nil
+    }
     switch message.header {
     case .schema:
-      throw ArrowIPCError(.invalidStream, "a second Schema message at byte \(messages.position)")
+      throw ArrowIPCError(.invalidStream, "a second Schema message")
     case .tensor, .sparseTensor:
       throw ArrowIPCError(.unsupportedFeature, "tensor messages are not part of a record-batch stream")
     case .dictionaryBatch(let header):
@@ -53,15 +51,50 @@ public struct ArrowStreamReader: Sendable {
       }
       valueField.dictionary = nil
       let values = try RecordBatch(schema: schema, fields: [valueField], message: message,
-                                   header: header.data, body: next.body)
+                                   header: header.data, body: body)
       seenDictionaries.insert(header.id)
       return .dictionary(DictionaryBatch(id: header.id, isDelta: header.isDelta, values: values))
     case .recordBatch(let header):
-      for (id, field) in dictionaryFields where !seenDictionaries.contains(id) && header.length > 0 {
-        throw ArrowIPCError(.invalidStream, "record batch uses dictionary \(id) of field '\(field.name)' before it was sent")
+      if header.length > 0, seenDictionaries.count < dictionaryFields.count {
+        let missing = dictionaryFields.first { !seenDictionaries.contains($0.key) }!
+        throw ArrowIPCError(.invalidStream,
+                            "record batch uses dictionary \(missing.key) of field '\(missing.value.name)' before it was sent")
       }
       return .recordBatch(try RecordBatch(schema: schema, fields: schema.fields, message: message,
-                                          header: header, body: next.body))
+                                          header: header, body: body))
     }
+  }
+}
+
+/// Reads an Arrow IPC stream held in memory, enforcing the stream rules.
+///
+/// Framing comes from ``IPCStreamReader``, the rules from
+/// ``ArrowStreamValidator``. Items are slices of the input: nothing is
+/// copied.
+public struct ArrowStreamReader: Sendable {
+  /// The stream's schema.
+  public let schema: Schema
+  private var messages: IPCStreamReader
+  private var validator = ArrowStreamValidator()
+
+  /// Reads the schema at the start of `bytes`.
+  ///
+  /// - Throws: `.invalidStream` when the stream is empty or does not start
+  ///   with a Schema message; framing and metadata errors.
+  public init(_ bytes: ArrowBytes, limits: ArrowIPCLimits = .defaults) throws(ArrowIPCError) {
+    messages = IPCStreamReader(bytes, limits: limits)
+    guard let first = try messages.next() else {
+      throw ArrowIPCError(.invalidStream, "the stream has no schema message")
+    }
+    _ = try validator.accept(first.message, body: first.body)
+    schema = validator.schema!
+  }
+
+  /// The next dictionary or record batch, or nil at the end of the stream.
+  public mutating func next() throws(ArrowIPCError) -> StreamItem? {
+    while let next = try messages.next() {
+      if let item = try validator.accept(next.message, body: next.body) { return item }
+    }
+    return nil
   }
 }
