@@ -61,5 +61,10 @@ let package = Package(
       dependencies: ["ArrowIPC"],
       swiftSettings: strictSettings
     ),
+    .testTarget(
+      name: "DissociatedIPCTests",
+      dependencies: ["DissociatedIPC", "ArrowIPC"],
+      swiftSettings: strictSettings
+    ),
   ]
 )

@@ -1,0 +1,294 @@
+public import ArrowIPC
+
+/// Tuning and limits of a client stream.
+public struct ClientStreamConfig: Sendable, Hashable {
+  /// Most messages that may be held waiting for an earlier sequence number
+  /// (DIPC-LIM-3).
+  public var reorderWindow: Int
+  /// Most body bytes that may be held waiting for earlier messages (DIPC-LIM-3).
+  public var maxBufferedBytes: Int
+  /// Most ranges in one body descriptor (DIPC-LIM-2).
+  public var maxDescriptorRanges: Int
+  /// Limits on the Arrow metadata.
+  public var arrowLimits: ArrowIPCLimits
+
+  /// A window of 1,024 messages and 512 MiB, 4,096 ranges per descriptor.
+  public static let defaults = ClientStreamConfig(
+    reorderWindow: 1024, maxBufferedBytes: 512 << 20, maxDescriptorRanges: 4096, arrowLimits: .defaults)
+
+  /// Creates a configuration.
+  public init(reorderWindow: Int, maxBufferedBytes: Int, maxDescriptorRanges: Int, arrowLimits: ArrowIPCLimits) {
+    precondition(reorderWindow > 0, "the reorder window needs room for one message")
+    self.reorderWindow = reorderWindow
+    self.maxBufferedBytes = maxBufferedBytes
+    self.maxDescriptorRanges = maxDescriptorRanges
+    self.arrowLimits = arrowLimits
+  }
+}
+
+/// What the client stream delivers, in sequence order.
+public enum ClientItem: Sendable {
+  /// The schema (always first).
+  case schema(Schema)
+  /// Dictionary values; `remoteAddresses` as for record batches.
+  case dictionary(DictionaryBatch, remoteAddresses: [UInt64])
+  /// A record batch. `remoteAddresses` lists the addresses to return with
+  /// free_data once nothing reads the body any more (empty for inline
+  /// bodies and for bodies already copied — see ``ClientStreamStateMachine/bodyFetched(sequence:bytes:release:)``).
+  case recordBatch(RecordBatch, remoteAddresses: [UInt64])
+}
+
+/// The client side of one stream, without I/O (sans-I/O).
+///
+/// ```
+///   metadata frames ─┐                        ┌─► nextItem(): schema, dictionaries,
+///   tagged bodies  ──┼─► reorder window ──────┤   batches in sequence order
+///   fetched bodies ──┘   (by sequence number) └─► bodyFetch actions for type-1 bodies
+///
+///   receiving ──(end of stream seen, everything delivered)──► complete
+///   any protocol violation ──► failed (the error is thrown; the driver closes)
+/// ```
+/// Messages and bodies may arrive in any order, on one connection or two.
+/// Every protocol violation is thrown as a ``DissociatedIPCError``; after a
+/// throw the stream is failed and every further event throws the same error.
+public struct ClientStreamStateMachine: Sendable {
+  private enum BodyState: Sendable {
+    case none
+    /// A type-1 body whose bytes are being fetched.
+    case fetching(BodyDescriptor)
+    case ready(ArrowBytes, remoteAddresses: [UInt64])
+
+    var isPresent: Bool {
+      if case .none = self { return false }
+      return true
+    }
+  }
+
+  private struct Slot: Sendable {
+    var message: Message?
+    var body: BodyState = .none
+    var bodyLength: Int64 { message?.bodyLength ?? 0 }
+
+    var isEmpty: Bool { message == nil && !body.isPresent }
+  }
+
+  private let config: ClientStreamConfig
+  /// Ring of `reorderWindow` slots; slot of sequence s is s % window.
+  private var slots: [Slot]
+  private var expected: UInt32
+  private var delivered = 0
+  private var endOfStream: UInt32?
+  private var bufferedBytes = 0
+  private var validator = ArrowStreamValidator()
+  private var failure: DissociatedIPCError?
+
+  /// A client stream expecting sequence 0 first.
+  public init(config: ClientStreamConfig = .defaults) {
+    self.init(config: config, firstSequence: 0)
+  }
+
+  /// For tests of sequence rollover: expects `firstSequence` first.
+  init(config: ClientStreamConfig, firstSequence: UInt32) {
+    self.config = config
+    self.slots = Array(repeating: Slot(), count: config.reorderWindow)
+    self.expected = firstSequence
+  }
+
+  /// Whether the end of stream arrived and every message was delivered.
+  public var isComplete: Bool {
+    failure == nil && delivered > 0 && endOfStream == expected
+  }
+
+  /// The number of messages delivered so far.
+  public var deliveredCount: Int { delivered }
+
+  // MARK: Events
+
+  /// A metadata frame arrived.
+  public mutating func metadataReceived(_ frame: ArrowBytes) throws(DissociatedIPCError) {
+    try guarded { (machine: inout Self) throws(DissociatedIPCError) in
+      switch try MetadataFrame.decode(frame) {
+      case .error(let code, let text):
+        throw DissociatedIPCError(.peerError, "server reported \(code): \(text)")
+      case .endOfStream(let sequence):
+        guard machine.endOfStream == nil else {
+          throw DissociatedIPCError(.duplicateSequence, "a second end-of-stream frame (\(sequence))")
+        }
+        // The end is at most a window ahead of what was delivered.
+        guard sequence &- machine.expected <= UInt32(machine.config.reorderWindow) else {
+          throw DissociatedIPCError(.unexpectedMessage, "end of stream at \(sequence) while expecting \(machine.expected)")
+        }
+        machine.endOfStream = sequence
+        try machine.checkBeforeEnd()
+      case .message(let sequence, let flatbuffer):
+        let index = try machine.slotIndex(sequence)
+        guard machine.slots[index].message == nil else {
+          throw DissociatedIPCError(.duplicateSequence, "metadata \(sequence) arrived twice")
+        }
+        let message: Message
+        do throws(ArrowIPCError) { message = try Message.decode(flatbuffer, limits: machine.config.arrowLimits) } catch {
+          throw DissociatedIPCError(error)
+        }
+        guard message.header.bodyDescription != nil || !machine.slots[index].body.isPresent else {
+          throw DissociatedIPCError(.unexpectedMessage, "a body arrived for message \(sequence), which has none")
+        }
+        machine.slots[index].message = message
+        try machine.checkLength(of: machine.slots[index], sequence: sequence)
+      }
+    }
+  }
+
+  /// A tagged body message arrived. Returns the descriptor to fetch when it
+  /// is a type-1 body; report the bytes with ``bodyFetched(sequence:bytes:release:)``.
+  public mutating func bodyReceived(tag rawTag: UInt64, payload: ArrowBytes) throws(DissociatedIPCError) -> BodyDescriptor? {
+    try guarded { (machine: inout Self) throws(DissociatedIPCError) -> BodyDescriptor? in
+      let tag = try Tag(validatingBodyTag: rawTag)
+      let index = try machine.slotIndex(tag.sequence)
+      guard !machine.slots[index].body.isPresent else {
+        throw DissociatedIPCError(.duplicateSequence, "body \(tag.sequence) arrived twice")
+      }
+      if let message = machine.slots[index].message, message.header.bodyDescription == nil {
+        throw DissociatedIPCError(.unexpectedMessage, "a body arrived for message \(tag.sequence), which has none")
+      }
+      switch tag.bodyType {
+      case .inline:
+        try machine.reserve(payload.count)
+        machine.slots[index].body = .ready(payload, remoteAddresses: [])
+        try machine.checkLength(of: machine.slots[index], sequence: tag.sequence)
+        return nil
+      case .descriptor:
+        let descriptor = try BodyDescriptor.decode(payload, maxRanges: machine.config.maxDescriptorRanges)
+        machine.slots[index].body = .fetching(descriptor)
+        try machine.checkLength(of: machine.slots[index], sequence: tag.sequence)
+        return descriptor
+      default:
+        throw DissociatedIPCError(.unknownBodyType, "body \(tag.sequence) has \(tag.bodyType)")
+      }
+    }
+  }
+
+  /// The bytes of a type-1 body arrived. `release` says whether they still
+  /// reference the server's memory (a mapping, not a copy): then the item
+  /// carries the addresses to free when the user is done; otherwise they
+  /// are returned by this call, to send in free_data now.
+  public mutating func bodyFetched(sequence: UInt32, bytes: ArrowBytes, release: Bool) throws(DissociatedIPCError) -> [UInt64] {
+    try guarded { (machine: inout Self) throws(DissociatedIPCError) -> [UInt64] in
+      let index = try machine.slotIndex(sequence)
+      guard case .fetching(let descriptor) = machine.slots[index].body else {
+        throw DissociatedIPCError(.unexpectedMessage, "fetched bytes for body \(sequence), which is not being fetched")
+      }
+      guard UInt64(bytes.count) == descriptor.totalSize else {
+        throw DissociatedIPCError(.bodyLengthMismatch, "fetched \(bytes.count) bytes of a \(descriptor.totalSize)-byte body")
+      }
+      try machine.reserve(bytes.count)
+      let addresses = descriptor.ranges.map(\.address)
+      machine.slots[index].body = .ready(bytes, remoteAddresses: release ? addresses : [])
+      return release ? [] : addresses
+    }
+  }
+
+  /// The peer closed a connection of this stream. Fine once complete.
+  ///
+  /// - Throws: `.streamTruncated` when the stream is not complete.
+  public mutating func peerClosed() throws(DissociatedIPCError) {
+    try guarded { (machine: inout Self) throws(DissociatedIPCError) in
+      guard machine.isComplete else {
+        let what = machine.endOfStream == nil ? "before the end of stream" : "with messages missing"
+        throw DissociatedIPCError(.streamTruncated,
+                                  "the server closed \(what) (\(machine.delivered) messages delivered)")
+      }
+    }
+  }
+
+  /// The next item in sequence order, when it is ready.
+  public mutating func nextItem() throws(DissociatedIPCError) -> ClientItem? {
+    try guarded { (machine: inout Self) throws(DissociatedIPCError) -> ClientItem? in try machine.takeNext() }
+  }
+
+  // MARK: Internals
+
+  private mutating func takeNext() throws(DissociatedIPCError) -> ClientItem? {
+    let index = Int(expected % UInt32(slots.count))
+    guard let message = slots[index].message else { return nil }
+    var body = ArrowBytes()
+    var addresses: [UInt64] = []
+    if message.header.bodyDescription != nil {
+      guard case .ready(let bytes, let remote) = slots[index].body else { return nil }
+      body = bytes
+      addresses = remote
+    }
+    slots[index] = Slot()
+    bufferedBytes -= body.count
+    expected &+= 1
+    delivered += 1
+    let item: StreamItem?
+    do throws(ArrowIPCError) { item = try validator.accept(message, body: body) } catch { throw DissociatedIPCError(error) }
+    switch item {
+    case nil: return .schema(validator.schema!)
+    case .dictionary(let dictionary): return .dictionary(dictionary, remoteAddresses: addresses)
+    case .recordBatch(let batch): return .recordBatch(batch, remoteAddresses: addresses)
+    }
+  }
+
+  /// The slot of `sequence`, which must lie in the window ahead of the next
+  /// expected message and before the end of stream.
+  private func slotIndex(_ sequence: UInt32) throws(DissociatedIPCError) -> Int {
+    let distance = sequence &- expected
+    if let endOfStream, distance >= endOfStream &- expected {
+      throw DissociatedIPCError(.unexpectedMessage, "message \(sequence) at or after the end of stream (\(endOfStream))")
+    }
+    guard distance < UInt32(slots.count) else {
+      // Far behind: already delivered. Far ahead: outside the window.
+      if distance > UInt32.max / 2 {
+        throw DissociatedIPCError(.duplicateSequence, "message \(sequence) was already delivered")
+      }
+      throw DissociatedIPCError(.reorderWindowExceeded,
+                                "message \(sequence) is \(distance) ahead of \(expected); the window is \(slots.count)")
+    }
+    return Int(sequence % UInt32(slots.count))
+  }
+
+  private mutating func reserve(_ bytes: Int) throws(DissociatedIPCError) {
+    bufferedBytes += bytes
+    guard bufferedBytes <= config.maxBufferedBytes || bufferedBytes == bytes else {
+      throw DissociatedIPCError(.reorderWindowExceeded,
+                                "\(bufferedBytes) body bytes waiting for earlier messages exceed \(config.maxBufferedBytes)")
+    }
+  }
+
+  /// A body whose metadata is known must have the metadata's length (DIPC-BODY-5).
+  private func checkLength(of slot: Slot, sequence: UInt32) throws(DissociatedIPCError) {
+    guard slot.message?.header.bodyDescription != nil else { return }
+    let length: UInt64
+    switch slot.body {
+    case .none: return
+    case .fetching(let descriptor): length = descriptor.totalSize
+    case .ready(let bytes, _): length = UInt64(bytes.count)
+    }
+    guard length == UInt64(slot.bodyLength) else {
+      throw DissociatedIPCError(.bodyLengthMismatch, "body \(sequence) has \(length) bytes, its metadata says \(slot.bodyLength)")
+    }
+  }
+
+  /// Messages already held must come before the end of stream.
+  private func checkBeforeEnd() throws(DissociatedIPCError) {
+    guard let endOfStream else { return }
+    for slot in slots.indices where !slots[slot].isEmpty {
+      let sequence = expected &+ UInt32((slot - Int(expected % UInt32(slots.count)) + slots.count) % slots.count)
+      guard sequence &- expected < endOfStream &- expected else {
+        throw DissociatedIPCError(.unexpectedMessage, "message \(sequence) at or after the end of stream (\(endOfStream))")
+      }
+    }
+  }
+
+  /// Runs `body`; a thrown error fails the stream for good.
+  private mutating func guarded<R>(_ body: (inout Self) throws(DissociatedIPCError) -> R) throws(DissociatedIPCError) -> R {
+    if let failure { throw failure }
+    do {
+      return try body(&self)
+    } catch {
+      failure = error
+      throw error
+    }
+  }
+}
