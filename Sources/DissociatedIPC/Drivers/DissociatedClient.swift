@@ -1,0 +1,396 @@
+public import ArrowIPC
+internal import Synchronization
+
+/// What a client receives, in stream order.
+public enum ReceivedItem: Sendable {
+  /// The schema (always first).
+  case schema(Schema)
+  /// Dictionary values.
+  case dictionary(DictionaryBatch)
+  /// A record batch.
+  case recordBatch(RecordBatch)
+}
+
+/// Fetches streams from Dissociated IPC servers.
+///
+/// ```swift
+/// let client = DissociatedClient(registry: registry)
+/// for try await item in client.stream(from: location) {
+///   if case .recordBatch(let batch) = item { … }     // in stream order
+/// }
+/// ```
+/// Bodies sent as descriptors are fetched through the transport's remote
+/// memory; a mapped body is returned to the server (free_data) when the
+/// last ``ArrowBytes`` referring to it is released, a copied one at once.
+public struct DissociatedClient: Sendable {
+  /// Client settings.
+  public struct Config: Sendable {
+    /// Reorder window and limits per stream.
+    public var stream: ClientStreamConfig
+    /// Fail with `.timedOut` when nothing arrives for this long (nil: wait
+    /// for ever).
+    public var idleTimeout: Duration?
+    /// Raw messages read ahead of the consumer, per stream.
+    public var readAhead: Int
+
+    /// Default limits, 30 s idle timeout, 64 messages read ahead.
+    public static let defaults = Config(stream: .defaults, idleTimeout: .seconds(30), readAhead: 64)
+
+    /// Creates settings.
+    public init(stream: ClientStreamConfig, idleTimeout: Duration?, readAhead: Int) {
+      self.stream = stream
+      self.idleTimeout = idleTimeout
+      self.readAhead = readAhead
+    }
+  }
+
+  /// The backends, by scheme.
+  public let registry: TransportRegistry
+  /// The settings.
+  public let config: Config
+
+  /// A client using `registry`.
+  public init(registry: TransportRegistry = .defaults, config: Config = .defaults) {
+    self.registry = registry
+    self.config = config
+  }
+
+  /// The stream at `location`. The ticket is `ticket`, or else the
+  /// location's `ticket` (UTF-8) or `ticket64` (base64) parameter. With a
+  /// `dataLocation`, bodies come from that (data) server and metadata from
+  /// `location` (the two-server topology, DIPC-TOPO-2).
+  public func stream(from location: Location, ticket: [UInt8]? = nil, dataLocation: Location? = nil) -> ReceivedStream {
+    ReceivedStream(client: self, location: location, ticket: ticket, dataLocation: dataLocation)
+  }
+}
+
+/// The items of one stream, in order; iterate once.
+public struct ReceivedStream: AsyncSequence, Sendable {
+  /// Items in stream order.
+  public typealias Element = ReceivedItem
+  let client: DissociatedClient
+  let location: Location
+  let ticket: [UInt8]?
+  let dataLocation: Location?
+
+  /// Starts the stream on the first `next()`.
+  public func makeAsyncIterator() -> Iterator {
+    Iterator(stream: self)
+  }
+
+  /// Pulls items; connects on first use.
+  public struct Iterator: AsyncIteratorProtocol {
+    let stream: ReceivedStream
+    var session: ClientSession?
+
+    /// The next item, nil at the end.
+    public mutating func next() async throws(DissociatedIPCError) -> ReceivedItem? {
+      if session == nil { session = try await ClientSession.start(stream) }
+      return try await session!.next()
+    }
+  }
+
+  /// Receives the whole stream and writes it as an Arrow IPC stream to
+  /// `sink`; returns the number of record batches.
+  public func write<Sink: IPCByteSink>(to writer: inout IPCStreamWriter<Sink>) async throws(DissociatedIPCError) -> Int {
+    func arrow(_ write: () throws(ArrowIPCError) -> Void) throws(DissociatedIPCError) {
+      do throws(ArrowIPCError) { try write() } catch { throw DissociatedIPCError(error) }
+    }
+    var batches = 0
+    var iterator = makeAsyncIterator()
+    while let item = try await iterator.next() {
+      switch item {
+      case .schema(let schema): try arrow { () throws(ArrowIPCError) in try writer.write(Message(header: .schema(schema))) }
+      case .dictionary(let dictionary):
+        try arrow { () throws(ArrowIPCError) in try writer.write(dictionary.values.message, body: dictionary.values.body) }
+      case .recordBatch(let batch):
+        try arrow { () throws(ArrowIPCError) in try writer.write(batch.message, body: batch.body) }
+        batches += 1
+      }
+    }
+    try arrow { () throws(ArrowIPCError) in try writer.finish() }
+    return batches
+  }
+}
+
+extension ReceivedStream {
+  /// Lets `for try await` over a ``ReceivedStream`` throw typed errors.
+  public typealias Failure = DissociatedIPCError
+}
+
+/// One stream's connections and state machine; events from the connection
+/// readers pass through a bounded queue to the consumer, which drives the
+/// state machine.
+final class ClientSession: Sendable {
+  private enum Event: Sendable {
+    case frame(ArrowBytes)
+    case body(TaggedMessage)
+    case closed
+    case failed(DissociatedIPCError)
+  }
+
+  private let metadata: any TransportConnection
+  private let data: any TransportConnection
+  private let config: DissociatedClient.Config
+  private let canMap: Bool
+  private let events: AsyncEventQueue<Event>
+  private let machine: Mutex<ClientStreamStateMachine>
+  private let returns: FreeDataReturns
+  private let readers: Mutex<[Task<Void, Never>]> = Mutex([])
+  /// Connections still delivering events; the stream closes at 0.
+  private let openFlows: Atomic<Int>
+
+  private init(metadata: any TransportConnection, data: any TransportConnection, canMap: Bool,
+               config: DissociatedClient.Config) {
+    self.metadata = metadata
+    self.data = data
+    self.canMap = canMap
+    self.config = config
+    events = AsyncEventQueue(capacity: config.readAhead)
+    machine = Mutex(ClientStreamStateMachine(config: config.stream))
+    returns = FreeDataReturns(connection: data)
+    openFlows = Atomic(metadata === data ? 1 : 2)
+  }
+
+  static func start(_ stream: ReceivedStream) async throws(DissociatedIPCError) -> ClientSession {
+    let registry = stream.client.registry
+    let ticket: [UInt8]
+    if let given = stream.ticket { ticket = given } else { ticket = try ticketParameter(stream.location) }
+    let transport = try registry.transport(forScheme: stream.location.scheme)
+    let metadata = try await transport.connect(to: stream.location)
+    var data = metadata
+    var canMap = transport.capabilities.fetchesByMapping
+    do throws(DissociatedIPCError) {
+      try await metadata.sendTagged(stream.location.wantData, [ArrowBytes(copying: ticket)])
+      if let dataLocation = stream.dataLocation {
+        let dataTransport = try registry.transport(forScheme: dataLocation.scheme)
+        canMap = dataTransport.capabilities.fetchesByMapping
+        data = try await dataTransport.connect(to: dataLocation)
+        try await data.sendTagged(dataLocation.wantData, [ArrowBytes(copying: ticket)])
+      }
+    } catch {
+      await metadata.close()
+      if data !== metadata { await data.close() }
+      throw error
+    }
+    let session = ClientSession(metadata: metadata, data: data, canMap: canMap, config: stream.client.config)
+    session.startReaders()
+    return session
+  }
+
+  private static func ticketParameter(_ location: Location) throws(DissociatedIPCError) -> [UInt8] {
+    for pair in location.otherParameters {
+      if pair.name == "ticket" { return Array(pair.value.utf8) }
+      if pair.name == "ticket64", let bytes = Base64.decode(pair.value) { return bytes }
+    }
+    throw DissociatedIPCError(.invalidLocation, "\(location): no ticket given and no ticket parameter")
+  }
+
+  private func startReaders() {
+    let metadataReader = Task { [events, metadata] in
+      await Self.pump(events) { () async throws(DissociatedIPCError) -> Event? in
+        try await metadata.receiveFrame().map(Event.frame)
+      }
+    }
+    let bodyReader = Task { [events, data] in
+      // Every tagged message on the data connection is a body; the state
+      // machine orders them by sequence (DIPC-CLIENT-2).
+      await Self.pump(events) { () async throws(DissociatedIPCError) -> Event? in
+        try await data.receiveTagged(matching: 0, mask: 0).map(Event.body)
+      }
+    }
+    readers.withLock { $0 = [metadataReader, bodyReader] }
+  }
+
+  private static func pump(_ events: AsyncEventQueue<Event>,
+                           _ receive: () async throws(DissociatedIPCError) -> Event?) async {
+    do throws(DissociatedIPCError) {
+      while let event = try await receive() {
+        guard await events.push(event) else { return }
+      }
+      await events.push(.closed)
+    } catch {
+      await events.push(.failed(error))
+    }
+  }
+
+  /// The next item, driving the state machine with events as needed.
+  func next() async throws(DissociatedIPCError) -> ReceivedItem? {
+    do throws(DissociatedIPCError) {
+      while true {
+        if let item = try machine.withLock({ (machine) throws(DissociatedIPCError) in try machine.nextItem() }) {
+          return item.received
+        }
+        if machine.withLock({ $0.isComplete }) {
+          await finishStream()
+          return nil
+        }
+        let (event, timedOut) = await events.pop(timeout: config.idleTimeout)
+        if timedOut {
+          throw DissociatedIPCError(.timedOut, "nothing arrived for \(config.idleTimeout.map { "\($0)" } ?? "")")
+        }
+        guard let event else {
+          throw DissociatedIPCError(.streamTruncated, "the stream's connections ended early")
+        }
+        try await handle(event)
+      }
+    } catch {
+      await abort()
+      throw error
+    }
+  }
+
+  private func handle(_ event: Event) async throws(DissociatedIPCError) {
+    switch event {
+    case .frame(let bytes):
+      try machine.withLock { (machine) throws(DissociatedIPCError) in try machine.metadataReceived(bytes) }
+    case .body(let message):
+      let descriptor = try machine.withLock { (machine) throws(DissociatedIPCError) in
+        try machine.bodyReceived(tag: message.tag, payload: message.payload)
+      }
+      if let descriptor { try await fetch(descriptor, sequence: Tag(rawValue: message.tag).sequence) }
+    case .closed:
+      if openFlows.wrappingSubtract(1, ordering: .relaxed).newValue == 0 {
+        try machine.withLock { (machine) throws(DissociatedIPCError) in try machine.peerClosed() }
+      }
+    case .failed(let error):
+      if machine.withLock({ $0.isComplete }) { return }
+      throw error.code == .connectionClosed
+        ? DissociatedIPCError(.streamTruncated, "the connection broke mid-stream: \(error.detail)") : error
+    }
+  }
+
+  /// Fetches a type-1 body. A mapping is returned to the server when its
+  /// last view is released; a copy right away (DIPC-FREE-1).
+  private func fetch(_ descriptor: BodyDescriptor, sequence: UInt32) async throws(DissociatedIPCError) {
+    guard let remoteMemory = data.remoteMemory else {
+      throw DissociatedIPCError(.unsupportedOperation, "a descriptor body arrived on a transport without remote memory")
+    }
+    let fetched = try await remoteMemory.fetch(descriptor.ranges)
+    let addresses = descriptor.ranges.map(\.address)
+    if canMap {
+      let owner = ReturnOnRelease(bytes: fetched, addresses: addresses, returns: returns)
+      let view = fetched.isEmpty ? fetched : ArrowBytes(unsafeBase: fetched.unsafeBaseAddress!, count: fetched.count, owner: owner)
+      _ = try machine.withLock { (machine) throws(DissociatedIPCError) in
+        try machine.bodyFetched(sequence: sequence, bytes: view, release: true)
+      }
+    } else {
+      let now = try machine.withLock { (machine) throws(DissociatedIPCError) in
+        try machine.bodyFetched(sequence: sequence, bytes: fetched, release: false)
+      }
+      returns.send(now)
+    }
+  }
+
+  /// The stream is complete: close the metadata flow now, the data flow
+  /// once every mapped body was returned.
+  private func finishStream() async {
+    events.finish()
+    if metadata !== data { await metadata.close() }
+    returns.closeWhenIdle()
+  }
+
+  private func abort() async {
+    events.finish()
+    for reader in readers.withLock({ $0 }) { reader.cancel() }
+    await metadata.close()
+    if data !== metadata { await data.close() }
+  }
+}
+
+extension ClientItem {
+  var received: ReceivedItem {
+    switch self {
+    case .schema(let schema): .schema(schema)
+    case .dictionary(let dictionary, _): .dictionary(dictionary)
+    case .recordBatch(let batch, _): .recordBatch(batch)
+    }
+  }
+}
+
+/// Returns addresses to the server with free_data, coalescing what
+/// accumulates while a send is in flight, and closes the data connection
+/// when the stream is complete and nothing is held any more.
+final class FreeDataReturns: Sendable {
+  private struct State {
+    var pending: [UInt64] = []
+    var sending = false
+    var held = 0
+    var closeWhenIdle = false
+    var closed = false
+  }
+
+  private let connection: any TransportConnection
+  private let state = Mutex(State())
+
+  init(connection: any TransportConnection) { self.connection = connection }
+
+  /// A mapped body with these addresses is now held by the user.
+  func hold() { state.withLock { $0.held += 1 } }
+
+  /// The user released a mapped body.
+  func released(_ addresses: [UInt64]) {
+    state.withLock { $0.held -= 1 }
+    send(addresses)
+  }
+
+  /// Queues `addresses` for free_data.
+  func send(_ addresses: [UInt64]) {
+    let start = state.withLock { state -> Bool in
+      state.pending += addresses
+      guard !state.sending, !state.closed, !state.pending.isEmpty || state.closeWhenIdle else { return false }
+      state.sending = true
+      return true
+    }
+    if start { Task { await flush() } }
+  }
+
+  /// Close once everything held was returned.
+  func closeWhenIdle() {
+    state.withLock { $0.closeWhenIdle = true }
+    send([])
+  }
+
+  private func flush() async {
+    while true {
+      enum Step { case send([UInt64]), close, stop }
+      let step: Step = state.withLock { state in
+        if !state.pending.isEmpty {
+          defer { state.pending = [] }
+          return .send(state.pending)
+        }
+        if state.closeWhenIdle, state.held == 0, !state.closed {
+          state.closed = true
+          return .close
+        }
+        state.sending = false
+        return .stop
+      }
+      switch step {
+      case .send(let addresses): try? await connection.sendTagged(ControlTag.freeData, [ArrowBytes(copying: FreeDataPayload.encode(addresses))])
+      case .close:
+        await connection.close()
+        state.withLock { $0.sending = false }
+        return
+      case .stop: return
+      }
+    }
+  }
+}
+
+/// Owns a mapped body; when the last view goes away, its addresses go back
+/// to the server.
+final class ReturnOnRelease: ArrowBytesOwner {
+  let bytes: ArrowBytes
+  let addresses: [UInt64]
+  let returns: FreeDataReturns
+
+  init(bytes: ArrowBytes, addresses: [UInt64], returns: FreeDataReturns) {
+    self.bytes = bytes
+    self.addresses = addresses
+    self.returns = returns
+    returns.hold()
+  }
+
+  deinit { returns.released(addresses) }
+}

@@ -1,0 +1,160 @@
+public import ArrowIPC
+internal import Synchronization
+
+/// Serves a ``StreamCatalog`` over one transport listener.
+///
+/// ```swift
+/// var catalog = StreamCatalog()
+/// catalog.add("trades", .file(path: "trades.arrows"))
+/// let server = try await DissociatedServer(listeningAt: "inproc://", catalog: catalog)
+/// print(server.location(for: "trades"))     // inproc://l1?want_data=…&ticket=trades
+/// try await server.run()                      // until shutdown()
+/// ```
+/// Every accepted connection carries one stream (DIPC-CONN-2): its first
+/// tagged message must be a want_data (``ControlTag``) carrying a ticket.
+/// An unknown ticket gets an error frame and the connection closes; the
+/// server keeps serving everyone else.
+public final class DissociatedServer: Sendable {
+  /// Server settings.
+  public struct Config: Sendable {
+    /// Rendezvous threshold and outstanding-bytes bound per stream.
+    public var stream: ServerStreamConfig
+    /// How long a new connection may take to send want_data (DIPC-LIM-5).
+    public var initiationTimeout: Duration
+    /// Limits applied when reading stream files.
+    public var arrowLimits: ArrowIPCLimits
+
+    /// 64 KiB rendezvous, 256 MiB outstanding, 10 s to initiate.
+    public static let defaults = Config(stream: .defaults, initiationTimeout: .seconds(10), arrowLimits: .defaults)
+
+    /// Creates settings.
+    public init(stream: ServerStreamConfig, initiationTimeout: Duration, arrowLimits: ArrowIPCLimits) {
+      self.stream = stream
+      self.initiationTimeout = initiationTimeout
+      self.arrowLimits = arrowLimits
+    }
+  }
+
+  /// The bound listener.
+  public let listener: any TransportListener
+  private let transport: any DissociatedTransport
+  private let catalog: StreamCatalog
+  private let config: Config
+  private let streams = Mutex<(active: Int, served: Int, failed: Int)>((0, 0, 0))
+
+  /// Binds a listener at `address` (e.g. `tcp://127.0.0.1:0`) with the
+  /// backend `registry` has for its scheme.
+  public init(listeningAt address: String, catalog: StreamCatalog, registry: TransportRegistry = .defaults,
+              config: Config = .defaults) async throws(DissociatedIPCError) {
+    let parsed = try TransportAddress(parsing: address)
+    transport = try registry.transport(forScheme: parsed.scheme)
+    listener = try await transport.listen(at: parsed)
+    self.catalog = catalog
+    self.config = config
+  }
+
+  /// The location that fetches `ticket` in `role` (the ticket travels in the
+  /// `ticket` parameter, DIPC-URI-7).
+  public func location(for ticket: [UInt8], role: StreamRole = .combined) -> Location {
+    let address = listener.address
+    var others: [Location.KeyValuePair] = []
+    if let text = String(validating: ticket, as: UTF8.self) {
+      others.append(.init("ticket", text))
+    } else {
+      others.append(.init("ticket64", Base64.encode(ticket)))
+    }
+    let remote = transport.capabilities.remoteMemory && role != .metadata
+    return Location(scheme: address.scheme, host: address.host, port: address.port, path: address.path,
+                    wantData: ControlTag.wantData(role), freeData: remote ? ControlTag.freeData : nil,
+                    remoteHandle: remote ? listener.remoteHandle : nil, otherParameters: others)
+  }
+
+  /// The location that fetches the UTF-8 `ticket` in `role`.
+  public func location(for ticket: String, role: StreamRole = .combined) -> Location {
+    location(for: Array(ticket.utf8), role: role)
+  }
+
+  /// Counts of streams: running now, completed, failed.
+  public var streamCounts: (active: Int, served: Int, failed: Int) { streams.withLock { $0 } }
+
+  /// Accepts and serves connections until ``shutdown()``; each stream runs
+  /// in its own child task.
+  public func run() async {
+    await withDiscardingTaskGroup { group in
+      while let connection = try? await listener.accept() {
+        group.addTask { await self.serve(connection) }
+      }
+    }
+  }
+
+  /// Stops accepting new connections; streams in progress finish.
+  public func shutdown() async {
+    await listener.close()
+  }
+
+  private func serve(_ connection: any TransportConnection) async {
+    streams.withLock { $0.active += 1 }
+    let outcome: DissociatedIPCError?
+    do throws(DissociatedIPCError) {
+      try await serveStream(on: connection)
+      outcome = nil
+    } catch {
+      outcome = error
+    }
+    await connection.close()
+    streams.withLock { counts in
+      counts.active -= 1
+      if outcome == nil { counts.served += 1 } else { counts.failed += 1 }
+    }
+  }
+
+  private func serveStream(on connection: any TransportConnection) async throws(DissociatedIPCError) {
+    let first = try await withTimeout(config.initiationTimeout) { () async throws(DissociatedIPCError) in
+      try await connection.receiveTagged(matching: 0, mask: 0)
+    }
+    guard let first else { return }  // closed before asking for anything
+    guard let role = ControlTag.role(of: first.tag) else {
+      throw DissociatedIPCError(.unexpectedMessage, "first tagged message \(Tag(rawValue: first.tag)) is not a want_data")
+    }
+    guard let source = catalog[first.payload.array] else {
+      let error = DissociatedIPCError(.unknownTicket, "no stream for ticket \(Self.describe(first.payload.array))")
+      if role.sendsMetadata { try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts) }
+      throw error
+    }
+    let remoteMemory = transport.capabilities.remoteMemory ? connection.remoteMemory : nil
+    let session = ServerSession(connection: connection, remoteMemory: remoteMemory,
+                                machine: ServerStreamStateMachine(role: role, remoteMemory: remoteMemory != nil,
+                                                                  config: config.stream))
+    try await session.run(source.messages(limits: config.arrowLimits))
+  }
+
+  static func describe(_ ticket: [UInt8]) -> String {
+    String(validating: ticket, as: UTF8.self).map { "'\($0)'" } ?? "of \(ticket.count) bytes"
+  }
+}
+
+extension MetadataFrame {
+  /// The frame as parts for ``TransportConnection/sendFrame(_:)``.
+  var parts: [ArrowBytes] { [ArrowBytes(copying: prefix), payload] }
+}
+
+/// Runs `operation`, failing with `.timedOut` after `timeout`.
+func withTimeout<T: Sendable>(
+  _ timeout: Duration, _ operation: @escaping @Sendable () async throws(DissociatedIPCError) -> T
+) async throws(DissociatedIPCError) -> T {
+  do {
+    return try await withThrowingTaskGroup(of: T.self) { group in
+      group.addTask { try await operation() }
+      group.addTask {
+        try await Task.sleep(for: timeout)
+        throw DissociatedIPCError(.timedOut, "no answer within \(timeout)")
+      }
+      defer { group.cancelAll() }
+      return try await group.next()!
+    }
+  } catch let error as DissociatedIPCError {
+    throw error
+  } catch {
+    throw DissociatedIPCError(.cancelled, "\(error)")
+  }
+}

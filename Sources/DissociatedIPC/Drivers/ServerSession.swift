@@ -1,0 +1,107 @@
+internal import ArrowIPC
+
+/// One served stream: feeds a ``ServerStreamStateMachine`` from a source and
+/// from the client's free_data, and does the I/O it asks for.
+actor ServerSession {
+  private let connection: any TransportConnection
+  private let remoteMemory: (any RemoteMemory)?
+  private var machine: ServerStreamStateMachine
+  /// The source loop, waiting for free_data to make room (backpressure) or
+  /// for the client to return everything (draining).
+  private var waiter: CheckedContinuation<Void, Never>?
+  private var failure: DissociatedIPCError?
+  private var clientClosed = false
+
+  init(connection: any TransportConnection, remoteMemory: (any RemoteMemory)?, machine: ServerStreamStateMachine) {
+    self.connection = connection
+    self.remoteMemory = remoteMemory
+    self.machine = machine
+  }
+
+  /// Sends the stream, then waits until the client returned every exposed
+  /// region or went away.
+  func run(_ messages: AsyncThrowingStream<OutgoingMessage, any Error>) async throws(DissociatedIPCError) {
+    let control = Task { await self.receiveControl() }
+    defer { control.cancel() }
+    do throws(DissociatedIPCError) {
+      var iterator = messages.makeAsyncIterator()
+      while true {
+        while !machine.mayAcceptMessage, !isStopped { await waitForChange() }
+        try checkStopped()
+        let next: OutgoingMessage?
+        do { next = try await iterator.next() } catch {
+          throw DissociatedIPCError(.sourceFailed, "the stream source failed: \(error)")
+        }
+        guard let next else { break }
+        try await send(try machine.message(next))
+      }
+      if let end = machine.sourceFinished() { try await connection.sendFrame(end.parts) }
+      while !machine.isFinished, !isStopped { await waitForChange() }
+      if let failure { throw failure }
+    } catch {
+      if error.code != .connectionClosed, error.code != .streamTruncated {
+        // Tell the client why, if it can still hear (DIPC-ERR-2).
+        try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts)
+      }
+      await releaseAll()
+      throw error
+    }
+  }
+
+  private var isStopped: Bool { failure != nil || clientClosed }
+
+  private func checkStopped() throws(DissociatedIPCError) {
+    if let failure { throw failure }
+    if clientClosed { throw DissociatedIPCError(.streamTruncated, "the client closed the connection mid-stream") }
+  }
+
+  private func send(_ send: ServerSend) async throws(DissociatedIPCError) {
+    if let frame = send.metadata { try await connection.sendFrame(frame.parts) }
+    switch send.body {
+    case .inline(let tag, let bytes)?:
+      try await connection.sendTagged(tag.rawValue, [bytes])
+    case .expose(let sequence, let bytes)?:
+      guard let remoteMemory else { preconditionFailure("exposing without remote memory") }
+      let region = try await remoteMemory.expose(bytes)
+      let (tag, descriptor) = try machine.bodyExposed(sequence: sequence, region: region.id, ranges: region.ranges)
+      try await connection.sendTagged(tag.rawValue, [ArrowBytes(copying: descriptor.encoded)])
+    case nil:
+      break
+    }
+  }
+
+  private func waitForChange() async {
+    await withCheckedContinuation { waiter = $0 }
+  }
+
+  private func wake() {
+    waiter?.resume()
+    waiter = nil
+  }
+
+  /// Receives free_data until the client closes; anything else tagged is a
+  /// protocol error (DIPC-CONN-2).
+  private func receiveControl() async {
+    do throws(DissociatedIPCError) {
+      while let message = try await connection.receiveTagged(matching: 0, mask: 0) {
+        guard message.tag == ControlTag.freeData else {
+          throw DissociatedIPCError(.unexpectedMessage, "tagged message \(Tag(rawValue: message.tag)) after initiation")
+        }
+        let released = try machine.freeData(FreeDataPayload.decode(message.payload))
+        for region in released { await remoteMemory?.release(region) }
+        wake()
+      }
+      clientClosed = true
+    } catch {
+      if error.code == .cancelled { return }
+      if error.code == .connectionClosed { clientClosed = true } else { failure = error }
+    }
+    await releaseAll()
+    wake()
+  }
+
+  /// Releases every region the client still held (DIPC-FREE-4).
+  private func releaseAll() async {
+    for region in machine.peerClosed() { await remoteMemory?.release(region) }
+  }
+}

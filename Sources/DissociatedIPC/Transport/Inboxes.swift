@@ -1,0 +1,173 @@
+package import ArrowIPC
+internal import Synchronization
+
+/// Receive-side queues for backends that deliver messages in software
+/// (in-process, TCP, shared memory): a FIFO of framed messages and a tag
+/// matcher with an unexpected-message queue, as UCX has natively.
+///
+/// The backend's reader calls ``deliverFrame(_:)`` and
+/// ``deliverTagged(_:)``; the connection's receive calls wait here. After
+/// ``close(error:)`` waiting and later receives get nil (orderly close) or
+/// the error. Unexpected messages are bounded by `maxBufferedBytes`: past
+/// it ``deliverTagged(_:)`` reports false and the backend closes the
+/// connection with `.limitExceeded`.
+package final class MessageInbox: Sendable {
+  private struct PostedReceive {
+    let id: UInt64
+    let tag: UInt64
+    let mask: UInt64
+    let continuation: CheckedContinuation<TaggedMessage?, any Error>
+  }
+
+  private struct State {
+    var frames: [ArrowBytes] = []
+    var frameHead = 0
+    var frameWaiters: [(id: UInt64, continuation: CheckedContinuation<ArrowBytes?, any Error>)] = []
+    var unexpected: [TaggedMessage] = []
+    var posted: [PostedReceive] = []
+    var bufferedBytes = 0
+    var nextID: UInt64 = 0
+    var closed = false
+    var error: DissociatedIPCError?
+  }
+
+  private let state = Mutex(State())
+  private let maxBufferedBytes: Int
+
+  /// An inbox that holds at most `maxBufferedBytes` of unreceived messages.
+  package init(maxBufferedBytes: Int = 1 << 30) {
+    self.maxBufferedBytes = maxBufferedBytes
+  }
+
+  // MARK: Delivery (backend reader side)
+
+  /// Queues or hands over a framed message; false when over the limit.
+  @discardableResult
+  package func deliverFrame(_ frame: ArrowBytes) -> Bool {
+    let result: (CheckedContinuation<ArrowBytes?, any Error>?, Bool) = state.withLock { state in
+      guard !state.closed else { return (nil, true) }
+      if !state.frameWaiters.isEmpty { return (state.frameWaiters.removeFirst().continuation, true) }
+      state.frames.append(frame)
+      state.bufferedBytes += frame.count
+      return (nil, state.bufferedBytes <= maxBufferedBytes)
+    }
+    result.0?.resume(returning: frame)
+    return result.1
+  }
+
+  /// Hands a tagged message to the first matching posted receive or queues
+  /// it as unexpected; false when over the limit.
+  @discardableResult
+  package func deliverTagged(_ message: TaggedMessage) -> Bool {
+    let result: (CheckedContinuation<TaggedMessage?, any Error>?, Bool) = state.withLock { state in
+      guard !state.closed else { return (nil, true) }
+      if let index = state.posted.firstIndex(where: { message.tag & $0.mask == $0.tag & $0.mask }) {
+        return (state.posted.remove(at: index).continuation, true)
+      }
+      state.unexpected.append(message)
+      state.bufferedBytes += message.payload.count
+      return (nil, state.bufferedBytes <= maxBufferedBytes)
+    }
+    result.0?.resume(returning: message)
+    return result.1
+  }
+
+  /// Ends the inbox: pending and later receives get nil (`error == nil`,
+  /// the peer closed in order) or `error`. Messages already queued are
+  /// still received first after an orderly close.
+  package func close(error: DissociatedIPCError? = nil) {
+    let waiters = state.withLock { state -> ([CheckedContinuation<ArrowBytes?, any Error>], [CheckedContinuation<TaggedMessage?, any Error>]) in
+      guard !state.closed else { return ([], []) }
+      state.closed = true
+      state.error = error
+      if error != nil {
+        state.frames.removeAll()
+        state.unexpected.removeAll()
+      }
+      defer {
+        state.frameWaiters.removeAll()
+        state.posted.removeAll()
+      }
+      return (state.frameWaiters.map(\.continuation), state.posted.map(\.continuation))
+    }
+    for waiter in waiters.0 { resume(waiter, error) }
+    for waiter in waiters.1 { resume(waiter, error) }
+  }
+
+  private func resume<T>(_ continuation: CheckedContinuation<T?, any Error>, _ error: DissociatedIPCError?) {
+    if let error { continuation.resume(throwing: error) } else { continuation.resume(returning: nil) }
+  }
+
+  // MARK: Receiving (connection side)
+
+  /// The next framed message; nil after an orderly close.
+  package func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
+    try await wait { (state, id, continuation: CheckedContinuation<ArrowBytes?, any Error>) -> Result<ArrowBytes?, DissociatedIPCError>? in
+      if state.frameHead < state.frames.count {
+        let frame = state.frames[state.frameHead]
+        state.frameHead += 1
+        state.bufferedBytes -= frame.count
+        if state.frameHead > 64, state.frameHead * 2 > state.frames.count {
+          state.frames.removeFirst(state.frameHead)
+          state.frameHead = 0
+        }
+        return .success(frame)
+      }
+      if state.closed { return state.error.map { .failure($0) } ?? .success(nil) }
+      state.frameWaiters.append((id, continuation))
+      return nil
+    } cancel: { state, id in
+      state.frameWaiters.firstIndex { $0.id == id }.map { state.frameWaiters.remove(at: $0).continuation }
+    }
+  }
+
+  /// The next tagged message matching `tag` under `mask`; nil after an
+  /// orderly close.
+  package func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
+    try await wait { (state, id, continuation: CheckedContinuation<TaggedMessage?, any Error>) -> Result<TaggedMessage?, DissociatedIPCError>? in
+      if let index = state.unexpected.firstIndex(where: { $0.tag & mask == tag & mask }) {
+        let message = state.unexpected.remove(at: index)
+        state.bufferedBytes -= message.payload.count
+        return .success(message)
+      }
+      if state.closed { return state.error.map { .failure($0) } ?? .success(nil) }
+      state.posted.append(PostedReceive(id: id, tag: tag, mask: mask, continuation: continuation))
+      return nil
+    } cancel: { state, id in
+      state.posted.firstIndex { $0.id == id }.map { state.posted.remove(at: $0).continuation }
+    }
+  }
+
+  /// Runs `attempt` under the lock: it returns a result at once or registers
+  /// the continuation; cancellation removes it again and throws `.cancelled`.
+  private func wait<T: Sendable>(
+    _ attempt: (inout State, UInt64, CheckedContinuation<T?, any Error>) -> Result<T?, DissociatedIPCError>?,
+    cancel: @escaping @Sendable (inout State, UInt64) -> CheckedContinuation<T?, any Error>?
+  ) async throws(DissociatedIPCError) -> T? {
+    let id = state.withLock { state in
+      state.nextID += 1
+      return state.nextID
+    }
+    do {
+      return try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T?, any Error>) in
+          let immediate = state.withLock { state in attempt(&state, id, continuation) }
+          switch immediate {
+          case .success(let value)?: continuation.resume(returning: value)
+          case .failure(let error)?: continuation.resume(throwing: error)
+          case nil:
+            if Task.isCancelled, let removed = state.withLock({ cancel(&$0, id) }) {
+              removed.resume(throwing: DissociatedIPCError(.cancelled, "receive cancelled"))
+            }
+          }
+        }
+      } onCancel: {
+        state.withLock { cancel(&$0, id) }?.resume(throwing: DissociatedIPCError(.cancelled, "receive cancelled"))
+      }
+    } catch let error as DissociatedIPCError {
+      throw error
+    } catch {
+      throw DissociatedIPCError(.transportFailure, "\(error)")
+    }
+  }
+}

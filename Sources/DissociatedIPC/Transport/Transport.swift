@@ -1,0 +1,168 @@
+public import ArrowIPC
+
+/// Where a transport listens or connects: the scheme, host, port and path of
+/// a ``Location`` without its query.
+public struct TransportAddress: Hashable, Sendable, CustomStringConvertible {
+  /// The scheme, lowercase.
+  public var scheme: String
+  /// A host name or address; empty for path-addressed transports.
+  public var host: String
+  /// The port; nil or 0 asks a listener for any free port.
+  public var port: UInt16?
+  /// A path (a socket file, a name), or empty.
+  public var path: String
+
+  /// Creates an address.
+  public init(scheme: String, host: String = "", port: UInt16? = nil, path: String = "") {
+    self.scheme = scheme.lowercased()
+    self.host = host
+    self.port = port
+    self.path = path
+  }
+
+  /// Parses `scheme://host[:port][/path]` (no query needed).
+  ///
+  /// - Throws: `.invalidLocation` for text outside the location grammar.
+  public init(parsing text: String) throws(DissociatedIPCError) {
+    let location = try Location(parsing: text.contains("?") ? text : text + "?want_data=0")
+    self = location.address
+  }
+
+  /// `scheme://host:port/path`.
+  public var description: String {
+    Location(scheme: scheme, host: host, port: port, path: path, wantData: 0).description
+      .split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+  }
+}
+
+extension Location {
+  /// The transport address part of this location.
+  public var address: TransportAddress {
+    TransportAddress(scheme: scheme, host: host, port: port, path: path)
+  }
+}
+
+/// What a backend can do beyond the required operations.
+public struct TransportCapabilities: Hashable, Sendable {
+  /// The backend can expose memory for body-type-1 descriptors.
+  public var remoteMemory: Bool
+  /// Fetched type-1 bodies are views of the server's memory (a mapping),
+  /// not copies, so the client frees them only when the user is done.
+  public var fetchesByMapping: Bool
+
+  /// Creates capabilities.
+  public init(remoteMemory: Bool, fetchesByMapping: Bool) {
+    self.remoteMemory = remoteMemory
+    self.fetchesByMapping = fetchesByMapping
+  }
+}
+
+/// A Dissociated IPC transport backend for one URI scheme.
+///
+/// A backend offers connections with two kinds of messages:
+/// - **framed** messages: delimited, untagged, in order (the metadata flow);
+/// - **tagged** messages: each with a 64-bit tag, received by (tag, mask)
+///   matching — `(sender tag & mask) == (tag & mask)`, UCX's rule — in the
+///   order receives were posted (the body, initiation and free_data flows);
+/// and, optionally, **remote memory** (``RemoteMemory``).
+///
+/// Contract, shared by every backend and checked by the conformance suite:
+/// - `listen` binds at once (port 0 picks a free port) and reports the bound
+///   address; `connect` to an address nothing listens on throws
+///   `.connectionRefused`, never hangs.
+/// - Messages keep their boundaries and bytes; payloads of 0 bytes are valid.
+/// - When the peer closes, receives return nil after everything it sent
+///   was received; when the connection breaks, they throw
+///   `.connectionClosed`. Sends after close throw `.connectionClosed`.
+/// - `close()` is idempotent and wakes every pending receive.
+/// - Errors are ``DissociatedIPCError``s.
+public protocol DissociatedTransport: Sendable {
+  /// The URI scheme this backend serves (`tcp`, `shm`, `ucx`, …).
+  var scheme: String { get }
+  /// What the backend offers beyond the required operations.
+  var capabilities: TransportCapabilities { get }
+  /// Starts listening at `address`.
+  func listen(at address: TransportAddress) async throws(DissociatedIPCError) -> any TransportListener
+  /// Connects to the server of `location` (its address; its remote handle,
+  /// if the backend needs one to read the server's memory).
+  func connect(to location: Location) async throws(DissociatedIPCError) -> any TransportConnection
+}
+
+/// A bound listener.
+public protocol TransportListener: Sendable {
+  /// The bound address, with the port actually chosen.
+  var address: TransportAddress { get }
+  /// A handle to publish as `remote_handle` in locations, if the backend
+  /// exposes one memory region to every client; nil otherwise.
+  var remoteHandle: [UInt8]? { get }
+  /// The next accepted connection, or nil once the listener is closed.
+  func accept() async throws(DissociatedIPCError) -> (any TransportConnection)?
+  /// Stops accepting; pending `accept` calls return nil. Idempotent.
+  func close() async
+}
+
+/// A received tagged message.
+public struct TaggedMessage: Sendable, Hashable {
+  /// The sender's tag (all 64 bits, whatever mask matched it).
+  public var tag: UInt64
+  /// The payload.
+  public var payload: ArrowBytes
+
+  /// Creates a message.
+  public init(tag: UInt64, payload: ArrowBytes) {
+    self.tag = tag
+    self.payload = payload
+  }
+}
+
+/// One connection between a client and a server.
+public protocol TransportConnection: AnyObject, Sendable {
+  /// Sends one framed message made of `parts` (gathered, not copied where
+  /// the backend can avoid it).
+  func sendFrame(_ parts: [ArrowBytes]) async throws(DissociatedIPCError)
+  /// The next framed message, or nil when the peer closed.
+  func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes?
+  /// Sends one tagged message made of `parts`.
+  func sendTagged(_ tag: UInt64, _ parts: [ArrowBytes]) async throws(DissociatedIPCError)
+  /// The next tagged message whose tag matches `tag` under `mask`, or nil
+  /// when the peer closed. Several receives may wait at once; messages go to
+  /// them in the order they were posted.
+  func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage?
+  /// The remote-memory capability, when the backend offers it.
+  var remoteMemory: (any RemoteMemory)? { get }
+  /// A short description of the path in use (for example the UCX lanes), so
+  /// users can see which transport really ran.
+  var pathDescription: String { get }
+  /// Closes the connection; idempotent.
+  func close() async
+}
+
+/// A memory region exposed to the peer for body-type-1 descriptors.
+public struct ExposedRegion: Sendable, Hashable {
+  /// An id unique on this connection, used to release it.
+  public var id: UInt64
+  /// The ranges that, concatenated, hold the exposed bytes; the addresses
+  /// are what the peer passes back to ``RemoteMemory/fetch(_:)`` and in
+  /// free_data.
+  public var ranges: [RemoteRange]
+
+  /// Creates a region.
+  public init(id: UInt64, ranges: [RemoteRange]) {
+    self.id = id
+    self.ranges = ranges
+  }
+}
+
+/// Shared or remote memory between the two ends of a connection.
+public protocol RemoteMemory: Sendable {
+  /// Server side: makes `bytes` readable by the peer until released.
+  func expose(_ bytes: ArrowBytes) async throws(DissociatedIPCError) -> ExposedRegion
+  /// Server side: the peer no longer needs the region.
+  func release(_ region: UInt64) async
+  /// Client side: the bytes of `ranges`, concatenated. A mapping backend
+  /// returns a view of the server's memory; others return a copy.
+  ///
+  /// - Throws: `.malformedDescriptor` when a range does not lie inside
+  ///   memory the peer exposed.
+  func fetch(_ ranges: [RemoteRange]) async throws(DissociatedIPCError) -> ArrowBytes
+}
