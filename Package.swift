@@ -20,6 +20,7 @@ let package = Package(
   products: [
     .library(name: "ArrowIPC", targets: ["ArrowIPC"]),
     .library(name: "DissociatedIPC", targets: ["DissociatedIPC"]),
+    .library(name: "DissociatedIPCConformance", targets: ["DissociatedIPCConformance"]),
     .executable(name: "dipc", targets: ["dipc"]),
   ],
   dependencies: [
@@ -37,6 +38,13 @@ let package = Package(
     .target(
       name: "DissociatedIPC",
       dependencies: ["ArrowIPC"],
+      swiftSettings: strictSettings
+    ),
+    // The shared conformance suite every backend runs (no XCTest), shipped
+    // so third-party backends can prove themselves too.
+    .target(
+      name: "DissociatedIPCConformance",
+      dependencies: ["DissociatedIPC", "ArrowIPC"],
       swiftSettings: strictSettings
     ),
     // The command-line tool.
@@ -63,7 +71,14 @@ let package = Package(
     ),
     .testTarget(
       name: "DissociatedIPCTests",
-      dependencies: ["DissociatedIPC", "ArrowIPC"],
+      dependencies: ["DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance"],
+      swiftSettings: strictSettings
+    ),
+    // A backend written outside the core, as a user would: proves the
+    // "add your own backend" promise end to end.
+    .testTarget(
+      name: "ToyBackendTests",
+      dependencies: ["DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance"],
       swiftSettings: strictSettings
     ),
   ]

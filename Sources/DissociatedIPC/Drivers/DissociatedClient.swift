@@ -137,8 +137,9 @@ final class ClientSession: Sendable {
   private let machine: Mutex<ClientStreamStateMachine>
   private let returns: FreeDataReturns
   private let readers: Mutex<[Task<Void, Never>]> = Mutex([])
-  /// Connections still delivering events; the stream closes at 0.
-  private let openFlows: Atomic<Int>
+  /// Readers (metadata, bodies) still delivering events; the peer has
+  /// closed when both ended, whether they share a connection or not.
+  private let openReaders = Atomic<Int>(2)
 
   private init(metadata: any TransportConnection, data: any TransportConnection, canMap: Bool,
                config: DissociatedClient.Config) {
@@ -149,7 +150,6 @@ final class ClientSession: Sendable {
     events = AsyncEventQueue(capacity: config.readAhead)
     machine = Mutex(ClientStreamStateMachine(config: config.stream))
     returns = FreeDataReturns(connection: data)
-    openFlows = Atomic(metadata === data ? 1 : 2)
   }
 
   static func start(_ stream: ReceivedStream) async throws(DissociatedIPCError) -> ClientSession {
@@ -250,7 +250,7 @@ final class ClientSession: Sendable {
       }
       if let descriptor { try await fetch(descriptor, sequence: Tag(rawValue: message.tag).sequence) }
     case .closed:
-      if openFlows.wrappingSubtract(1, ordering: .relaxed).newValue == 0 {
+      if openReaders.wrappingSubtract(1, ordering: .relaxed).newValue == 0 {
         try machine.withLock { (machine) throws(DissociatedIPCError) in try machine.peerClosed() }
       }
     case .failed(let error):

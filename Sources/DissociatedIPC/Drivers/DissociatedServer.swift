@@ -41,6 +41,8 @@ public final class DissociatedServer: Sendable {
   private let catalog: StreamCatalog
   private let config: Config
   private let streams = Mutex<(active: Int, served: Int, failed: Int)>((0, 0, 0))
+  /// Connections being served, so a non-graceful shutdown can close them.
+  private let connections = Mutex<[ObjectIdentifier: any TransportConnection]>([:])
 
   /// Binds a listener at `address` (e.g. `tcp://127.0.0.1:0`) with the
   /// backend `registry` has for its scheme.
@@ -87,13 +89,19 @@ public final class DissociatedServer: Sendable {
     }
   }
 
-  /// Stops accepting new connections; streams in progress finish.
-  public func shutdown() async {
+  /// Stops accepting new connections. Graceful: streams in progress
+  /// finish. Not graceful: their connections are closed now (clients see a
+  /// truncated stream).
+  public func shutdown(graceful: Bool = true) async {
     await listener.close()
+    guard !graceful else { return }
+    for connection in connections.withLock({ Array($0.values) }) { await connection.close() }
   }
 
   private func serve(_ connection: any TransportConnection) async {
     streams.withLock { $0.active += 1 }
+    connections.withLock { $0[ObjectIdentifier(connection)] = connection }
+    defer { connections.withLock { $0[ObjectIdentifier(connection)] = nil } }
     let outcome: DissociatedIPCError?
     do throws(DissociatedIPCError) {
       try await serveStream(on: connection)

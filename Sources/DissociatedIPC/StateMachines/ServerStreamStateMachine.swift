@@ -124,6 +124,7 @@ public struct ServerStreamStateMachine: Sendable {
   ///   (the first message is not the Schema, or a second Schema), which
   ///   is the server's own fault and must not reach the wire.
   public mutating func message(_ message: OutgoingMessage) throws(DissociatedIPCError) -> ServerSend {
+    try checkOpen()
     precondition(state == .streaming, "message after the source finished")
     guard (message.kind == .schema) == (sentMessages == 0) else {
       throw DissociatedIPCError(.sourceFailed, sentMessages == 0
@@ -149,7 +150,7 @@ public struct ServerStreamStateMachine: Sendable {
   /// tag and descriptor to send.
   public mutating func bodyExposed(sequence: UInt32, region: UInt64, ranges: [RemoteRange])
     throws(DissociatedIPCError) -> (tag: Tag, descriptor: BodyDescriptor) {
-    precondition(state == .streaming || state == .draining, "bodyExposed after close")
+    try checkOpen()
     precondition(regions[region] == nil, "region id reused while outstanding")
     let descriptor = try BodyDescriptor(ranges: ranges)
     for range in ranges {
@@ -161,9 +162,18 @@ public struct ServerStreamStateMachine: Sendable {
     return (Tag(sequence: sequence, bodyType: .descriptor), descriptor)
   }
 
+  /// The client went away while the driver was busy (the driver's events
+  /// race with the client's close): not a bug, a truncated stream.
+  private func checkOpen() throws(DissociatedIPCError) {
+    guard state != .closed else {
+      throw DissociatedIPCError(.streamTruncated, "the client closed the connection mid-stream")
+    }
+  }
+
   /// The source has no more messages; returns the end-of-stream frame to
-  /// send (for roles that send metadata).
+  /// send (for roles that send metadata), or nil when the client is gone.
   public mutating func sourceFinished() -> MetadataFrame? {
+    if state == .closed { return nil }
     precondition(state == .streaming, "sourceFinished twice")
     state = outstanding.isEmpty ? .finished : .draining
     return role.sendsMetadata ? .endOfStream(sequence: nextSequence) : nil
