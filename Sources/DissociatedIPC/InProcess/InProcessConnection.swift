@@ -11,11 +11,13 @@ extension InProcessTransport {
       /// Server regions by id: the exposed bytes.
       let regions = Mutex<[UInt64: ArrowBytes]>([:])
       let nextRegion = Atomic<UInt64>(1)
-      /// Exposed bytes not yet released (for tests of memory bounds).
-      let exposedBytes = Atomic<Int>(0)
-      let peakExposedBytes = Atomic<Int>(0)
+      /// Where exposed bytes are counted.
+      let network: Network
 
-      init(faults: Faults) { self.faults = faults }
+      init(faults: Faults, network: Network) {
+        self.faults = faults
+        self.network = network
+      }
     }
 
     let inbox = MessageInbox()
@@ -28,8 +30,8 @@ extension InProcessTransport {
 
     private init(link: Link) { self.link = link }
 
-    static func pair(faults: Faults) -> (client: Connection, server: Connection) {
-      let link = Link(faults: faults)
+    static func pair(faults: Faults, network: Network) -> (client: Connection, server: Connection) {
+      let link = Link(faults: faults, network: network)
       let client = Connection(link: link)
       let server = Connection(link: link)
       client.peer = server
@@ -108,8 +110,7 @@ extension InProcessTransport {
     func expose(_ bytes: ArrowBytes) async throws(DissociatedIPCError) -> ExposedRegion {
       let id = link.nextRegion.wrappingAdd(1, ordering: .relaxed).oldValue
       link.regions.withLock { $0[id] = bytes }
-      let now = link.exposedBytes.wrappingAdd(bytes.count, ordering: .relaxed).newValue
-      link.peakExposedBytes.max(now, ordering: .relaxed)
+      link.network.exposed(bytes.count)
       // The address is the region id in the top bits and the offset below,
       // so a lying address cannot name memory that was never exposed.
       return ExposedRegion(id: id, ranges: [RemoteRange(address: id << 40, length: UInt64(bytes.count))])
@@ -117,7 +118,7 @@ extension InProcessTransport {
 
     func release(_ region: UInt64) async {
       if let bytes = link.regions.withLock({ $0.removeValue(forKey: region) }) {
-        link.exposedBytes.wrappingSubtract(bytes.count, ordering: .relaxed)
+        link.network.exposed(-bytes.count)
       }
     }
 

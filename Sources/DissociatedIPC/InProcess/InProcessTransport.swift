@@ -36,9 +36,21 @@ public struct InProcessTransport: DissociatedTransport {
   public final class Network: Sendable {
     private let listeners = Mutex<[String: Listener]>([:])
     private let nextName = Atomic<Int>(1)
+    private let exposedNow = Atomic<Int>(0)
+    private let exposedPeak = Atomic<Int>(0)
 
     /// An empty network.
     public init() {}
+
+    /// Bytes servers on this network expose to clients right now.
+    public var exposedBytes: Int { exposedNow.load(ordering: .relaxed) }
+    /// The most bytes exposed at once so far (to check backpressure bounds).
+    public var peakExposedBytes: Int { exposedPeak.load(ordering: .relaxed) }
+
+    func exposed(_ delta: Int) {
+      let now = exposedNow.wrappingAdd(delta, ordering: .relaxed).newValue
+      exposedPeak.max(now, ordering: .relaxed)
+    }
 
     fileprivate func bind(_ name: String, _ listener: Listener) throws(DissociatedIPCError) {
       let bound = listeners.withLock { listeners -> Bool in
@@ -82,7 +94,7 @@ public struct InProcessTransport: DissociatedTransport {
     guard let listener = network.listener(location.host) else {
       throw DissociatedIPCError(.connectionRefused, "nothing listens at inproc://\(location.host)")
     }
-    let (client, server) = Connection.pair(faults: faults)
+    let (client, server) = Connection.pair(faults: faults, network: network)
     guard listener.enqueue(server) else {
       throw DissociatedIPCError(.connectionRefused, "inproc://\(location.host) is closed")
     }
