@@ -28,5 +28,16 @@ let package = Package(
       swiftSettings: [.swiftLanguageMode(.v6)],
       plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
     ),
+    .executableTarget(
+      name: "ProtocolBenchmarks",
+      dependencies: [
+        .product(name: "Benchmark", package: "benchmark"),
+        .product(name: "ArrowIPC", package: "swift-dissociated-ipc"),
+        .product(name: "DissociatedIPC", package: "swift-dissociated-ipc"),
+      ],
+      path: "Benchmarks/ProtocolBenchmarks",
+      swiftSettings: [.swiftLanguageMode(.v6)],
+      plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+    ),
   ]
 )

@@ -29,7 +29,7 @@ struct DriverTests {
     let bound = 4 * batchBody
     var catalog = StreamCatalog()
     catalog.add("big", .messages(messages))
-    let transport = InProcessTransport()
+    let transport = InProcessTransport(network: InProcessTransport.Network())  // its own byte counters
     let config = DissociatedServer.Config(
       stream: ServerStreamConfig(rendezvousThreshold: 1024, maxOutstandingBytes: bound),
       initiationTimeout: .seconds(5), arrowLimits: .defaults)
@@ -59,7 +59,7 @@ struct DriverTests {
     let messages = try StreamFixtures.messages(batches: 3, rows: 4096)
     var catalog = StreamCatalog()
     catalog.add("s", .messages(messages))
-    let transport = InProcessTransport()
+    let transport = InProcessTransport(network: InProcessTransport.Network())  // its own byte counters
     let config = DissociatedServer.Config(stream: ServerStreamConfig(rendezvousThreshold: 1, maxOutstandingBytes: 1 << 30),
                                           initiationTimeout: .seconds(5), arrowLimits: .defaults)
     try await Self.withServer(catalog, transport: transport, config: config) { server, client in

@@ -5,8 +5,9 @@ internal import Synchronization
 /// core tests and demos: connections are pairs of ``MessageInbox``es, and
 /// remote memory hands the client a view of the server's bytes (zero copy).
 ///
-/// Listeners live in the transport's own ``Network``, so separate
-/// instances never see each other (no process-wide state). ``Faults``
+/// Listeners live in a ``Network``: by default the process's shared one
+/// (``Network/process``), so a server and a client made with default
+/// registries find each other; pass your own network to isolate them. ``Faults``
 /// injects reordering of tagged messages against everything else, delays
 /// and dropped connections.
 public struct InProcessTransport: DissociatedTransport {
@@ -42,6 +43,10 @@ public struct InProcessTransport: DissociatedTransport {
     /// An empty network.
     public init() {}
 
+    /// The network of transports made without an explicit one: the
+    /// process's `inproc://` namespace.
+    public static let process = Network()
+
     /// Bytes servers on this network expose to clients right now.
     public var exposedBytes: Int { exposedNow.load(ordering: .relaxed) }
     /// The most bytes exposed at once so far (to check backpressure bounds).
@@ -75,8 +80,8 @@ public struct InProcessTransport: DissociatedTransport {
   /// The injected faults.
   public let faults: Faults
 
-  /// A transport on `network` with `faults`.
-  public init(network: Network = Network(), faults: Faults = .none) {
+  /// A transport on `network` (the process's by default) with `faults`.
+  public init(network: Network = .process, faults: Faults = .none) {
     self.network = network
     self.faults = faults
   }

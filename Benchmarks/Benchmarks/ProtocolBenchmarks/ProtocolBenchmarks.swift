@@ -1,0 +1,85 @@
+// Protocol-core benchmarks (Spec/dissociated-ipc.md): the cost of the
+// server and client state machines per batch, and end-to-end tiny batches
+// over the in-process transport.
+
+import ArrowIPC
+import Benchmark
+import DissociatedIPC
+
+/// A schema and one small record batch (three columns, 8 rows).
+func sampleMessages() -> (schema: OutgoingMessage, batch: OutgoingMessage) {
+  var builder = RecordBatchBuilder()
+  builder.append("id", (0 ..< 8).map { Int64($0) as Int64? })
+  builder.append("value", (0 ..< 8).map { $0 == 3 ? nil : Double($0) })
+  builder.append("name", strings: (0 ..< 8).map { "n\($0)" })
+  let (message, body) = builder.finish()
+  return (try! OutgoingMessage(Message(header: .schema(builder.schema))), try! OutgoingMessage(message, body: body))
+}
+
+/// Both state machines, kept across iterations so sequence numbers advance.
+final class Pipeline: @unchecked Sendable {
+  var server = ServerStreamStateMachine(role: .combined, remoteMemory: false)
+  var client = ClientStreamStateMachine()
+  let batch: OutgoingMessage
+  /// A reusable frame: the batch's flatbuffer behind a prefix whose
+  /// sequence bytes are rewritten in place for each message.
+  let frameStorage: AlignedStorage
+  let frame: ArrowBytes
+
+  init() {
+    let (schema, batch) = sampleMessages()
+    self.batch = batch
+    let schemaSend = try! server.message(schema)
+    try! client.metadataReceived(ArrowBytes(copying: schemaSend.metadata!.encoded))
+    _ = try! client.nextItem()
+    frameStorage = AlignedStorage(capacity: 5 + batch.metadata.count)
+    frameStorage.mutableBytes[0] = MetadataFrame.messageType
+    batch.metadata.withUnsafeBytes { frameStorage.mutableBytes.baseAddress!.advanced(by: 5).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    frame = frameStorage.freeze(count: 5 + batch.metadata.count)
+  }
+
+  /// One batch through both machines: server assigns and emits, the client
+  /// matches metadata and body and delivers the batch.
+  func step() throws -> Int {
+    let send = try server.message(batch)
+    guard case .message(let sequence, _)? = send.metadata, case .inline(let tag, let body)? = send.body else {
+      fatalError("unexpected send")
+    }
+    frameStorage.mutableBytes.storeBytes(of: sequence.littleEndian, toByteOffset: 1, as: UInt32.self)
+    try client.metadataReceived(frame)
+    _ = try client.bodyReceived(tag: tag.rawValue, payload: body)
+    guard case .recordBatch(let delivered, _)? = try client.nextItem() else { fatalError("no batch") }
+    return delivered.rowCount
+  }
+}
+
+let benchmarks: @Sendable () -> Void = {
+  Benchmark.defaultConfiguration = .init(
+    metrics: [.wallClock, .mallocCountTotal, .throughput], maxDuration: .seconds(2), maxIterations: 1_000_000)
+
+  let pipeline = Pipeline()
+  Benchmark("State machines per batch (server + client, inline body)") { benchmark in
+    for _ in benchmark.scaledIterations { blackHole(try pipeline.step()) }
+  }
+
+  let (schema, batch) = sampleMessages()
+  let tinyStream = [schema] + Array(repeating: batch, count: 10_000)
+  Benchmark("inproc:// end to end, 10,000 tiny batches",
+            configuration: .init(metrics: [.wallClock, .mallocCountTotal, .throughput], maxDuration: .seconds(5))) { benchmark in
+    var catalog = StreamCatalog()
+    catalog.add("tiny", .messages(tinyStream))
+    let server = try await DissociatedServer(listeningAt: "inproc://", catalog: catalog)
+    let running = Task { await server.run() }
+    let client = DissociatedClient()
+    let location = server.location(for: "tiny")
+    benchmark.startMeasurement()
+    for _ in benchmark.scaledIterations {
+      var batches = 0
+      for try await case .recordBatch in client.stream(from: location) { batches += 1 }
+      precondition(batches == 10_000)
+    }
+    benchmark.stopMeasurement()
+    running.cancel()
+    await server.shutdown()
+  }
+}
