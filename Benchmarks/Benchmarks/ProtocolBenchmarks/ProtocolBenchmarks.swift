@@ -32,10 +32,11 @@ final class Pipeline: @unchecked Sendable {
     let schemaSend = try! server.message(schema)
     try! client.metadataReceived(ArrowBytes(copying: schemaSend.metadata!.encoded))
     _ = try! client.nextItem()
-    frameStorage = AlignedStorage(capacity: 5 + batch.metadata.count)
-    frameStorage.mutableBytes[0] = MetadataFrame.messageType
-    batch.metadata.withUnsafeBytes { frameStorage.mutableBytes.baseAddress!.advanced(by: 5).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-    frame = frameStorage.freeze(count: 5 + batch.metadata.count)
+    let storage = AlignedStorage(capacity: 5 + batch.metadata.count)
+    storage.mutableBytes[0] = MetadataFrame.messageType
+    batch.metadata.withUnsafeBytes { storage.mutableBytes.baseAddress!.advanced(by: 5).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    frameStorage = storage
+    frame = storage.freeze(count: 5 + batch.metadata.count)
   }
 
   /// One batch through both machines: server assigns and emits, the client

@@ -296,6 +296,20 @@ final class ClientSession: Sendable {
     await metadata.close()
     if data !== metadata { await data.close() }
   }
+
+  /// A stream abandoned before its end (the iterator dropped) closes its
+  /// connections, so neither side keeps waiting. A complete stream leaves
+  /// the data connection to ``FreeDataReturns``, which closes it once every
+  /// mapped body came back.
+  deinit {
+    guard !machine.withLock({ $0.isComplete }) else { return }
+    events.finish()
+    for reader in readers.withLock({ $0 }) { reader.cancel() }
+    Task { [metadata, data] in
+      await metadata.close()
+      if data !== metadata { await data.close() }
+    }
+  }
 }
 
 extension ClientItem {

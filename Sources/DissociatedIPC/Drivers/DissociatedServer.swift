@@ -79,13 +79,15 @@ public final class DissociatedServer: Sendable {
   /// Counts of streams: running now, completed, failed.
   public var streamCounts: (active: Int, served: Int, failed: Int) { streams.withLock { $0 } }
 
-  /// Accepts and serves connections until ``shutdown()``; each stream runs
-  /// in its own child task.
+  /// Accepts and serves connections until ``shutdown()`` or until the
+  /// calling task is cancelled; each stream runs in its own child task.
+  /// When it returns, the listener is closed (new clients are refused).
   public func run() async {
     await withDiscardingTaskGroup { group in
       while let connection = try? await listener.accept() {
         group.addTask { await self.serve(connection) }
       }
+      await listener.close()
     }
   }
 

@@ -32,7 +32,12 @@ actor ServerSession {
         do { next = try await iterator.next() } catch {
           throw DissociatedIPCError(.sourceFailed, "the stream source failed: \(error)")
         }
-        guard let next else { break }
+        guard let next else {
+          // A source stream ends early when its task is cancelled: that is
+          // not the end of the data, so it must not become an end of stream.
+          if Task.isCancelled { throw DissociatedIPCError(.cancelled, "the server stopped serving this stream") }
+          break
+        }
         try await send(try machine.message(next))
       }
       if let end = machine.sourceFinished() { try await connection.sendFrame(end.parts) }
