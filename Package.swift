@@ -21,6 +21,8 @@ let package = Package(
     .library(name: "ArrowIPC", targets: ["ArrowIPC"]),
     .library(name: "DissociatedIPC", targets: ["DissociatedIPC"]),
     .library(name: "DissociatedIPCConformance", targets: ["DissociatedIPCConformance"]),
+    .library(name: "DissociatedIPCTCP", targets: ["DissociatedIPCTCP"]),
+    .library(name: "DissociatedIPCTransports", targets: ["DissociatedIPCTransports"]),
     .executable(name: "dipc", targets: ["dipc"]),
   ],
   dependencies: [
@@ -45,6 +47,19 @@ let package = Package(
     .target(
       name: "DissociatedIPCConformance",
       dependencies: ["DissociatedIPC", "ArrowIPC"],
+      swiftSettings: strictSettings
+    ),
+    // tcp:// (Spec/tcp.md): POSIX sockets with a reader and a writer thread
+    // per connection.
+    .target(
+      name: "DissociatedIPCTCP",
+      dependencies: ["DissociatedIPC", "ArrowIPC"],
+      swiftSettings: strictSettings
+    ),
+    // Every built-in backend: `TransportRegistry.builtIn`.
+    .target(
+      name: "DissociatedIPCTransports",
+      dependencies: ["DissociatedIPC", "DissociatedIPCTCP"],
       swiftSettings: strictSettings
     ),
     // The command-line tool.
@@ -76,6 +91,11 @@ let package = Package(
     ),
     // A backend written outside the core, as a user would: proves the
     // "add your own backend" promise end to end.
+    .testTarget(
+      name: "TCPTests",
+      dependencies: ["DissociatedIPCTCP", "DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance"],
+      swiftSettings: strictSettings
+    ),
     .testTarget(
       name: "ToyBackendTests",
       dependencies: ["DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance"],

@@ -146,12 +146,14 @@ public final class AlignedStorage: ArrowBytesOwner, @unchecked Sendable {
   /// The whole allocation, writable until frozen.
   public let mutableBytes: UnsafeMutableRawBufferPointer
 
-  /// Allocates `capacity` bytes (zero-filled) aligned to ``alignment``.
-  public init(capacity: Int) {
+  /// Allocates `capacity` bytes aligned to ``alignment``, zero-filled
+  /// unless `zeroed` is false — for a receiver that overwrites every byte
+  /// before freezing (and so never touches pages it will not use).
+  public init(capacity: Int, zeroed: Bool = true) {
     precondition(capacity >= 0, "negative capacity")
     let pointer = UnsafeMutableRawPointer.allocate(
       byteCount: max(capacity, 1), alignment: Self.alignment)
-    pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(capacity, 1))
+    if zeroed { pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(capacity, 1)) }
     self.mutableBytes = UnsafeMutableRawBufferPointer(start: pointer, count: capacity)
   }
 

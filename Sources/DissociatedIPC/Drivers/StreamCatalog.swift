@@ -1,4 +1,4 @@
-public import ArrowIPC
+internal import ArrowIPC
 
 /// Where a served stream's messages come from.
 public enum StreamSource: Sendable {

@@ -1,4 +1,5 @@
 package import ArrowIPC
+internal import Dispatch
 internal import Synchronization
 
 /// Receive-side queues for backends that deliver messages in software
@@ -29,6 +30,16 @@ package final class MessageInbox: Sendable {
     var nextID: UInt64 = 0
     var closed = false
     var error: DissociatedIPCError?
+    /// A reader thread blocked in ``waitForRoom(below:)``, and its limit.
+    var roomWaiter: (semaphore: DispatchSemaphore, limit: Int)?
+
+    /// Wakes the blocked reader once the buffer drained below its limit.
+    mutating func drained(_ bytes: Int) -> DispatchSemaphore? {
+      bufferedBytes -= bytes
+      guard let waiter = roomWaiter, bufferedBytes < waiter.limit || closed else { return nil }
+      roomWaiter = nil
+      return waiter.semaphore
+    }
   }
 
   private let state = Mutex(State())
@@ -72,6 +83,20 @@ package final class MessageInbox: Sendable {
     return result.1
   }
 
+  /// Blocks the calling thread (a backend's dedicated reader, never a
+  /// task) while more than `limit` bytes wait to be received, so a slow
+  /// consumer stops the reader and the transport's flow control takes
+  /// over. Returns at once when the inbox is closed.
+  package func waitForRoom(below limit: Int) {
+    let semaphore = DispatchSemaphore(value: 0)
+    let mustWait = state.withLock { state -> Bool in
+      guard state.bufferedBytes >= limit, !state.closed else { return false }
+      state.roomWaiter = (semaphore, limit)
+      return true
+    }
+    if mustWait { semaphore.wait() }
+  }
+
   /// Ends the inbox: pending and later receives get nil (`error == nil`,
   /// the peer closed in order) or `error`. Messages already queued are
   /// still received first after an orderly close.
@@ -79,6 +104,8 @@ package final class MessageInbox: Sendable {
     let waiters = state.withLock { state -> ([CheckedContinuation<ArrowBytes?, any Error>], [CheckedContinuation<TaggedMessage?, any Error>]) in
       guard !state.closed else { return ([], []) }
       state.closed = true
+      state.roomWaiter?.semaphore.signal()
+      state.roomWaiter = nil
       state.error = error
       if error != nil {
         state.frames.removeAll()
@@ -106,7 +133,7 @@ package final class MessageInbox: Sendable {
       if state.frameHead < state.frames.count {
         let frame = state.frames[state.frameHead]
         state.frameHead += 1
-        state.bufferedBytes -= frame.count
+        state.drained(frame.count)?.signal()
         if state.frameHead > 64, state.frameHead * 2 > state.frames.count {
           state.frames.removeFirst(state.frameHead)
           state.frameHead = 0
@@ -127,7 +154,7 @@ package final class MessageInbox: Sendable {
     try await wait { (state, id, continuation: CheckedContinuation<TaggedMessage?, any Error>) -> Result<TaggedMessage?, DissociatedIPCError>? in
       if let index = state.unexpected.firstIndex(where: { $0.tag & mask == tag & mask }) {
         let message = state.unexpected.remove(at: index)
-        state.bufferedBytes -= message.payload.count
+        state.drained(message.payload.count)?.signal()
         return .success(message)
       }
       if state.closed { return state.error.map { .failure($0) } ?? .success(nil) }

@@ -1,0 +1,218 @@
+// Every raw socket and thread call of the tcp:// backend lives in this file
+// (the C edge); above it, errors are DissociatedIPCError.
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
+internal import DissociatedIPC
+
+/// A socket file descriptor with the calls the backend needs.
+struct Socket: Sendable {
+  let descriptor: Int32
+
+  /// A `DissociatedIPCError` for the current `errno`.
+  static func error(_ what: String, _ code: Int32 = errno) -> DissociatedIPCError {
+    let text = String(cString: strerror(code))
+    switch code {
+    case ECONNREFUSED, ENOENT, EHOSTUNREACH, ENETUNREACH:
+      return DissociatedIPCError(.connectionRefused, "\(what): \(text)")
+    case ECONNRESET, EPIPE, ENOTCONN, ESHUTDOWN, EBADF:
+      return DissociatedIPCError(.connectionClosed, "\(what): \(text)")
+    default:
+      return DissociatedIPCError(.transportFailure, "\(what): \(text) (errno \(code))")
+    }
+  }
+
+  /// The addresses `host:port` resolves to, IPv4 and IPv6.
+  static func resolve(host: String, port: UInt16, passive: Bool) throws(DissociatedIPCError) -> [(family: Int32, address: [UInt8])] {
+    var hints = addrinfo()
+    hints.ai_family = AF_UNSPEC
+    hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+    hints.ai_flags = passive ? AI_PASSIVE | AI_NUMERICSERV : AI_NUMERICSERV
+    var list: UnsafeMutablePointer<addrinfo>?
+    let status = getaddrinfo(host.isEmpty ? nil : host, String(port), &hints, &list)
+    guard status == 0, let list else {
+      throw DissociatedIPCError(.connectionRefused, "cannot resolve '\(host)': \(String(cString: gai_strerror(status)))")
+    }
+    defer { freeaddrinfo(list) }
+    var result: [(Int32, [UInt8])] = []
+    var entry: UnsafeMutablePointer<addrinfo>? = list
+    while let current = entry {
+      let info = current.pointee
+      result.append((info.ai_family, Array(UnsafeRawBufferPointer(start: info.ai_addr, count: Int(info.ai_addrlen)))))
+      entry = info.ai_next
+    }
+    return result
+  }
+
+  /// A listening socket bound to `host:port` (0: any free port).
+  static func listen(host: String, port: UInt16) throws(DissociatedIPCError) -> (Socket, port: UInt16) {
+    var lastError = DissociatedIPCError(.transportFailure, "no address to bind for '\(host)'")
+    for (family, address) in try resolve(host: host, port: port, passive: true) {
+      let descriptor = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+      guard descriptor >= 0 else {
+        lastError = error("socket")
+        continue
+      }
+      var one: Int32 = 1
+      setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+      let bound = address.withUnsafeBytes {
+        bind(descriptor, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count))
+      }
+      guard bound == 0, Glibc.listen(descriptor, 512) == 0 else {
+        lastError = error("bind \(host):\(port)")
+        Glibc.close(descriptor)
+        continue
+      }
+      let socket = Socket(descriptor: descriptor)
+      return (socket, socket.localPort())
+    }
+    throw lastError
+  }
+
+  /// Connects to `host:port`, trying every resolved address.
+  static func connect(host: String, port: UInt16) throws(DissociatedIPCError) -> Socket {
+    var lastError = DissociatedIPCError(.connectionRefused, "no address for '\(host)'")
+    for (family, address) in try resolve(host: host, port: port, passive: false) {
+      let descriptor = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+      guard descriptor >= 0 else {
+        lastError = error("socket")
+        continue
+      }
+      let connected = address.withUnsafeBytes {
+        Glibc.connect(descriptor, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count))
+      }
+      if connected == 0 { return Socket(descriptor: descriptor) }
+      lastError = error("connect to \(host):\(port)")
+      Glibc.close(descriptor)
+    }
+    throw lastError
+  }
+
+  /// The port the socket is bound to.
+  func localPort() -> UInt16 {
+    var storage = sockaddr_storage()
+    var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+    _ = withUnsafeMutablePointer(to: &storage) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+    }
+    return withUnsafeBytes(of: storage) { raw in
+      // sin_port and sin6_port sit at the same offset, in network byte order.
+      UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+    }
+  }
+
+  /// The next accepted connection; nil once the listener was shut down.
+  func accept() throws(DissociatedIPCError) -> Socket? {
+    while true {
+      let accepted = Glibc.accept(descriptor, nil, nil)
+      if accepted >= 0 {
+        _ = fcntl(accepted, F_SETFD, FD_CLOEXEC)
+        return Socket(descriptor: accepted)
+      }
+      switch errno {
+      case EINTR, ECONNABORTED: continue
+      case EINVAL, EBADF: return nil  // shut down
+      default: throw Socket.error("accept")
+      }
+    }
+  }
+
+  /// Disables Nagle (TCP-SOCK-1) and sets the buffer sizes, when given.
+  func configure(bufferSize: Int?) {
+    var one: Int32 = 1
+    setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    if var size = bufferSize.map(Int32.init) {
+      setsockopt(descriptor, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+      setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
+  }
+
+  /// Reads up to `count` bytes; 0 at end of stream.
+  func read(into buffer: UnsafeMutableRawPointer, count: Int) throws(DissociatedIPCError) -> Int {
+    while true {
+      let received = recv(descriptor, buffer, count, 0)
+      if received >= 0 { return received }
+      if errno == EINTR { continue }
+      throw Socket.error("recv")
+    }
+  }
+
+  /// Reads exactly `count` bytes; false if the stream ended first.
+  func readFully(into buffer: UnsafeMutableRawPointer, count: Int) throws(DissociatedIPCError) -> Bool {
+    var done = 0
+    while done < count {
+      let received = recv(descriptor, buffer + done, count - done, Int32(MSG_WAITALL))
+      if received > 0 {
+        done += received
+      } else if received == 0 {
+        return false
+      } else if errno != EINTR {
+        throw Socket.error("recv")
+      }
+    }
+    return true
+  }
+
+  /// Writes every byte of `pieces` with scatter-gather writes (TCP-SOCK-2).
+  func write(_ pieces: [UnsafeRawBufferPointer]) throws(DissociatedIPCError) {
+    var vectors = pieces.filter { $0.count > 0 }.map {
+      iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count)
+    }
+    var first = 0
+    while first < vectors.count {
+      let batch = min(vectors.count - first, 1024)  // Linux's UIO_MAXIOV
+      // sendmsg rather than writev: MSG_NOSIGNAL turns a closed peer into
+      // EPIPE instead of a process-killing SIGPIPE.
+      let written = vectors.withUnsafeMutableBufferPointer { vectors -> Int in
+        var message = msghdr()
+        message.msg_iov = vectors.baseAddress! + first
+        message.msg_iovlen = batch
+        return sendmsg(descriptor, &message, Int32(MSG_NOSIGNAL))
+      }
+      if written < 0 {
+        if errno == EINTR { continue }
+        throw Socket.error("writev")
+      }
+      // Skip what was written, possibly part of a vector.
+      var remaining = written
+      while remaining > 0, first < vectors.count {
+        if remaining >= vectors[first].iov_len {
+          remaining -= vectors[first].iov_len
+          first += 1
+        } else {
+          vectors[first].iov_base += remaining
+          vectors[first].iov_len -= remaining
+          remaining = 0
+        }
+      }
+    }
+  }
+
+  /// Stops reading and/or writing; wakes a thread blocked in accept or recv.
+  func shutdown(reading: Bool, writing: Bool) {
+    let how = reading && writing ? Int32(SHUT_RDWR) : reading ? Int32(SHUT_RD) : Int32(SHUT_WR)
+    _ = Glibc.shutdown(descriptor, how)
+  }
+
+  /// Closes the descriptor.
+  func close() { _ = Glibc.close(descriptor) }
+}
+
+/// Runs `body` on a new detached thread (the backend's blocking readers,
+/// writers and acceptors never occupy the concurrency pool).
+func startThread(_ body: @escaping @Sendable () -> Void) {
+  final class Box: @unchecked Sendable {
+    let body: @Sendable () -> Void
+    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+  }
+  let box = Unmanaged.passRetained(Box(body)).toOpaque()
+  var thread = pthread_t()
+  let created = pthread_create(&thread, nil, { context in
+    let box = Unmanaged<Box>.fromOpaque(context!).takeRetainedValue()
+    box.body()
+    return nil
+  }, box)
+  precondition(created == 0, "pthread_create failed: \(created)")
+  pthread_detach(thread)
+}

@@ -1,0 +1,294 @@
+internal import ArrowIPC
+internal import Dispatch
+internal import DissociatedIPC
+internal import Synchronization
+
+/// One tcp:// connection: a reader thread that parses the byte stream into
+/// the inbox, and a writer thread that drains the send queue.
+final class TCPConnection: TransportConnection {
+  /// A queued message: its header and payload parts.
+  private struct Outgoing {
+    var header: [UInt8]
+    var parts: [ArrowBytes]
+    var size: Int
+  }
+
+  private struct WriteState {
+    var queue: [Outgoing] = []
+    var queuedBytes = 0
+    var closing = false
+    var failure: DissociatedIPCError?
+    /// Senders waiting for the queue to drain below its limit.
+    var blockedSenders: [CheckedContinuation<Void, Never>] = []
+    /// `close()` callers waiting for the writer to finish.
+    var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    var writerDone = false
+  }
+
+  private let socket: Socket
+  private let config: TCPTransport.Config
+  private let inbox: MessageInbox
+  private let writeState = Mutex(WriteState())
+  private let writerWake = DispatchSemaphore(value: 0)
+  let pathDescription: String
+
+  init(socket: Socket, config: TCPTransport.Config, peer: String) {
+    self.socket = socket
+    self.config = config
+    self.pathDescription = "tcp to \(peer)"
+    self.inbox = MessageInbox(maxBufferedBytes: Int.max)
+    socket.configure(bufferSize: config.socketBufferSize)
+    enqueue(Outgoing(header: TCPWire.hello, parts: [], size: TCPWire.helloLength))
+    startThread { [self] in readLoop() }
+    startThread { [self] in writeLoop() }
+  }
+
+  var remoteMemory: (any RemoteMemory)? { nil }
+
+  // MARK: Sending
+
+  func sendFrame(_ parts: [ArrowBytes]) async throws(DissociatedIPCError) {
+    try await send(.frame, tag: 0, parts)
+  }
+
+  func sendTagged(_ tag: UInt64, _ parts: [ArrowBytes]) async throws(DissociatedIPCError) {
+    try await send(.tagged, tag: tag, parts)
+  }
+
+  /// Queues a message for the writer; waits while the queue is over its
+  /// limit. Returns before the bytes reach the socket, as send(2) does.
+  private func send(_ kind: TCPWire.Kind, tag: UInt64, _ parts: [ArrowBytes]) async throws(DissociatedIPCError) {
+    let length = parts.reduce(0) { $0 + $1.count }
+    var header = [UInt8](repeating: 0, count: TCPWire.headerLength)
+    header.withUnsafeMutableBytes { TCPWire.writeHeader(kind, tag: tag, length: length, into: $0.baseAddress!) }
+    try checkWritable()
+    enqueue(Outgoing(header: header, parts: parts, size: TCPWire.headerLength + length))
+    // Backpressure: wait until the writer has drained the queue enough.
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let wait = writeState.withLock { state -> Bool in
+        guard state.queuedBytes > config.writeQueueBytes, state.failure == nil, !state.writerDone else { return false }
+        state.blockedSenders.append(continuation)
+        return true
+      }
+      if !wait { continuation.resume() }
+    }
+    try checkWritable()
+  }
+
+  private func checkWritable() throws(DissociatedIPCError) {
+    let (closing, failure) = writeState.withLock { ($0.closing, $0.failure) }
+    if let failure { throw failure }
+    if closing { throw DissociatedIPCError(.connectionClosed, "the tcp:// connection is closed") }
+  }
+
+  private func enqueue(_ message: Outgoing) {
+    writeState.withLock { state in
+      state.queue.append(message)
+      state.queuedBytes += message.size
+    }
+    writerWake.signal()
+  }
+
+  /// The writer thread: sends everything queued, many messages per
+  /// system call; on close, flushes and sends FIN.
+  private func writeLoop() {
+    while true {
+      writerWake.wait()
+      let (batch, closing, failed) = writeState.withLock { state in
+        defer { state.queue.removeAll(keepingCapacity: true) }
+        return (state.queue, state.closing, state.failure != nil)
+      }
+      if failed { break }
+      if !batch.isEmpty {
+        do throws(DissociatedIPCError) {
+          try write(batch)
+        } catch {
+          fail(error)
+          break
+        }
+        let size = batch.reduce(0) { $0 + $1.size }
+        let released = writeState.withLock { state -> [CheckedContinuation<Void, Never>] in
+          state.queuedBytes -= size
+          guard state.queuedBytes <= config.writeQueueBytes else { return [] }
+          defer { state.blockedSenders = [] }
+          return state.blockedSenders
+        }
+        for sender in released { sender.resume() }
+      }
+      let drainedAndClosing = writeState.withLock { $0.closing && $0.queue.isEmpty }
+      if closing || drainedAndClosing {
+        socket.shutdown(reading: false, writing: true)  // FIN after the last byte (TCP-CLOSE-1)
+        break
+      }
+    }
+    let waiters = writeState.withLock { state in
+      state.writerDone = true
+      defer {
+        state.closeWaiters = []
+        state.blockedSenders = []
+      }
+      return state.closeWaiters + state.blockedSenders
+    }
+    for waiter in waiters { waiter.resume() }
+  }
+
+  private func write(_ batch: [Outgoing]) throws(DissociatedIPCError) {
+    var failure: DissociatedIPCError?
+    withPointers(batch, index: 0, collected: []) { pieces in
+      do throws(DissociatedIPCError) { try socket.write(pieces) } catch { failure = error }
+    }
+    if let failure { throw failure }
+  }
+
+  /// Collects pointers to every header and part, keeping each alive for
+  /// the duration of `body`.
+  private func withPointers(_ batch: [Outgoing], index: Int, collected: [UnsafeRawBufferPointer],
+                            _ body: ([UnsafeRawBufferPointer]) -> Void) {
+    guard index < batch.count else { return body(collected) }
+    batch[index].header.withUnsafeBytes { header in
+      withParts(batch[index].parts, 0, collected + [header]) { pieces in
+        withPointers(batch, index: index + 1, collected: pieces, body)
+      }
+    }
+  }
+
+  private func withParts(_ parts: [ArrowBytes], _ index: Int, _ collected: [UnsafeRawBufferPointer],
+                         _ body: ([UnsafeRawBufferPointer]) -> Void) {
+    guard index < parts.count else { return body(collected) }
+    parts[index].withUnsafeBytes { part in withParts(parts, index + 1, collected + [part], body) }
+  }
+
+  /// The connection broke: fail senders and receivers, stop both threads.
+  private func fail(_ error: DissociatedIPCError) {
+    let senders = writeState.withLock { state in
+      if state.failure == nil { state.failure = error }
+      defer { state.blockedSenders = [] }
+      return state.blockedSenders
+    }
+    for sender in senders { sender.resume() }
+    inbox.close(error: error)
+    socket.shutdown(reading: true, writing: true)
+    writerWake.signal()  // let the writer thread see the failure and stop
+  }
+
+  // MARK: Receiving
+
+  func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
+    try await inbox.receiveFrame()
+  }
+
+  func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
+    try await inbox.receiveTagged(matching: tag, mask: mask)
+  }
+
+  /// The reader thread: hello, then messages until the peer's FIN (orderly)
+  /// or an error.
+  private func readLoop() {
+    let reader = StreamReader(socket: socket)
+    do throws(DissociatedIPCError) {
+      guard try reader.readHello() else { return inbox.close() }
+      while let (header, payload) = try reader.readMessage(maxLength: config.maxMessageSize) {
+        switch header.kind {
+        case .frame: inbox.deliverFrame(payload)
+        case .tagged: inbox.deliverTagged(TaggedMessage(tag: header.tag, payload: payload))
+        }
+        inbox.waitForRoom(below: config.readAheadBytes)
+      }
+      inbox.close()
+    } catch {
+      fail(error)
+    }
+  }
+
+  // MARK: Closing
+
+  /// Flushes what was queued, sends FIN, stops reading; idempotent.
+  func close() async {
+    let first = writeState.withLock { state -> Bool in
+      defer { state.closing = true }
+      return !state.closing
+    }
+    if first { writerWake.signal() }
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let done = writeState.withLock { state -> Bool in
+        if state.writerDone { return true }
+        state.closeWaiters.append(continuation)
+        return false
+      }
+      if done { continuation.resume() }
+    }
+    socket.shutdown(reading: true, writing: true)
+    inbox.close()
+  }
+
+  /// Closes at once without flushing (a connection nobody accepted).
+  func abort() {
+    writeState.withLock { $0.closing = true }
+    fail(DissociatedIPCError(.connectionClosed, "the listener closed before accepting the connection"))
+  }
+
+  /// The descriptor is closed only here: the reader and writer threads
+  /// hold the connection while they run, so no call can reach a descriptor
+  /// number that was closed and reused by another socket.
+  deinit { socket.close() }
+}
+
+/// Parses the byte stream: a staging buffer gathers small messages with
+/// few system calls; a large payload's remainder is received straight into
+/// its own 64-byte-aligned buffer (TCP-RECV-1).
+final class StreamReader {
+  static let stagingSize = 64 << 10
+  let socket: Socket
+  private let staging = UnsafeMutableRawPointer.allocate(byteCount: stagingSize, alignment: 64)
+  private var start = 0
+  private var end = 0
+
+  init(socket: Socket) { self.socket = socket }
+
+  deinit { staging.deallocate() }
+
+  /// Makes at least `count` bytes available in staging; false at a clean
+  /// end of stream (no partial data), throws on a cut-off one.
+  private func fill(_ count: Int) throws(DissociatedIPCError) -> Bool {
+    if end - start >= count { return true }
+    if start > 0 {
+      staging.copyMemory(from: UnsafeRawPointer(staging + start), byteCount: end - start)
+      end -= start
+      start = 0
+    }
+    while end < count {
+      let received = try socket.read(into: staging + end, count: Self.stagingSize - end)
+      if received == 0 {
+        if end == 0 { return false }
+        throw DissociatedIPCError(.connectionClosed, "the tcp:// peer closed in the middle of a message")
+      }
+      end += received
+    }
+    return true
+  }
+
+  func readHello() throws(DissociatedIPCError) -> Bool {
+    guard try fill(TCPWire.helloLength) else { return false }
+    try TCPWire.checkHello(UnsafeRawBufferPointer(start: staging + start, count: TCPWire.helloLength))
+    start += TCPWire.helloLength
+    return true
+  }
+
+  func readMessage(maxLength: Int) throws(DissociatedIPCError) -> (TCPWire.Header, ArrowBytes)? {
+    guard try fill(TCPWire.headerLength) else { return nil }
+    let header = try TCPWire.readHeader(staging + start, maxLength: maxLength)
+    start += TCPWire.headerLength
+    let storage = AlignedStorage(capacity: header.length, zeroed: false)
+    let buffered = min(end - start, header.length)
+    if buffered > 0 {
+      storage.mutableBytes.baseAddress!.copyMemory(from: staging + start, byteCount: buffered)
+      start += buffered
+    }
+    if buffered < header.length {
+      guard try socket.readFully(into: storage.mutableBytes.baseAddress! + buffered, count: header.length - buffered) else {
+        throw DissociatedIPCError(.connectionClosed, "the tcp:// peer closed in the middle of a \(header.length)-byte message")
+      }
+    }
+    return (header, storage.freeze(count: header.length))
+  }
+}
