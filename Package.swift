@@ -27,6 +27,7 @@ let package = Package(
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+    .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
   ],
   targets: [
     // The Arrow IPC codec: flatbuffers, messages, stream format, body layout.
@@ -39,7 +40,7 @@ let package = Package(
     // protocol, the registry, drivers and the in-process transport.
     .target(
       name: "DissociatedIPC",
-      dependencies: ["ArrowIPC"],
+      dependencies: ["ArrowIPC", .product(name: "Logging", package: "swift-log")],
       swiftSettings: strictSettings
     ),
     // The shared conformance suite every backend runs (no XCTest), shipped
@@ -67,6 +68,8 @@ let package = Package(
       name: "dipc",
       dependencies: [
         "ArrowIPC",
+        "DissociatedIPCTransports",
+        .product(name: "Logging", package: "swift-log"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       swiftSettings: strictSettings

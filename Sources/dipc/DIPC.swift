@@ -2,14 +2,19 @@ import ArgumentParser
 
 /// The `dipc` command-line tool.
 @main
-struct DIPC: ParsableCommand {
+struct DIPC: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "dipc",
     abstract: "Move Apache Arrow data with the Dissociated IPC protocol.",
     discussion: """
-      Run `dipc demo` for an end-to-end check with no arguments, or
-      `dipc inspect FILE` to see what an Arrow IPC stream file holds.
+      Serve Arrow IPC stream files and fetch them by location URI over any
+      registered transport (see `dipc transports`):
+
+        dipc serve data.arrows --listen tcp://127.0.0.1:7000
+        dipc fetch 'tcp://127.0.0.1:7000?want_data=…&ticket=data.arrows' --out copy.arrows
+
+      `dipc demo` runs a server and a client end to end with no arguments.
       """,
-    subcommands: [Demo.self, Inspect.self]
+    subcommands: [Serve.self, Fetch.self, Transports.self, Demo.self, Inspect.self]
   )
 }

@@ -1,4 +1,5 @@
 public import ArrowIPC
+public import Logging
 internal import Synchronization
 
 /// Serves a ``StreamCatalog`` over one transport listener.
@@ -23,15 +24,19 @@ public final class DissociatedServer: Sendable {
     public var initiationTimeout: Duration
     /// Limits applied when reading stream files.
     public var arrowLimits: ArrowIPCLimits
+    /// Where connections, streams and their failures are logged.
+    public var logger: Logger
 
-    /// 64 KiB rendezvous, 256 MiB outstanding, 10 s to initiate.
+    /// 64 KiB rendezvous, 256 MiB outstanding, 10 s to initiate, no logging.
     public static let defaults = Config(stream: .defaults, initiationTimeout: .seconds(10), arrowLimits: .defaults)
 
     /// Creates settings.
-    public init(stream: ServerStreamConfig, initiationTimeout: Duration, arrowLimits: ArrowIPCLimits) {
+    public init(stream: ServerStreamConfig, initiationTimeout: Duration, arrowLimits: ArrowIPCLimits,
+                logger: Logger = Logger(label: "dissociated-ipc.server", factory: { _ in SwiftLogNoOpLogHandler() })) {
       self.stream = stream
       self.initiationTimeout = initiationTimeout
       self.arrowLimits = arrowLimits
+      self.logger = logger
     }
   }
 
@@ -112,6 +117,11 @@ public final class DissociatedServer: Sendable {
       outcome = error
     }
     await connection.close()
+    if let outcome {
+      config.logger.warning("stream failed", metadata: ["error": "\(outcome)", "path": "\(connection.pathDescription)"])
+    } else {
+      config.logger.debug("stream served", metadata: ["path": "\(connection.pathDescription)"])
+    }
     streams.withLock { counts in
       counts.active -= 1
       if outcome == nil { counts.served += 1 } else { counts.failed += 1 }
@@ -126,6 +136,9 @@ public final class DissociatedServer: Sendable {
     guard let role = ControlTag.role(of: first.tag) else {
       throw DissociatedIPCError(.unexpectedMessage, "first tagged message \(Tag(rawValue: first.tag)) is not a want_data")
     }
+    config.logger.debug("stream requested", metadata: [
+      "role": "\(role)", "ticket": "\(Self.describe(first.payload.array))", "path": "\(connection.pathDescription)",
+    ])
     guard let source = catalog[first.payload.array] else {
       let error = DissociatedIPCError(.unknownTicket, "no stream for ticket \(Self.describe(first.payload.array))")
       if role.sendsMetadata { try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts) }

@@ -1,0 +1,81 @@
+import ArgumentParser
+import ArrowIPC
+import DissociatedIPCTransports
+import Foundation
+
+/// `dipc fetch URI`: receive a stream and write it as an IPC stream.
+struct Fetch: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Fetch a stream by location URI and write it as an Arrow IPC stream.",
+    discussion: """
+      The output is an Arrow IPC stream file that pyarrow reads
+      (pyarrow.ipc.open_stream). The ticket comes from --ticket or the URI's
+      `ticket` parameter. On a terminal, progress (batches, bytes, rate) is
+      shown on standard error.
+      """
+  )
+
+  @Argument(help: "The location URI (the metadata location with --data).")
+  var location: String
+
+  @Option(help: "The data location, for streams served by separate metadata and data servers.")
+  var data: String?
+
+  @Option(help: "The ticket, when the URI carries none.")
+  var ticket: String?
+
+  @Option(name: .shortAndLong, help: "Output file, or - for standard output.")
+  var out = "-"
+
+  @OptionGroup var common: CommonOptions
+
+  func run() async throws {
+    let metadataLocation = try Location(parsing: location)
+    let dataLocation = try data.map { try Location(parsing: $0) }
+    let descriptor = out == "-" ? STDOUT_FILENO : open(out, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0o644)
+    guard descriptor >= 0 else { throw ValidationError("cannot open \(out): \(String(cString: strerror(errno)))") }
+    defer { if descriptor != STDOUT_FILENO { close(descriptor) } }
+
+    let client = DissociatedClient(registry: .builtIn)
+    let stream = client.stream(from: metadataLocation, ticket: ticket.map { Array($0.utf8) }, dataLocation: dataLocation)
+    var writer = IPCStreamWriter(sink: FileDescriptorSink(descriptor: descriptor))
+    var progress = Progress(enabled: isatty(STDERR_FILENO) != 0)
+    for try await item in stream {
+      switch item {
+      case .schema(let schema): try writer.write(Message(header: .schema(schema)))
+      case .dictionary(let dictionary): try writer.write(dictionary.values.message, body: dictionary.values.body)
+      case .recordBatch(let batch):
+        try writer.write(batch.message, body: batch.body)
+        progress.add(batch: batch.body.count)
+      }
+    }
+    try writer.finish()
+    progress.finish()
+  }
+}
+
+/// Progress on a terminal: batches, bytes and rate, redrawn at most 10
+/// times a second.
+struct Progress {
+  let enabled: Bool
+  let started = ContinuousClock.now
+  var lastDrawn = ContinuousClock.now
+  var batches = 0
+  var bytes = 0
+
+  mutating func add(batch bodyBytes: Int) {
+    batches += 1
+    bytes += bodyBytes
+    guard enabled, ContinuousClock.now - lastDrawn > .milliseconds(100) else { return }
+    lastDrawn = ContinuousClock.now
+    draw(final: false)
+  }
+
+  func finish() { if enabled { draw(final: true) } }
+
+  private func draw(final: Bool) {
+    let elapsed = max(seconds(ContinuousClock.now - started), 1e-9)
+    let line = "\(batches) batches, \(formatBytes(Double(bytes))), \(formatBytes(Double(bytes) / elapsed))/s"
+    FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + (final ? "\n" : "")).utf8))
+  }
+}

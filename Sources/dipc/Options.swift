@@ -1,0 +1,35 @@
+public import ArgumentParser
+import Foundation
+public import Logging
+
+/// Options every networked command shares.
+struct CommonOptions: ParsableArguments {
+  @Option(help: "Log level: trace, debug, info, notice, warning, error or critical.")
+  var logLevel: Logger.Level = .warning
+
+  /// A logger writing to standard error at the chosen level.
+  func makeLogger(_ label: String) -> Logger {
+    var logger = Logger(label: label, factory: { StreamLogHandler.standardError(label: $0) })
+    logger.logLevel = logLevel
+    return logger
+  }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// Formats `bytes` with a binary unit.
+func formatBytes(_ bytes: Double) -> String {
+  let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+  var value = bytes
+  var unit = 0
+  while value >= 1024, unit < units.count - 1 {
+    value /= 1024
+    unit += 1
+  }
+  return unit == 0 ? "\(Int(value)) B" : String(format: "%.1f %@", value, units[unit])
+}
+
+/// Seconds in `duration`.
+func seconds(_ duration: Duration) -> Double {
+  Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}

@@ -1,0 +1,79 @@
+import ArgumentParser
+import ArrowIPC
+import DissociatedIPCTransports
+import Foundation
+import Logging
+
+/// `dipc serve`: serve IPC stream files until interrupted.
+struct Serve: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Serve Arrow IPC stream files; print their locations; run until interrupted.",
+    discussion: """
+      Each file is offered under its file name as the ticket. For every file
+      one location URI is printed (the combined stream) and, with --split,
+      the metadata and data locations of the two-connection topology. SIGINT
+      or SIGTERM stops accepting and lets running streams finish.
+      """
+  )
+
+  @Argument(help: "Arrow IPC stream files (.arrows).")
+  var files: [String]
+
+  @Option(help: "Where to listen (scheme://host:port; port 0 picks a free one).")
+  var listen = "tcp://127.0.0.1:0"
+
+  @Flag(help: "Also print the metadata and data locations (two connections per stream).")
+  var split = false
+
+  @Option(help: "Bodies of at least this many bytes go as descriptors on transports with remote memory.")
+  var rendezvousThreshold = ServerStreamConfig.defaults.rendezvousThreshold
+
+  @OptionGroup var common: CommonOptions
+
+  func validate() throws {
+    guard !files.isEmpty else { throw ValidationError("give at least one stream file") }
+    for file in files where !FileManager.default.isReadableFile(atPath: file) {
+      throw ValidationError("cannot read \(file)")
+    }
+  }
+
+  func run() async throws {
+    var catalog = StreamCatalog()
+    for file in files {
+      // Check the file is a stream now, not when a client asks.
+      _ = try ArrowStreamReader(try ArrowBytes(mappingFileAt: file))
+      catalog.add(URL(fileURLWithPath: file).lastPathComponent, .file(path: file))
+    }
+    var config = DissociatedServer.Config.defaults
+    config.logger = common.makeLogger("dipc.serve")
+    config.stream.rendezvousThreshold = rendezvousThreshold
+    let server = try await DissociatedServer(listeningAt: listen, catalog: catalog, registry: .builtIn, config: config)
+    // Unbuffered: scripts read the locations while the server runs.
+    var lines = ""
+    for file in files {
+      let ticket = URL(fileURLWithPath: file).lastPathComponent
+      lines += "\(ticket)\t\(server.location(for: ticket))\n"
+      if split {
+        lines += "\(ticket)\tmetadata\t\(server.location(for: ticket, role: .metadata))\n"
+        lines += "\(ticket)\tdata\t\(server.location(for: ticket, role: .data))\n"
+      }
+    }
+    FileHandle.standardOutput.write(Data(lines.utf8))
+    let signals = Self.onTermination { Task { await server.shutdown() } }
+    await server.run()
+    signals.forEach { $0.cancel() }
+    let counts = server.streamCounts
+    config.logger.info("stopped", metadata: ["served": "\(counts.served)", "failed": "\(counts.failed)"])
+  }
+
+  /// Calls `handler` on SIGINT or SIGTERM.
+  static func onTermination(_ handler: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
+    [SIGINT, SIGTERM].map { signalNumber in
+      signal(signalNumber, SIG_IGN)
+      let source = DispatchSource.makeSignalSource(signal: signalNumber)
+      source.setEventHandler(handler: handler)
+      source.resume()
+      return source
+    }
+  }
+}
