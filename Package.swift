@@ -99,6 +99,12 @@ let package = Package(
       dependencies: ["DissociatedIPCTCP", "DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance"],
       swiftSettings: strictSettings
     ),
+    // dipc serve and dipc fetch as separate processes, checked by pyarrow.
+    .testTarget(
+      name: "EndToEndTests",
+      dependencies: ["dipc"],
+      swiftSettings: strictSettings
+    ),
     .testTarget(
       name: "ToyBackendTests",
       dependencies: ["DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance"],

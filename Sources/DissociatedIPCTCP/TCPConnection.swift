@@ -8,7 +8,7 @@ internal import Synchronization
 final class TCPConnection: TransportConnection {
   /// A queued message: its header and payload parts.
   private struct Outgoing {
-    var header: [UInt8]
+    var header: ArrowBytes
     var parts: [ArrowBytes]
     var size: Int
   }
@@ -38,7 +38,7 @@ final class TCPConnection: TransportConnection {
     self.pathDescription = "tcp to \(peer)"
     self.inbox = MessageInbox(maxBufferedBytes: Int.max)
     socket.configure(bufferSize: config.socketBufferSize)
-    enqueue(Outgoing(header: TCPWire.hello, parts: [], size: TCPWire.helloLength))
+    enqueue(Outgoing(header: ArrowBytes(copying: TCPWire.hello), parts: [], size: TCPWire.helloLength))
     startThread { [self] in readLoop() }
     startThread { [self] in writeLoop() }
   }
@@ -59,10 +59,10 @@ final class TCPConnection: TransportConnection {
   /// limit. Returns before the bytes reach the socket, as send(2) does.
   private func send(_ kind: TCPWire.Kind, tag: UInt64, _ parts: [ArrowBytes]) async throws(DissociatedIPCError) {
     let length = parts.reduce(0) { $0 + $1.count }
-    var header = [UInt8](repeating: 0, count: TCPWire.headerLength)
-    header.withUnsafeMutableBytes { TCPWire.writeHeader(kind, tag: tag, length: length, into: $0.baseAddress!) }
+    let header = AlignedStorage(capacity: TCPWire.headerLength, zeroed: false)
+    TCPWire.writeHeader(kind, tag: tag, length: length, into: header.mutableBytes.baseAddress!)
     try checkWritable()
-    enqueue(Outgoing(header: header, parts: parts, size: TCPWire.headerLength + length))
+    enqueue(Outgoing(header: header.freeze(count: TCPWire.headerLength), parts: parts, size: TCPWire.headerLength + length))
     // Backpressure: wait until the writer has drained the queue enough.
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
       let wait = writeState.withLock { state -> Bool in
@@ -133,29 +133,18 @@ final class TCPConnection: TransportConnection {
   }
 
   private func write(_ batch: [Outgoing]) throws(DissociatedIPCError) {
-    var failure: DissociatedIPCError?
-    withPointers(batch, index: 0, collected: []) { pieces in
-      do throws(DissociatedIPCError) { try socket.write(pieces) } catch { failure = error }
-    }
-    if let failure { throw failure }
-  }
-
-  /// Collects pointers to every header and part, keeping each alive for
-  /// the duration of `body`.
-  private func withPointers(_ batch: [Outgoing], index: Int, collected: [UnsafeRawBufferPointer],
-                            _ body: ([UnsafeRawBufferPointer]) -> Void) {
-    guard index < batch.count else { return body(collected) }
-    batch[index].header.withUnsafeBytes { header in
-      withParts(batch[index].parts, 0, collected + [header]) { pieces in
-        withPointers(batch, index: index + 1, collected: pieces, body)
+    // Every piece is an ArrowBytes whose owner keeps its memory in place;
+    // `batch` holds them all until the write returns.
+    try withExtendedLifetime(batch) { () throws(DissociatedIPCError) in
+      var pieces: [UnsafeRawBufferPointer] = []
+      pieces.reserveCapacity(batch.count * 2)
+      for message in batch {
+        for piece in [message.header] + message.parts where !piece.isEmpty {
+          pieces.append(UnsafeRawBufferPointer(start: piece.unsafeBaseAddress, count: piece.count))
+        }
       }
+      try socket.write(pieces)
     }
-  }
-
-  private func withParts(_ parts: [ArrowBytes], _ index: Int, _ collected: [UnsafeRawBufferPointer],
-                         _ body: ([UnsafeRawBufferPointer]) -> Void) {
-    guard index < parts.count else { return body(collected) }
-    parts[index].withUnsafeBytes { part in withParts(parts, index + 1, collected + [part], body) }
   }
 
   /// The connection broke: fail senders and receivers, stop both threads.

@@ -118,9 +118,10 @@ extension ReceivedStream {
   public typealias Failure = DissociatedIPCError
 }
 
-/// One stream's connections and state machine; events from the connection
-/// readers pass through a bounded queue to the consumer, which drives the
-/// state machine.
+/// One stream's connections and state machine. Each flow (metadata
+/// frames, bodies) has a reader task and a bounded queue; the consumer
+/// drives the state machine and pulls from the flow it needs next, so a
+/// flow that runs ahead stops at its queue (DIPC-CLIENT-3).
 final class ClientSession: Sendable {
   private enum Event: Sendable {
     case frame(ArrowBytes)
@@ -133,13 +134,11 @@ final class ClientSession: Sendable {
   private let data: any TransportConnection
   private let config: DissociatedClient.Config
   private let canMap: Bool
-  private let events: AsyncEventQueue<Event>
+  private let frames: AsyncEventQueue<Event>
+  private let bodies: AsyncEventQueue<Event>
   private let machine: Mutex<ClientStreamStateMachine>
   private let returns: FreeDataReturns
   private let readers: Mutex<[Task<Void, Never>]> = Mutex([])
-  /// Readers (metadata, bodies) still delivering events; the peer has
-  /// closed when both ended, whether they share a connection or not.
-  private let openReaders = Atomic<Int>(2)
 
   private init(metadata: any TransportConnection, data: any TransportConnection, canMap: Bool,
                config: DissociatedClient.Config) {
@@ -147,7 +146,8 @@ final class ClientSession: Sendable {
     self.data = data
     self.canMap = canMap
     self.config = config
-    events = AsyncEventQueue(capacity: config.readAhead)
+    frames = AsyncEventQueue(capacity: config.readAhead)
+    bodies = AsyncEventQueue(capacity: config.readAhead)
     machine = Mutex(ClientStreamStateMachine(config: config.stream))
     returns = FreeDataReturns(connection: data)
   }
@@ -187,15 +187,15 @@ final class ClientSession: Sendable {
   }
 
   private func startReaders() {
-    let metadataReader = Task { [events, metadata] in
-      await Self.pump(events) { () async throws(DissociatedIPCError) -> Event? in
+    let metadataReader = Task { [frames, metadata] in
+      await Self.pump(frames) { () async throws(DissociatedIPCError) -> Event? in
         try await metadata.receiveFrame().map(Event.frame)
       }
     }
-    let bodyReader = Task { [events, data] in
+    let bodyReader = Task { [bodies, data] in
       // Every tagged message on the data connection is a body; the state
       // machine orders them by sequence (DIPC-CLIENT-2).
-      await Self.pump(events) { () async throws(DissociatedIPCError) -> Event? in
+      await Self.pump(bodies) { () async throws(DissociatedIPCError) -> Event? in
         try await data.receiveTagged(matching: 0, mask: 0).map(Event.body)
       }
     }
@@ -221,11 +221,13 @@ final class ClientSession: Sendable {
         if let item = try machine.withLock({ (machine) throws(DissociatedIPCError) in try machine.nextItem() }) {
           return item.received
         }
-        if machine.withLock({ $0.isComplete }) {
+        let need = machine.withLock { $0.need }
+        if need == .nothing {
+          // Complete (delivery and failure were handled above).
           await finishStream()
           return nil
         }
-        let (event, timedOut) = await events.pop(timeout: config.idleTimeout)
+        let (event, timedOut) = await (need == .metadata ? frames : bodies).pop(timeout: config.idleTimeout)
         if timedOut {
           throw DissociatedIPCError(.timedOut, "nothing arrived for \(config.idleTimeout.map { "\($0)" } ?? "")")
         }
@@ -250,9 +252,8 @@ final class ClientSession: Sendable {
       }
       if let descriptor { try await fetch(descriptor, sequence: Tag(rawValue: message.tag).sequence) }
     case .closed:
-      if openReaders.wrappingSubtract(1, ordering: .relaxed).newValue == 0 {
-        try machine.withLock { (machine) throws(DissociatedIPCError) in try machine.peerClosed() }
-      }
+      // The flow the stream waits for has ended.
+      try machine.withLock { (machine) throws(DissociatedIPCError) in try machine.peerClosed() }
     case .failed(let error):
       if machine.withLock({ $0.isComplete }) { return }
       throw error.code == .connectionClosed
@@ -285,13 +286,15 @@ final class ClientSession: Sendable {
   /// The stream is complete: close the metadata flow now, the data flow
   /// once every mapped body was returned.
   private func finishStream() async {
-    events.finish()
+    frames.finish()
+    bodies.finish()
     if metadata !== data { await metadata.close() }
     returns.closeWhenIdle()
   }
 
   private func abort() async {
-    events.finish()
+    frames.finish()
+    bodies.finish()
     for reader in readers.withLock({ $0 }) { reader.cancel() }
     await metadata.close()
     if data !== metadata { await data.close() }
@@ -303,7 +306,8 @@ final class ClientSession: Sendable {
   /// mapped body came back.
   deinit {
     guard !machine.withLock({ $0.isComplete }) else { return }
-    events.finish()
+    frames.finish()
+    bodies.finish()
     for reader in readers.withLock({ $0 }) { reader.cancel() }
     Task { [metadata, data] in
       await metadata.close()

@@ -102,6 +102,29 @@ public struct ClientStreamStateMachine: Sendable {
   /// The number of messages delivered so far.
   public var deliveredCount: Int { delivered }
 
+  /// What the next delivery waits for.
+  public enum Need: Sendable, Hashable {
+    /// A metadata frame: the next message's, or the end of stream.
+    case metadata
+    /// The next message's body.
+    case body
+    /// Nothing: ``nextItem()`` delivers, or the stream is complete or failed.
+    case nothing
+  }
+
+  /// What the next delivery waits for. A driver reads the flow this names
+  /// and lets the other wait, so a flow that runs ahead is held back by the
+  /// transport's flow control rather than filling the reorder window
+  /// (DIPC-CLIENT-3).
+  public var need: Need {
+    guard failure == nil, !isComplete else { return .nothing }
+    let slot = slots[Int(expected % UInt32(slots.count))]
+    guard let message = slot.message else { return .metadata }
+    guard message.header.bodyDescription != nil else { return .nothing }
+    if case .ready = slot.body { return .nothing }
+    return .body
+  }
+
   // MARK: Events
 
   /// A metadata frame arrived.

@@ -1,0 +1,69 @@
+import Foundation
+import Testing
+
+/// `dipc serve` and `dipc fetch` in separate processes over tcp://; pyarrow
+/// checks every fetched file against the source (content hash).
+@Suite("End to end: dipc serve | dipc fetch", .serialized)
+struct EndToEndTests {
+  static func fetchAll(topology: String) throws {
+    let corpus = try Processes.corpus.get()
+    let files = try FileManager.default.contentsOfDirectory(atPath: corpus.path)
+      .filter { $0.hasSuffix(".arrows") }.sorted()
+    #expect(files.count >= 60)
+    let server = try Processes.Server(files: files.map { corpus.appendingPathComponent($0).path }, listen: "tcp://127.0.0.1:0")
+    defer { server.stop() }
+    let output = FileManager.default.temporaryDirectory.appendingPathComponent("dipc-e2e-\(UUID())")
+    try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: output) }
+    let dipc = try Processes.dipc
+    var pairs: [String] = []
+    for file in files {
+      let target = output.appendingPathComponent(file).path
+      let locations = server.locations[file] ?? [:]
+      if topology == "split" {
+        try Processes.run(dipc, ["fetch", locations["metadata"]!, "--data", locations["data"]!, "--out", target])
+      } else {
+        try Processes.run(dipc, ["fetch", locations["combined"]!, "--out", target])
+      }
+      pairs += [corpus.appendingPathComponent(file).path, target]
+    }
+    // One pyarrow process hashes sources and copies; each pair must match.
+    let lines = try Processes.run(URL(fileURLWithPath: "/usr/bin/env"),
+                                  ["python3", Processes.root.appendingPathComponent("Tests/Interop/arrow_check.py").path, "hash"] + pairs)
+      .split(separator: "\n").map { $0.split(separator: " ").first.map(String.init) ?? "" }
+    #expect(lines.count == pairs.count)
+    for index in stride(from: 0, to: lines.count - 1, by: 2) {
+      #expect(lines[index] == lines[index + 1], "\(files[index / 2]): fetched content differs from the source")
+    }
+  }
+
+  @Test("the pyarrow corpus fetched over one connection per stream equals the source")
+  func combined() throws { try Self.fetchAll(topology: "combined") }
+
+  @Test("the pyarrow corpus fetched from separate metadata and data locations equals the source")
+  func split() throws { try Self.fetchAll(topology: "split") }
+
+  @Test("fetching an unknown ticket fails with the server's typed error, and the server keeps serving")
+  func unknownTicket() throws {
+    let corpus = try Processes.corpus.get()
+    let file = corpus.appendingPathComponent("type_int32.arrows").path
+    let server = try Processes.Server(files: [file], listen: "tcp://127.0.0.1:0")
+    defer { server.stop() }
+    let location = server.locations["type_int32.arrows"]!["combined"]!
+    let dipc = try Processes.dipc
+    #expect { try Processes.run(dipc, ["fetch", location, "--ticket", "nope", "--out", "/dev/null"]) } throws: {
+      "\($0)".contains("unknownTicket")
+    }
+    try Processes.run(dipc, ["fetch", location, "--out", "/dev/null"])
+  }
+
+  @Test("connecting where nothing listens is a prompt typed error")
+  func nothingListening() throws {
+    let dipc = try Processes.dipc
+    let started = ContinuousClock.now
+    #expect { try Processes.run(dipc, ["fetch", "tcp://127.0.0.1:1?want_data=1&ticket=x", "--out", "/dev/null"]) } throws: {
+      "\($0)".contains("connectionRefused")
+    }
+    #expect(ContinuousClock.now - started < .seconds(10))
+  }
+}
