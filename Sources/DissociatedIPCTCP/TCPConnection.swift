@@ -23,6 +23,8 @@ final class TCPConnection: TransportConnection {
     /// `close()` callers waiting for the writer to finish.
     var closeWaiters: [CheckedContinuation<Void, Never>] = []
     var writerDone = false
+    /// The writer thread sleeps on ``writerWake``; senders signal only then.
+    var writerSleeping = false
   }
 
   private let socket: Socket
@@ -61,8 +63,10 @@ final class TCPConnection: TransportConnection {
     let length = parts.reduce(0) { $0 + $1.count }
     let header = AlignedStorage(capacity: TCPWire.headerLength, zeroed: false)
     TCPWire.writeHeader(kind, tag: tag, length: length, into: header.mutableBytes.baseAddress!)
-    try checkWritable()
-    enqueue(Outgoing(header: header.freeze(count: TCPWire.headerLength), parts: parts, size: TCPWire.headerLength + length))
+    guard let queued = enqueue(Outgoing(header: header.freeze(count: TCPWire.headerLength), parts: parts,
+                                        size: TCPWire.headerLength + length))
+    else { return try checkWritable() }
+    guard queued > config.writeQueueBytes else { return }
     // Backpressure: wait until the writer has drained the queue enough.
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
       let wait = writeState.withLock { state -> Bool in
@@ -81,24 +85,36 @@ final class TCPConnection: TransportConnection {
     if closing { throw DissociatedIPCError(.connectionClosed, "the tcp:// connection is closed") }
   }
 
-  private func enqueue(_ message: Outgoing) {
-    writeState.withLock { state in
+  /// Queues `message`; wakes the writer if it sleeps. Returns the bytes
+  /// queued, or nil when the connection is closing or failed.
+  @discardableResult
+  private func enqueue(_ message: Outgoing) -> Int? {
+    let (queued, wake) = writeState.withLock { state -> (Int?, Bool) in
+      guard !state.closing, state.failure == nil else { return (nil, false) }
       state.queue.append(message)
       state.queuedBytes += message.size
+      defer { state.writerSleeping = false }
+      return (state.queuedBytes, state.writerSleeping)
     }
-    writerWake.signal()
+    if wake { writerWake.signal() }
+    return queued
   }
 
   /// The writer thread: sends everything queued, many messages per
   /// system call; on close, flushes and sends FIN.
   private func writeLoop() {
     while true {
-      writerWake.wait()
       let (batch, closing, failed) = writeState.withLock { state in
         defer { state.queue.removeAll(keepingCapacity: true) }
+        // Nothing to do: sleep until a sender, close() or fail() signals.
+        state.writerSleeping = state.queue.isEmpty && !state.closing && state.failure == nil
         return (state.queue, state.closing, state.failure != nil)
       }
       if failed { break }
+      if batch.isEmpty, !closing {
+        writerWake.wait()
+        continue
+      }
       if !batch.isEmpty {
         do throws(DissociatedIPCError) {
           try write(batch)
@@ -157,7 +173,11 @@ final class TCPConnection: TransportConnection {
     for sender in senders { sender.resume() }
     inbox.close(error: error)
     socket.shutdown(reading: true, writing: true)
-    writerWake.signal()  // let the writer thread see the failure and stop
+    let wake = writeState.withLock { state in
+      defer { state.writerSleeping = false }
+      return state.writerSleeping
+    }
+    if wake { writerWake.signal() }  // let the writer thread see the failure and stop
   }
 
   // MARK: Receiving
@@ -193,11 +213,12 @@ final class TCPConnection: TransportConnection {
 
   /// Flushes what was queued, sends FIN, stops reading; idempotent.
   func close() async {
-    let first = writeState.withLock { state -> Bool in
-      defer { state.closing = true }
-      return !state.closing
+    let wake = writeState.withLock { state -> Bool in
+      state.closing = true
+      defer { state.writerSleeping = false }
+      return state.writerSleeping
     }
-    if first { writerWake.signal() }
+    if wake { writerWake.signal() }
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
       let done = writeState.withLock { state -> Bool in
         if state.writerDone { return true }

@@ -30,17 +30,13 @@ public struct DissociatedClient: Sendable {
     /// Fail with `.timedOut` when nothing arrives for this long (nil: wait
     /// for ever).
     public var idleTimeout: Duration?
-    /// Raw messages read ahead of the consumer, per stream.
-    public var readAhead: Int
-
-    /// Default limits, 30 s idle timeout, 64 messages read ahead.
-    public static let defaults = Config(stream: .defaults, idleTimeout: .seconds(30), readAhead: 64)
+    /// Default limits and a 30 s idle timeout.
+    public static let defaults = Config(stream: .defaults, idleTimeout: .seconds(30))
 
     /// Creates settings.
-    public init(stream: ClientStreamConfig, idleTimeout: Duration?, readAhead: Int) {
+    public init(stream: ClientStreamConfig, idleTimeout: Duration?) {
       self.stream = stream
       self.idleTimeout = idleTimeout
-      self.readAhead = readAhead
     }
   }
 
@@ -118,27 +114,24 @@ extension ReceivedStream {
   public typealias Failure = DissociatedIPCError
 }
 
-/// One stream's connections and state machine. Each flow (metadata
-/// frames, bodies) has a reader task and a bounded queue; the consumer
-/// drives the state machine and pulls from the flow it needs next, so a
-/// flow that runs ahead stops at its queue (DIPC-CLIENT-3).
+/// One stream's connections and state machine. The consumer drives the
+/// state machine and reads the flow it needs next (``ClientStreamStateMachine/need``):
+/// a flow that runs ahead waits in the transport, whose flow control holds
+/// it back (DIPC-CLIENT-3). A watchdog turns silence longer than the idle
+/// timeout into `.timedOut`.
 final class ClientSession: Sendable {
-  private enum Event: Sendable {
-    case frame(ArrowBytes)
-    case body(TaggedMessage)
-    case closed
-    case failed(DissociatedIPCError)
-  }
-
   private let metadata: any TransportConnection
   private let data: any TransportConnection
   private let config: DissociatedClient.Config
   private let canMap: Bool
-  private let frames: AsyncEventQueue<Event>
-  private let bodies: AsyncEventQueue<Event>
   private let machine: Mutex<ClientStreamStateMachine>
   private let returns: FreeDataReturns
-  private let readers: Mutex<[Task<Void, Never>]> = Mutex([])
+  private let clock = ContinuousClock()
+  private let started: ContinuousClock.Instant
+  /// Nanoseconds since `started` of the last received message.
+  private let lastProgress = Atomic<Int64>(0)
+  private let timedOut = Atomic<Bool>(false)
+  private let watchdog = Mutex<Task<Void, Never>?>(nil)
 
   private init(metadata: any TransportConnection, data: any TransportConnection, canMap: Bool,
                config: DissociatedClient.Config) {
@@ -146,10 +139,9 @@ final class ClientSession: Sendable {
     self.data = data
     self.canMap = canMap
     self.config = config
-    frames = AsyncEventQueue(capacity: config.readAhead)
-    bodies = AsyncEventQueue(capacity: config.readAhead)
     machine = Mutex(ClientStreamStateMachine(config: config.stream))
     returns = FreeDataReturns(connection: data)
+    started = clock.now
   }
 
   static func start(_ stream: ReceivedStream) async throws(DissociatedIPCError) -> ClientSession {
@@ -174,7 +166,7 @@ final class ClientSession: Sendable {
       throw error
     }
     let session = ClientSession(metadata: metadata, data: data, canMap: canMap, config: stream.client.config)
-    session.startReaders()
+    session.startWatchdog()
     return session
   }
 
@@ -186,55 +178,62 @@ final class ClientSession: Sendable {
     throw DissociatedIPCError(.invalidLocation, "\(location): no ticket given and no ticket parameter")
   }
 
-  private func startReaders() {
-    let metadataReader = Task { [frames, metadata] in
-      await Self.pump(frames) { () async throws(DissociatedIPCError) -> Event? in
-        try await metadata.receiveFrame().map(Event.frame)
-      }
-    }
-    let bodyReader = Task { [bodies, data] in
-      // Every tagged message on the data connection is a body; the state
-      // machine orders them by sequence (DIPC-CLIENT-2).
-      await Self.pump(bodies) { () async throws(DissociatedIPCError) -> Event? in
-        try await data.receiveTagged(matching: 0, mask: 0).map(Event.body)
-      }
-    }
-    readers.withLock { $0 = [metadataReader, bodyReader] }
+  private var elapsedNanoseconds: Int64 {
+    let elapsed = clock.now - started
+    return elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
   }
 
-  private static func pump(_ events: AsyncEventQueue<Event>,
-                           _ receive: () async throws(DissociatedIPCError) -> Event?) async {
-    do throws(DissociatedIPCError) {
-      while let event = try await receive() {
-        guard await events.push(event) else { return }
+  /// Closes the connections when nothing arrives for the idle timeout; the
+  /// pending receive then ends and ``next()`` reports `.timedOut`.
+  private func startWatchdog() {
+    guard let timeout = config.idleTimeout else { return }
+    let limit = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+    // Weak: an abandoned session must be able to go away (its deinit
+    // closes the connections and cancels this task).
+    let task = Task { [weak self] in
+      while !Task.isCancelled {
+        try? await Task.sleep(for: timeout / 4)
+        guard let self, !Task.isCancelled else { return }
+        if elapsedNanoseconds - lastProgress.load(ordering: .relaxed) > limit {
+          timedOut.store(true, ordering: .relaxed)
+          await metadata.close()
+          if data !== metadata { await data.close() }
+          return
+        }
       }
-      await events.push(.closed)
-    } catch {
-      await events.push(.failed(error))
     }
+    watchdog.withLock { $0 = task }
   }
 
-  /// The next item, driving the state machine with events as needed.
+  /// The next item, reading the flow the state machine needs.
   func next() async throws(DissociatedIPCError) -> ReceivedItem? {
     do throws(DissociatedIPCError) {
       while true {
         if let item = try machine.withLock({ (machine) throws(DissociatedIPCError) in try machine.nextItem() }) {
           return item.received
         }
-        let need = machine.withLock { $0.need }
-        if need == .nothing {
-          // Complete (delivery and failure were handled above).
+        switch machine.withLock({ $0.need }) {
+        case .nothing:
           await finishStream()
           return nil
+        case .metadata:
+          guard let frame = try await received({ () async throws(DissociatedIPCError) in try await metadata.receiveFrame() }) else {
+            return try closed()
+          }
+          try machine.withLock { (machine) throws(DissociatedIPCError) in try machine.metadataReceived(frame) }
+        case .body:
+          // Every tagged message on the data connection is a body; the state
+          // machine places it by sequence (DIPC-CLIENT-2).
+          guard let message = try await received({ () async throws(DissociatedIPCError) in
+            try await data.receiveTagged(matching: 0, mask: 0)
+          }) else {
+            return try closed()
+          }
+          let descriptor = try machine.withLock { (machine) throws(DissociatedIPCError) in
+            try machine.bodyReceived(tag: message.tag, payload: message.payload)
+          }
+          if let descriptor { try await fetch(descriptor, sequence: Tag(rawValue: message.tag).sequence) }
         }
-        let (event, timedOut) = await (need == .metadata ? frames : bodies).pop(timeout: config.idleTimeout)
-        if timedOut {
-          throw DissociatedIPCError(.timedOut, "nothing arrived for \(config.idleTimeout.map { "\($0)" } ?? "")")
-        }
-        guard let event else {
-          throw DissociatedIPCError(.streamTruncated, "the stream's connections ended early")
-        }
-        try await handle(event)
       }
     } catch {
       await abort()
@@ -242,23 +241,32 @@ final class ClientSession: Sendable {
     }
   }
 
-  private func handle(_ event: Event) async throws(DissociatedIPCError) {
-    switch event {
-    case .frame(let bytes):
-      try machine.withLock { (machine) throws(DissociatedIPCError) in try machine.metadataReceived(bytes) }
-    case .body(let message):
-      let descriptor = try machine.withLock { (machine) throws(DissociatedIPCError) in
-        try machine.bodyReceived(tag: message.tag, payload: message.payload)
-      }
-      if let descriptor { try await fetch(descriptor, sequence: Tag(rawValue: message.tag).sequence) }
-    case .closed:
-      // The flow the stream waits for has ended.
-      try machine.withLock { (machine) throws(DissociatedIPCError) in try machine.peerClosed() }
-    case .failed(let error):
-      if machine.withLock({ $0.isComplete }) { return }
+  /// Runs a receive; records progress; maps a broken connection or the
+  /// watchdog's close to the stream's error.
+  private func received<T>(_ receive: () async throws(DissociatedIPCError) -> T?) async throws(DissociatedIPCError) -> T? {
+    let value: T?
+    do throws(DissociatedIPCError) {
+      value = try await receive()
+    } catch {
+      try checkTimeout()
       throw error.code == .connectionClosed
         ? DissociatedIPCError(.streamTruncated, "the connection broke mid-stream: \(error.detail)") : error
     }
+    if value == nil { try checkTimeout() }
+    lastProgress.store(elapsedNanoseconds, ordering: .relaxed)
+    return value
+  }
+
+  private func checkTimeout() throws(DissociatedIPCError) {
+    if timedOut.load(ordering: .relaxed) {
+      throw DissociatedIPCError(.timedOut, "nothing arrived for \(config.idleTimeout.map { "\($0)" } ?? "")")
+    }
+  }
+
+  /// The flow the stream waits for has ended.
+  private func closed() throws(DissociatedIPCError) -> ReceivedItem? {
+    try machine.withLock { (machine) throws(DissociatedIPCError) in try machine.peerClosed() }
+    return nil
   }
 
   /// Fetches a type-1 body. A mapping is returned to the server when its
@@ -286,16 +294,13 @@ final class ClientSession: Sendable {
   /// The stream is complete: close the metadata flow now, the data flow
   /// once every mapped body was returned.
   private func finishStream() async {
-    frames.finish()
-    bodies.finish()
+    watchdog.withLock { $0?.cancel() }
     if metadata !== data { await metadata.close() }
     returns.closeWhenIdle()
   }
 
   private func abort() async {
-    frames.finish()
-    bodies.finish()
-    for reader in readers.withLock({ $0 }) { reader.cancel() }
+    watchdog.withLock { $0?.cancel() }
     await metadata.close()
     if data !== metadata { await data.close() }
   }
@@ -305,10 +310,8 @@ final class ClientSession: Sendable {
   /// the data connection to ``FreeDataReturns``, which closes it once every
   /// mapped body came back.
   deinit {
+    watchdog.withLock { $0?.cancel() }
     guard !machine.withLock({ $0.isComplete }) else { return }
-    frames.finish()
-    bodies.finish()
-    for reader in readers.withLock({ $0 }) { reader.cancel() }
     Task { [metadata, data] in
       await metadata.close()
       if data !== metadata { await data.close() }

@@ -24,7 +24,10 @@ package final class MessageInbox: Sendable {
     var frames: [ArrowBytes] = []
     var frameHead = 0
     var frameWaiters: [(id: UInt64, continuation: CheckedContinuation<ArrowBytes?, any Error>)] = []
-    var unexpected: [TaggedMessage] = []
+    /// Unmatched tagged messages in arrival order; taken from the front in
+    /// O(1) (the usual case: mask 0 or in-order bodies).
+    var unexpected: [TaggedMessage?] = []
+    var unexpectedHead = 0
     var posted: [PostedReceive] = []
     var bufferedBytes = 0
     var nextID: UInt64 = 0
@@ -110,6 +113,7 @@ package final class MessageInbox: Sendable {
       if error != nil {
         state.frames.removeAll()
         state.unexpected.removeAll()
+        state.unexpectedHead = 0
       }
       defer {
         state.frameWaiters.removeAll()
@@ -129,20 +133,20 @@ package final class MessageInbox: Sendable {
 
   /// The next framed message; nil after an orderly close.
   package func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
-    try await wait { (state, id, continuation: CheckedContinuation<ArrowBytes?, any Error>) -> Result<ArrowBytes?, DissociatedIPCError>? in
-      if state.frameHead < state.frames.count {
-        let frame = state.frames[state.frameHead]
-        state.frameHead += 1
-        state.drained(frame.count)?.signal()
-        if state.frameHead > 64, state.frameHead * 2 > state.frames.count {
-          state.frames.removeFirst(state.frameHead)
-          state.frameHead = 0
-        }
-        return .success(frame)
+    try await receive { (state: inout State) -> Result<ArrowBytes?, DissociatedIPCError>? in
+      guard state.frameHead < state.frames.count else {
+        return state.closed ? (state.error.map { .failure($0) } ?? .success(nil)) : nil
       }
-      if state.closed { return state.error.map { .failure($0) } ?? .success(nil) }
+      let frame = state.frames[state.frameHead]
+      state.frameHead += 1
+      if state.frameHead > 64, state.frameHead * 2 > state.frames.count {
+        state.frames.removeFirst(state.frameHead)
+        state.frameHead = 0
+      }
+      state.drained(frame.count)?.signal()
+      return .success(frame)
+    } register: { state, id, continuation in
       state.frameWaiters.append((id, continuation))
-      return nil
     } cancel: { state, id in
       state.frameWaiters.firstIndex { $0.id == id }.map { state.frameWaiters.remove(at: $0).continuation }
     }
@@ -151,18 +155,48 @@ package final class MessageInbox: Sendable {
   /// The next tagged message matching `tag` under `mask`; nil after an
   /// orderly close.
   package func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
-    try await wait { (state, id, continuation: CheckedContinuation<TaggedMessage?, any Error>) -> Result<TaggedMessage?, DissociatedIPCError>? in
-      if let index = state.unexpected.firstIndex(where: { $0.tag & mask == tag & mask }) {
-        let message = state.unexpected.remove(at: index)
+    try await receive { (state: inout State) -> Result<TaggedMessage?, DissociatedIPCError>? in
+      let wanted = tag & mask
+      for index in state.unexpectedHead ..< state.unexpected.count {
+        guard let message = state.unexpected[index], message.tag & mask == wanted else { continue }
+        if index == state.unexpectedHead {
+          state.unexpected[index] = nil
+          state.unexpectedHead += 1
+          while state.unexpectedHead < state.unexpected.count, state.unexpected[state.unexpectedHead] == nil {
+            state.unexpectedHead += 1
+          }
+          if state.unexpectedHead > 64, state.unexpectedHead * 2 > state.unexpected.count {
+            state.unexpected.removeFirst(state.unexpectedHead)
+            state.unexpectedHead = 0
+          }
+        } else {
+          state.unexpected[index] = nil
+        }
         state.drained(message.payload.count)?.signal()
         return .success(message)
       }
-      if state.closed { return state.error.map { .failure($0) } ?? .success(nil) }
+      return state.closed ? (state.error.map { .failure($0) } ?? .success(nil)) : nil
+    } register: { state, id, continuation in
       state.posted.append(PostedReceive(id: id, tag: tag, mask: mask, continuation: continuation))
-      return nil
     } cancel: { state, id in
       state.posted.firstIndex { $0.id == id }.map { state.posted.remove(at: $0).continuation }
     }
+  }
+
+  /// Takes a message at once when `take` finds one (no suspension, no
+  /// allocation); otherwise registers a waiter and suspends until a
+  /// delivery, a close or cancellation (`.cancelled`).
+  private func receive<T: Sendable>(
+    _ take: (inout State) -> Result<T?, DissociatedIPCError>?,
+    register: (inout State, UInt64, CheckedContinuation<T?, any Error>) -> Void,
+    cancel: @escaping @Sendable (inout State, UInt64) -> CheckedContinuation<T?, any Error>?
+  ) async throws(DissociatedIPCError) -> T? {
+    if let ready = state.withLock({ take(&$0) }) { return try ready.get() }
+    return try await wait { state, id, continuation in
+      if let ready = take(&state) { return ready }
+      register(&state, id, continuation)
+      return nil
+    } cancel: { state, id in cancel(&state, id) }
   }
 
   /// Runs `attempt` under the lock: it returns a result at once or registers
