@@ -68,6 +68,13 @@ public struct ClientStreamStateMachine: Sendable {
     var message: Message?
     var body: BodyState = .none
     var bodyLength: Int64 { message?.bodyLength ?? 0 }
+    /// Whether the message (known to be present) has a body.
+    var hasBody: Bool {
+      switch message?.header {
+      case .recordBatch?, .dictionaryBatch?: true
+      default: false
+      }
+    }
 
     var isEmpty: Bool { message == nil && !body.isPresent }
   }
@@ -118,10 +125,11 @@ public struct ClientStreamStateMachine: Sendable {
   /// (DIPC-CLIENT-3).
   public var need: Need {
     guard failure == nil, !isComplete else { return .nothing }
-    let slot = slots[Int(expected % UInt32(slots.count))]
-    guard let message = slot.message else { return .metadata }
-    guard message.header.bodyDescription != nil else { return .nothing }
-    if case .ready = slot.body { return .nothing }
+    // Read the slot in place: copying it would copy a whole Message.
+    let index = Int(expected % UInt32(slots.count))
+    guard slots[index].message != nil else { return .metadata }
+    guard slots[index].hasBody else { return .nothing }
+    if case .ready = slots[index].body { return .nothing }
     return .body
   }
 
@@ -232,15 +240,20 @@ public struct ClientStreamStateMachine: Sendable {
 
   private mutating func takeNext() throws(DissociatedIPCError) -> ClientItem? {
     let index = Int(expected % UInt32(slots.count))
-    guard let message = slots[index].message else { return nil }
+    guard slots[index].message != nil else { return nil }
+    if slots[index].hasBody {
+      guard case .ready = slots[index].body else { return nil }
+    }
+    // Move the slot out (no copy of its message), leaving it empty.
+    var slot = Slot()
+    swap(&slot, &slots[index])
+    let message = slot.message!
     var body = ArrowBytes()
     var addresses: [UInt64] = []
-    if message.header.bodyDescription != nil {
-      guard case .ready(let bytes, let remote) = slots[index].body else { return nil }
+    if case .ready(let bytes, let remote) = slot.body {
       body = bytes
       addresses = remote
     }
-    slots[index] = Slot()
     bufferedBytes -= body.count
     expected &+= 1
     delivered += 1
