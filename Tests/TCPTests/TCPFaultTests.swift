@@ -1,0 +1,158 @@
+import ArrowIPC
+import DissociatedIPC
+import DissociatedIPCTCP
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Bad peers and abrupt endings over real sockets: each gets a typed error
+/// on the side that should see it, the server keeps serving, nothing leaks.
+@Suite("tcp:// faults", .serialized)
+struct TCPFaultTests {
+  static func registry() -> TransportRegistry {
+    var registry = TransportRegistry()
+    registry.register(TCPTransport(config: .init(maxMessageSize: 1 << 20, readAheadBytes: 4 << 20,
+                                                  writeQueueBytes: 1 << 20, socketBufferSize: nil)))
+    return registry
+  }
+
+  static func messages(batches: Int, rows: Int) throws -> [OutgoingMessage] {
+    var result: [OutgoingMessage] = []
+    for batch in 0 ..< batches {
+      var builder = RecordBatchBuilder()
+      builder.append("v", (0 ..< rows).map { Int64(batch * rows + $0) as Int64? })
+      if batch == 0 { result.append(try OutgoingMessage(Message(header: .schema(builder.schema)))) }
+      let (message, body) = builder.finish()
+      result.append(try OutgoingMessage(message, body: body))
+    }
+    return result
+  }
+
+  /// Runs a server over tcp://127.0.0.1 for `body`.
+  static func withServer(_ body: (DissociatedServer) async throws -> Void) async throws {
+    var catalog = StreamCatalog()
+    catalog.add("s", .messages(try messages(batches: 200, rows: 8192)))
+    let server = try await DissociatedServer(listeningAt: "tcp://127.0.0.1:0", catalog: catalog, registry: registry())
+    let running = Task { await server.run() }
+    try await body(server)
+    await server.shutdown()
+    await running.value
+  }
+
+  /// A client that fetches the whole stream and checks its length.
+  static func fetchAll(_ server: DissociatedServer) async throws {
+    var batches = 0
+    for try await case .recordBatch in DissociatedClient(registry: registry()).stream(from: server.location(for: "s")) {
+      batches += 1
+    }
+    #expect(batches == 200)
+  }
+
+  /// A raw socket to `port` that writes `bytes`, then waits for the server
+  /// to close it (read returns 0 or fails) within 5 s.
+  static func rawPeer(port: UInt16, sending bytes: [UInt8]) throws -> Bool {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(descriptor) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { return false }
+    _ = bytes.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    var timeout = timeval(tv_sec: 5, tv_usec: 0)
+    setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+      let received = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+      if received == 0 { return true }  // the server closed
+      if received < 0 { return errno == ECONNRESET }  // reset, or timed out (EAGAIN: not closed)
+    }
+  }
+
+  static var hello: [UInt8] { Array("DIPCTCP".utf8) + [0, 1, 0, 0, 0, 0, 0, 0, 0] }
+
+  @Test("a peer that sends garbage is disconnected; the server keeps serving")
+  func garbage() async throws {
+    try await Self.withServer { server in
+      let port = server.listener.address.port!
+      #expect(try Self.rawPeer(port: port, sending: Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8)))
+      #expect(try Self.rawPeer(port: port, sending: Self.hello + [9] + [UInt8](repeating: 0, count: 23)))
+      try await Self.fetchAll(server)
+    }
+  }
+
+  @Test("a header announcing a huge message is refused before anything is allocated")
+  func hugeLength() async throws {
+    try await Self.withServer { server in
+      var header: [UInt8] = [2, 0, 0, 0, 0, 0, 0, 0]
+      withUnsafeBytes(of: UInt64(0x8000_0DEA_DBA0_BAB0).littleEndian) { header += $0 }
+      withUnsafeBytes(of: UInt64(1 << 62).littleEndian) { header += $0 }
+      #expect(try Self.rawPeer(port: server.listener.address.port!, sending: Self.hello + header))
+      try await Self.fetchAll(server)
+    }
+  }
+
+  @Test("a client that disconnects mid-stream: the server ends that stream and keeps serving")
+  func clientDisconnects() async throws {
+    try await Self.withServer { server in
+      do {
+        var iterator = DissociatedClient(registry: Self.registry()).stream(from: server.location(for: "s")).makeAsyncIterator()
+        for _ in 0 ..< 5 { _ = try await iterator.next() }
+      }  // the iterator is dropped here: its connection closes
+      for _ in 0 ..< 250 where server.streamCounts.active > 0 { try await Task.sleep(for: .milliseconds(20)) }
+      #expect(server.streamCounts.active == 0)
+      #expect(server.streamCounts.failed == 1)
+      try await Self.fetchAll(server)
+    }
+  }
+
+  @Test("a server that vanishes mid-stream is a typed error on the client")
+  func serverVanishes() async throws {
+    var catalog = StreamCatalog()
+    catalog.add("s", .messages(try Self.messages(batches: 400, rows: 8192)))
+    let server = try await DissociatedServer(listeningAt: "tcp://127.0.0.1:0", catalog: catalog, registry: Self.registry())
+    let running = Task { await server.run() }
+    var iterator = DissociatedClient(registry: Self.registry()).stream(from: server.location(for: "s")).makeAsyncIterator()
+    for _ in 0 ..< 3 { _ = try await iterator.next() }
+    await server.shutdown(graceful: false)
+    await #expect { while try await iterator.next() != nil {} } throws: {
+      ($0 as? DissociatedIPCError)?.code == .streamTruncated
+    }
+    await running.value
+  }
+
+  /// Open descriptors of this process.
+  static func openDescriptors() -> Int {
+    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+  }
+
+  @Test("no descriptor leaks after served, failed and abandoned streams")
+  func noLeaks() async throws {
+    // Warm up once so lazily opened descriptors (epoll, eventfd) exist before counting.
+    try await Self.withServer { try await Self.fetchAll($0) }
+    let before = Self.openDescriptors()
+    try await Self.withServer { server in
+      try await Self.fetchAll(server)
+      _ = try Self.rawPeer(port: server.listener.address.port!, sending: Array("not a dipc peer!".utf8))
+      do {
+        var iterator = DissociatedClient(registry: Self.registry()).stream(from: server.location(for: "s")).makeAsyncIterator()
+        _ = try await iterator.next()
+      }
+      var missing = server.location(for: "nope")
+      missing.otherParameters = [.init("ticket", "nope")]
+      await #expect(throws: DissociatedIPCError.self) {
+        for try await _ in DissociatedClient(registry: Self.registry()).stream(from: missing) {}
+      }
+      for _ in 0 ..< 250 where server.streamCounts.active > 0 { try await Task.sleep(for: .milliseconds(20)) }
+    }
+    // Connection threads close their descriptors as they finish.
+    for _ in 0 ..< 100 where Self.openDescriptors() > before { try await Task.sleep(for: .milliseconds(20)) }
+    #expect(Self.openDescriptors() == before, "descriptors before \(before), after \(Self.openDescriptors())")
+  }
+}
