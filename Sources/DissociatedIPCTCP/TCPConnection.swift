@@ -193,7 +193,7 @@ final class TCPConnection: TransportConnection {
   /// The reader thread: hello, then messages until the peer's FIN (orderly)
   /// or an error.
   private func readLoop() {
-    let reader = StreamReader(socket: socket)
+    let reader = StreamReader(socket: socket, pool: config.receiveBufferPool)
     do throws(DissociatedIPCError) {
       guard try reader.readHello() else { return inbox.close() }
       while let (header, payload) = try reader.readMessage(maxLength: config.maxMessageSize) {
@@ -249,11 +249,16 @@ final class TCPConnection: TransportConnection {
 final class StreamReader {
   static let stagingSize = 64 << 10
   let socket: Socket
+  /// Recycles large payload buffers once their batches are released.
+  let pool: BufferPool
   private let staging = UnsafeMutableRawPointer.allocate(byteCount: stagingSize, alignment: 64)
   private var start = 0
   private var end = 0
 
-  init(socket: Socket) { self.socket = socket }
+  init(socket: Socket, pool: BufferPool) {
+    self.socket = socket
+    self.pool = pool
+  }
 
   deinit { staging.deallocate() }
 
@@ -288,7 +293,7 @@ final class StreamReader {
     guard try fill(TCPWire.headerLength) else { return nil }
     let header = try TCPWire.readHeader(staging + start, maxLength: maxLength)
     start += TCPWire.headerLength
-    let storage = AlignedStorage(capacity: header.length, zeroed: false)
+    let storage = AlignedStorage(capacity: header.length, zeroed: false, pool: pool)
     let buffered = min(end - start, header.length)
     if buffered > 0 {
       storage.mutableBytes.baseAddress!.copyMemory(from: staging + start, byteCount: buffered)

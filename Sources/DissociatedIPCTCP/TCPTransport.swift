@@ -1,3 +1,4 @@
+public import ArrowIPC
 public import DissociatedIPC
 
 /// The `tcp://` backend: Dissociated IPC over one TCP connection per stream
@@ -17,7 +18,7 @@ public import DissociatedIPC
 /// ```
 public struct TCPTransport: DissociatedTransport {
   /// Settings of the backend.
-  public struct Config: Sendable, Hashable {
+  public struct Config: Sendable {
     /// Largest message accepted from a peer; a header announcing more
     /// closes the connection with `.limitExceeded` (TCP-FRAME-3).
     public var maxMessageSize: Int
@@ -28,17 +29,25 @@ public struct TCPTransport: DissociatedTransport {
     public var writeQueueBytes: Int
     /// SO_SNDBUF / SO_RCVBUF, or nil for the kernel's autotuning.
     public var socketBufferSize: Int?
+    /// Recycles received payload buffers of 64 KiB and more once their
+    /// batches are released (TCP-RECV-3); shared by every connection made
+    /// with this configuration.
+    public var receiveBufferPool: BufferPool
 
-    /// 4 GiB messages, 64 MiB read ahead, 8 MiB write queue, kernel buffers.
-    public static let defaults = Config(maxMessageSize: 4 << 30, readAheadBytes: 64 << 20,
-                                        writeQueueBytes: 8 << 20, socketBufferSize: nil)
+    /// 4 GiB messages, 64 MiB read ahead, 8 MiB write queue, kernel
+    /// buffers, a 64 MiB receive-buffer pool.
+    public static var defaults: Config {
+      Config(maxMessageSize: 4 << 30, readAheadBytes: 64 << 20, writeQueueBytes: 8 << 20, socketBufferSize: nil)
+    }
 
     /// Creates settings.
-    public init(maxMessageSize: Int, readAheadBytes: Int, writeQueueBytes: Int, socketBufferSize: Int?) {
+    public init(maxMessageSize: Int, readAheadBytes: Int, writeQueueBytes: Int, socketBufferSize: Int?,
+                receiveBufferPool: BufferPool = BufferPool()) {
       self.maxMessageSize = maxMessageSize
       self.readAheadBytes = readAheadBytes
       self.writeQueueBytes = writeQueueBytes
       self.socketBufferSize = socketBufferSize
+      self.receiveBufferPool = receiveBufferPool
     }
   }
 

@@ -145,14 +145,24 @@ public final class AlignedStorage: ArrowBytesOwner, @unchecked Sendable {
 
   /// The whole allocation, writable until frozen.
   public let mutableBytes: UnsafeMutableRawBufferPointer
+  /// Where the allocation goes back to, and its size class there.
+  private let pool: (pool: BufferPool, sizeClass: Int)?
 
   /// Allocates `capacity` bytes aligned to ``alignment``, zero-filled
   /// unless `zeroed` is false — for a receiver that overwrites every byte
-  /// before freezing (and so never touches pages it will not use).
-  public init(capacity: Int, zeroed: Bool = true) {
+  /// before freezing (and so never touches pages it will not use). With a
+  /// `pool`, a large allocation is taken from it and returned to it when the
+  /// storage is released.
+  public init(capacity: Int, zeroed: Bool = true, pool: BufferPool? = nil) {
     precondition(capacity >= 0, "negative capacity")
-    let pointer = UnsafeMutableRawPointer.allocate(
-      byteCount: max(capacity, 1), alignment: Self.alignment)
+    let pointer: UnsafeMutableRawPointer
+    if let pool, let sizeClass = pool.sizeClass(capacity) {
+      pointer = pool.take(sizeClass) ?? UnsafeMutableRawPointer.allocate(byteCount: sizeClass, alignment: Self.alignment)
+      self.pool = (pool, sizeClass)
+    } else {
+      pointer = UnsafeMutableRawPointer.allocate(byteCount: max(capacity, 1), alignment: Self.alignment)
+      self.pool = nil
+    }
     if zeroed { pointer.initializeMemory(as: UInt8.self, repeating: 0, count: max(capacity, 1)) }
     self.mutableBytes = UnsafeMutableRawBufferPointer(start: pointer, count: capacity)
   }
@@ -164,6 +174,8 @@ public final class AlignedStorage: ArrowBytesOwner, @unchecked Sendable {
   }
 
   deinit {
-    mutableBytes.baseAddress?.deallocate()
+    guard let base = mutableBytes.baseAddress else { return }
+    if let pool, pool.pool.give(base, sizeClass: pool.sizeClass) { return }
+    base.deallocate()
   }
 }
