@@ -134,6 +134,32 @@ struct InteropTests {
     }
   }
 
+  @Test("a pyarrow tensor message decodes, re-encodes, and pyarrow reads the copy")
+  func tensorInterop() throws {
+    let folder = try Interop.scratchFolder("tensor")
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let source = folder.appendingPathComponent("tensor.bin").path
+    let copy = folder.appendingPathComponent("copy.bin").path
+    try Interop.python(["arrow_check.py", "tensor-write", source])
+    var reader = IPCStreamReader(try ArrowBytes(mappingFileAt: source))
+    let message = try #require(try reader.next())
+    guard case .tensor(let tensor) = message.message.header else {
+      Issue.record("expected a tensor, got \(message.message.header.unionCode)")
+      return
+    }
+    #expect(tensor.type == .int(bitWidth: 64, signed: true))
+    #expect(tensor.shape == [TensorDimension(size: 3, name: "rows"), TensorDimension(size: 4, name: "cols")])
+    #expect(tensor.strides == [8, 24])
+    var writer = IPCStreamWriter(sink: [UInt8]())
+    try writer.write(message.message, body: message.body)
+    #expect(FileManager.default.createFile(atPath: copy, contents: Data(writer.sink)))
+    let json = try Interop.python(["arrow_check.py", "tensor-read", copy])
+    let decoded = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+    #expect(decoded?["shape"] as? [Int] == [3, 4])
+    #expect(decoded?["dim_names"] as? [String] == ["rows", "cols"])
+    #expect(decoded?["values"] as? [[Int]] == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]])
+  }
+
   @Test("Swift reads pyarrow's sample stream value for value")
   func swiftReadsPyarrowValues() throws {
     let folder = try Interop.scratchFolder("pyarrow-sample")

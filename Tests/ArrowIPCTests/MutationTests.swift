@@ -102,9 +102,15 @@ struct MutationTests {
     #expect(seeds.count > 50, "the corpus should provide most seeds")
     var checksum = 0
     for seed in seeds { #expect(Self.exercise(seed, checksum: &checksum), "unmutated seeds must read cleanly") }
+    // Tensor and sparse tensor messages too: decoded, then refused by the
+    // stream rules (so not among the clean seeds above).
+    let tensors = try MessageCodecTests.tensorHeaders.map { header in
+      IPCFraming.encapsulate(metadata: try Message(header: header, bodyLength: 136).encode()) + [UInt8](repeating: 7, count: 136)
+    }
+    let all = seeds + tensors
     var failures = 0
     for _ in 0 ..< count {
-      var bytes = seeds.randomElement(using: &random)!
+      var bytes = all.randomElement(using: &random)!
       Self.mutate(&bytes, using: &random)
       if !Self.exercise(bytes, checksum: &checksum) { failures += 1 }
     }

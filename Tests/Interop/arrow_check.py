@@ -11,6 +11,8 @@ Usage:
     arrow_check.py equal FILE_A FILE_B    exit 0 iff both have equal content
     arrow_check.py values FILE            print schema and values as JSON
     arrow_check.py write-sample FILE      write the small fixture stream
+    arrow_check.py tensor-write FILE      write a tensor message
+    arrow_check.py tensor-read FILE       read a tensor message, print JSON
 
 Exit status: 0 success, 1 mismatch or unreadable input (message on stderr),
 2 usage error.
@@ -621,6 +623,28 @@ def cmd_write_sample(args):
     return EXIT_OK
 
 
+def cmd_tensor_write(args):
+    """A pyarrow tensor message: 3x4 int64, non-contiguous (a transposed
+    view), with dimension names."""
+    import numpy as np
+    values = np.arange(12, dtype=np.int64).reshape(4, 3).T
+    tensor = pa.Tensor.from_numpy(values, dim_names=["rows", "cols"])
+    with pa.OSFile(args.file, "wb") as sink:
+        pa.ipc.write_tensor(tensor, sink)
+    return EXIT_OK
+
+
+def cmd_tensor_read(args):
+    """Reads a tensor message with pyarrow; prints its shape, strides,
+    names and values as JSON."""
+    with pa.memory_map(args.file) as source:
+        tensor = pa.ipc.read_tensor(source)
+    print(json.dumps({"shape": list(tensor.shape), "strides": list(tensor.strides),
+                      "dim_names": list(tensor.dim_names), "type": str(tensor.type),
+                      "values": tensor.to_numpy().tolist()}))
+    return EXIT_OK
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Hash, compare and dump Arrow IPC stream files with pyarrow.")
@@ -638,6 +662,12 @@ def main(argv=None):
     p = sub.add_parser("write-sample", help="write the small deterministic fixture stream")
     p.add_argument("file")
     p.set_defaults(run=cmd_write_sample)
+    p = sub.add_parser("tensor-write", help="write a pyarrow tensor message (3x4 int64, strided)")
+    p.add_argument("file")
+    p.set_defaults(run=cmd_tensor_write)
+    p = sub.add_parser("tensor-read", help="read a tensor message with pyarrow, print JSON")
+    p.add_argument("file")
+    p.set_defaults(run=cmd_tensor_read)
     args = parser.parse_args(argv)  # exits with status 2 on usage errors
     try:
         return args.run(args)

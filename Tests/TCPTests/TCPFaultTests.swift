@@ -127,22 +127,41 @@ struct TCPFaultTests {
     await running.value
   }
 
-  /// Open descriptors of this process.
-  static func openDescriptors() -> Int {
-    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+  /// Descriptors of this process that are TCP sockets on `port` (either
+  /// end), found through /proc/net/tcp{,6}; other tests' sockets running in
+  /// parallel do not count.
+  static func socketsOnPort(_ port: UInt16) -> Int {
+    let hex = String(port, radix: 16, uppercase: true)
+    let hexPort = ":" + String(repeating: "0", count: 4 - hex.count) + hex
+    var inodes: Set<String> = []
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+      guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+      for line in text.split(separator: "\n").dropFirst() {
+        let fields = line.split(separator: " ")
+        guard fields.count > 9, fields[1].hasSuffix(hexPort) || fields[2].hasSuffix(hexPort) else { continue }
+        inodes.insert(String(fields[9]))
+      }
+    }
+    let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    return descriptors.count { descriptor in
+      guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(descriptor)") else { return false }
+      return target.hasPrefix("socket:[") && inodes.contains(String(target.dropFirst(8).dropLast()))
+    }
   }
 
   @Test("no descriptor leaks after served, failed and abandoned streams")
   func noLeaks() async throws {
-    // Warm up once so lazily opened descriptors (epoll, eventfd) exist before counting.
-    try await Self.withServer { try await Self.fetchAll($0) }
-    let before = Self.openDescriptors()
+    var port: UInt16 = 0
     try await Self.withServer { server in
+      port = server.listener.address.port!
       try await Self.fetchAll(server)
-      _ = try Self.rawPeer(port: server.listener.address.port!, sending: Array("not a dipc peer!".utf8))
+      _ = try Self.rawPeer(port: port, sending: Array("not a dipc peer!".utf8))
       do {
         var iterator = DissociatedClient(registry: Self.registry()).stream(from: server.location(for: "s")).makeAsyncIterator()
         _ = try await iterator.next()
+        withExtendedLifetime(iterator) {
+          #expect(Self.socketsOnPort(port) >= 2, "the listener and at least the client's end of the open stream")
+        }
       }
       var missing = server.location(for: "nope")
       missing.otherParameters = [.init("ticket", "nope")]
@@ -151,8 +170,8 @@ struct TCPFaultTests {
       }
       for _ in 0 ..< 250 where server.streamCounts.active > 0 { try await Task.sleep(for: .milliseconds(20)) }
     }
-    // Connection threads close their descriptors as they finish.
-    for _ in 0 ..< 100 where Self.openDescriptors() > before { try await Task.sleep(for: .milliseconds(20)) }
-    #expect(Self.openDescriptors() == before, "descriptors before \(before), after \(Self.openDescriptors())")
+    // Connection threads release their descriptors as they finish.
+    for _ in 0 ..< 100 where Self.socketsOnPort(port) > 0 { try await Task.sleep(for: .milliseconds(20)) }
+    #expect(Self.socketsOnPort(port) == 0, "sockets of the server's port still open: \(Self.socketsOnPort(port))")
   }
 }

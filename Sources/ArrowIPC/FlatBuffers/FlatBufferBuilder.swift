@@ -90,6 +90,14 @@ struct FlatBufferBuilder {
     add(id, UInt8(value ? 1 : 0), omitIfEqual: defaultValue.map { $0 ? 1 : 0 })
   }
 
+  /// Adds an inline struct of two Int64 (Arrow's `Buffer`), aligned to 8.
+  mutating func add(_ id: Int, int64Pair pair: (Int64, Int64)) {
+    prepare(8, additional: 16)
+    push(pair.1)
+    push(pair.0)
+    tableFields.append((id, used))
+  }
+
   /// Adds a reference field (table, vector or string).
   mutating func add(_ id: Int, _ target: Offset) {
     prepare(4, additional: 0)

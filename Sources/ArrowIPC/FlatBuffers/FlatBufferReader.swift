@@ -141,6 +141,13 @@ struct FlatBufferTable {
     return FlatBufferVector(reader: reader, start: start + 4, count: length, elementSize: elementSize)
   }
 
+  /// An inline struct of two Int64 (Arrow's `Buffer`), or `nil` when absent.
+  @inlinable
+  func int64Pair(_ id: Int) throws(ArrowIPCError) -> (Int64, Int64)? {
+    guard let at = try fieldPosition(id, size: 16) else { return nil }
+    return (try reader.load(Int64.self, at: at), try reader.load(Int64.self, at: at + 8))
+  }
+
   /// A string field, decoded as UTF-8, or `nil` when absent.
   func string(_ id: Int) throws(ArrowIPCError) -> String? {
     guard let vector = try vector(id, elementSize: 1) else { return nil }
@@ -174,6 +181,14 @@ struct FlatBufferVector {
   func scalar<T: FixedWidthInteger>(_ index: Int, as: T.Type) -> T {
     precondition(index >= 0 && index < count && MemoryLayout<T>.size == elementSize)
     return T(littleEndian: reader.base.loadUnaligned(fromByteOffset: start + index * elementSize, as: T.self))
+  }
+
+  /// Scalar number `index` of `stride` bytes inside a vector of structs
+  /// (already bounds-checked by construction).
+  @inlinable
+  func scalar<T: FixedWidthInteger>(_ index: Int, as: T.Type, stride: Int) -> T {
+    precondition(index >= 0 && (index + 1) * stride <= count * elementSize)
+    return T(littleEndian: reader.base.loadUnaligned(fromByteOffset: start + index * stride, as: T.self))
   }
 
   /// The table element at `index` of a vector of table offsets.

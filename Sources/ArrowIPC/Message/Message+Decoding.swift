@@ -78,13 +78,107 @@ private struct MessageDecoder {
     case 1: header = .schema(try schema(required(headerTable, "Message.header (Schema)")))
     case 2: header = .dictionaryBatch(try dictionaryBatch(required(headerTable, "Message.header (DictionaryBatch)")))
     case 3: header = .recordBatch(try recordBatch(required(headerTable, "Message.header (RecordBatch)")))
-    case 4: header = .tensor
-    case 5: header = .sparseTensor
+    case 4: header = .tensor(try tensor(required(headerTable, "Message.header (Tensor)")))
+    case 5: header = .sparseTensor(try sparseTensor(required(headerTable, "Message.header (SparseTensor)")))
     case 0: throw ArrowIPCError(.missingField, "Message.header_type is NONE")
     default: throw ArrowIPCError(.invalidValue, "Message.header_type \(headerType) is unknown")
     }
+    // Tensor data must lie inside the body (IPC-MSG-10).
+    let tensorBuffers: [BodyBuffer]
+    switch header {
+    case .tensor(let tensor): tensorBuffers = [tensor.data]
+    case .sparseTensor(let sparse): tensorBuffers = [sparse.data] + sparse.index.buffers
+    default: tensorBuffers = []
+    }
+    for buffer in tensorBuffers {
+      guard buffer.offset >= 0, buffer.length >= 0, buffer.offset <= bodyLength, buffer.length <= bodyLength - buffer.offset else {
+        throw ArrowIPCError(.layoutMismatch, "tensor buffer \(buffer.offset)+\(buffer.length) outside the \(bodyLength)-byte body")
+      }
+    }
     return Message(header: header, bodyLength: bodyLength, version: version,
                    customMetadata: try keyValues(root, 4))
+  }
+
+  // MARK: Tensors
+
+  mutating func tensor(_ table: FlatBufferTable) throws(ArrowIPCError) -> TensorHeader {
+    TensorHeader(type: try arrowType(try table.scalar(0, default: UInt8(0)), try table.table(1), field: "tensor"),
+                 shape: try dimensions(table, 2), strides: try int64s(table, 3),
+                 data: try bodyBuffer(table, 4, "Tensor.data"))
+  }
+
+  mutating func sparseTensor(_ table: FlatBufferTable) throws(ArrowIPCError) -> SparseTensorHeader {
+    let type = try arrowType(try table.scalar(0, default: UInt8(0)), try table.table(1), field: "sparse tensor")
+    let shape = try dimensions(table, 2)
+    let nonZero = try table.scalar(3, default: Int64(0))
+    guard nonZero >= 0 else { throw ArrowIPCError(.invalidValue, "SparseTensor.non_zero_length \(nonZero)") }
+    let indexTable = try required(table.table(5), "SparseTensor.sparseIndex")
+    let index: SparseTensorIndex
+    switch try table.scalar(4, default: UInt8(0)) {
+    case 1:
+      index = .coordinate(indicesType: try integerType(indexTable, 0), indicesStrides: try int64s(indexTable, 1),
+                          indices: try bodyBuffer(indexTable, 2, "SparseTensorIndexCOO.indicesBuffer"),
+                          isCanonical: try indexTable.bool(3, default: false))
+    case 2:
+      let rawAxis = try indexTable.scalar(0, default: Int16(0))
+      guard let axis = SparseTensorIndex.CompressedAxis(rawValue: rawAxis) else {
+        throw ArrowIPCError(.invalidValue, "SparseMatrixIndexCSX.compressedAxis \(rawAxis)")
+      }
+      index = .compressedMatrix(axis: axis, indptrType: try integerType(indexTable, 1),
+                                indptr: try bodyBuffer(indexTable, 2, "SparseMatrixIndexCSX.indptrBuffer"),
+                                indicesType: try integerType(indexTable, 3),
+                                indices: try bodyBuffer(indexTable, 4, "SparseMatrixIndexCSX.indicesBuffer"))
+    case 3:
+      var axisOrder: [Int32] = []
+      if let vector = try indexTable.vector(4, elementSize: 4) {
+        try spend(vector.count)
+        axisOrder = (0 ..< vector.count).map { vector.scalar($0, as: Int32.self) }
+      }
+      index = .compressedFiber(indptrType: try integerType(indexTable, 0), indptrBuffers: try bodyBuffers(indexTable, 1),
+                               indicesType: try integerType(indexTable, 2), indicesBuffers: try bodyBuffers(indexTable, 3),
+                               axisOrder: axisOrder)
+    case let code:
+      throw ArrowIPCError(.invalidValue, "SparseTensor.sparseIndex_type \(code) is unknown")
+    }
+    return SparseTensorHeader(type: type, shape: shape, nonZeroLength: nonZero, index: index,
+                              data: try bodyBuffer(table, 6, "SparseTensor.data"))
+  }
+
+  mutating func dimensions(_ table: FlatBufferTable, _ id: Int) throws(ArrowIPCError) -> [TensorDimension] {
+    guard let vector = try table.vector(id, elementSize: 4) else { return [] }
+    try spend(vector.count)
+    var result: [TensorDimension] = []
+    for index in 0 ..< vector.count {
+      let dimension = try vector.table(index)
+      let size = try dimension.scalar(0, default: Int64(0))
+      guard size >= 0 else { throw ArrowIPCError(.invalidValue, "tensor dimension of size \(size)") }
+      result.append(TensorDimension(size: size, name: try dimension.string(1)))
+    }
+    return result
+  }
+
+  mutating func int64s(_ table: FlatBufferTable, _ id: Int) throws(ArrowIPCError) -> [Int64] {
+    guard let vector = try table.vector(id, elementSize: 8) else { return [] }
+    try spend(vector.count)
+    return (0 ..< vector.count).map { vector.scalar($0, as: Int64.self) }
+  }
+
+  mutating func bodyBuffers(_ table: FlatBufferTable, _ id: Int) throws(ArrowIPCError) -> [BodyBuffer] {
+    guard let vector = try table.vector(id, elementSize: 16) else { return [] }
+    try spend(vector.count)
+    return (0 ..< vector.count).map {
+      BodyBuffer(offset: vector.scalar(2 * $0, as: Int64.self, stride: 8), length: vector.scalar(2 * $0 + 1, as: Int64.self, stride: 8))
+    }
+  }
+
+  func bodyBuffer(_ table: FlatBufferTable, _ id: Int, _ what: String) throws(ArrowIPCError) -> BodyBuffer {
+    guard let (offset, length) = try table.int64Pair(id) else { throw ArrowIPCError(.missingField, "\(what) is absent") }
+    return BodyBuffer(offset: offset, length: length)
+  }
+
+  func integerType(_ table: FlatBufferTable, _ id: Int) throws(ArrowIPCError) -> IntegerType {
+    let (bits, signed) = try intType(required(table.table(id), "tensor index type"))
+    return IntegerType(bitWidth: bits, signed: signed)
   }
 
   // MARK: Record and dictionary batches

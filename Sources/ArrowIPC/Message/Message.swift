@@ -125,10 +125,10 @@ public enum MessageHeader: Hashable, Sendable {
   case dictionaryBatch(DictionaryBatchHeader)
   /// A record batch.
   case recordBatch(RecordBatchHeader)
-  /// A tensor (recognized; its contents are not decoded).
-  case tensor
-  /// A sparse tensor (recognized; its contents are not decoded).
-  case sparseTensor
+  /// A dense tensor (experimental in Arrow).
+  case tensor(TensorHeader)
+  /// A sparse tensor (experimental in Arrow).
+  case sparseTensor(SparseTensorHeader)
 
   /// The code of this header in the flatbuffer `MessageHeader` union.
   public var unionCode: UInt8 {
@@ -170,5 +170,114 @@ public struct Message: Hashable, Sendable {
     self.header = header
     self.bodyLength = bodyLength
     self.customMetadata = customMetadata
+  }
+}
+
+/// An integer type as tensors and dictionary indices use it.
+public struct IntegerType: Hashable, Sendable {
+  /// 8, 16, 32 or 64.
+  public var bitWidth: Int
+  /// Whether values are signed.
+  public var signed: Bool
+
+  /// Creates an integer type.
+  public init(bitWidth: Int, signed: Bool) {
+    self.bitWidth = bitWidth
+    self.signed = signed
+  }
+}
+
+/// One axis of a tensor.
+public struct TensorDimension: Hashable, Sendable {
+  /// The length of the axis.
+  public var size: Int64
+  /// An optional name.
+  public var name: String?
+
+  /// Creates an axis.
+  public init(size: Int64, name: String? = nil) {
+    self.size = size
+    self.name = name
+  }
+}
+
+/// The header of a dense tensor message (`Tensor.fbs`).
+public struct TensorHeader: Hashable, Sendable {
+  /// The value type (fixed width).
+  public var type: ArrowType
+  /// The axes.
+  public var shape: [TensorDimension]
+  /// Byte offsets to advance one cell along each axis (may be empty).
+  public var strides: [Int64]
+  /// Where the values lie in the body.
+  public var data: BodyBuffer
+
+  /// Creates a header.
+  public init(type: ArrowType, shape: [TensorDimension], strides: [Int64], data: BodyBuffer) {
+    self.type = type
+    self.shape = shape
+    self.strides = strides
+    self.data = data
+  }
+}
+
+/// How a sparse tensor locates its non-zero values (`SparseTensor.fbs`).
+public enum SparseTensorIndex: Hashable, Sendable {
+  /// Coordinates: an N×M index matrix.
+  case coordinate(indicesType: IntegerType, indicesStrides: [Int64], indices: BodyBuffer, isCanonical: Bool)
+  /// A compressed sparse row or column matrix.
+  case compressedMatrix(axis: CompressedAxis, indptrType: IntegerType, indptr: BodyBuffer,
+                        indicesType: IntegerType, indices: BodyBuffer)
+  /// Compressed sparse fibers.
+  case compressedFiber(indptrType: IntegerType, indptrBuffers: [BodyBuffer], indicesType: IntegerType,
+                       indicesBuffers: [BodyBuffer], axisOrder: [Int32])
+
+  /// The compressed axis of a CSR/CSC matrix.
+  public enum CompressedAxis: Int16, Hashable, Sendable {
+    /// CSR.
+    case row = 0
+    /// CSC.
+    case column = 1
+  }
+
+  /// The code of this member in the `SparseTensorIndex` union.
+  public var unionCode: UInt8 {
+    switch self {
+    case .coordinate: 1
+    case .compressedMatrix: 2
+    case .compressedFiber: 3
+    }
+  }
+
+  /// Every buffer the index uses.
+  public var buffers: [BodyBuffer] {
+    switch self {
+    case .coordinate(_, _, let indices, _): [indices]
+    case .compressedMatrix(_, _, let indptr, _, let indices): [indptr, indices]
+    case .compressedFiber(_, let indptr, _, let indices, _): indptr + indices
+    }
+  }
+}
+
+/// The header of a sparse tensor message.
+public struct SparseTensorHeader: Hashable, Sendable {
+  /// The value type (fixed width).
+  public var type: ArrowType
+  /// The axes.
+  public var shape: [TensorDimension]
+  /// The number of non-zero values.
+  public var nonZeroLength: Int64
+  /// Where the non-zero values are.
+  public var index: SparseTensorIndex
+  /// Where the values lie in the body.
+  public var data: BodyBuffer
+
+  /// Creates a header.
+  public init(type: ArrowType, shape: [TensorDimension], nonZeroLength: Int64, index: SparseTensorIndex, data: BodyBuffer) {
+    self.type = type
+    self.shape = shape
+    self.nonZeroLength = nonZeroLength
+    self.index = index
+    self.data = data
   }
 }
