@@ -17,9 +17,9 @@ public struct ArrayView: Sendable {
   /// The number of nulls.
   public var nullCount: Int { Int(layout.node.nullCount) }
 
-  /// Buffer `index` of this array, a slice of the body.
+  /// Buffer `index` (counted from 0) of this array, a slice of the body.
   public func buffer(_ index: Int) -> ArrowBytes {
-    let range = layout.buffers[index]
+    let range = layout.buffers[layout.buffers.startIndex + index]
     // BodyLayout checked that the range lies inside the body.
     return try! body.slice(offset: Int(range.offset), count: Int(range.length))
   }
@@ -33,7 +33,7 @@ public struct ArrayView: Sendable {
   public func validity() throws(ArrowIPCError) -> ValidityBitmap? {
     try checkReadable()
     guard nullCount > 0 else { return nil }
-    guard !layout.buffers.isEmpty, fits(layout.buffers[0].length, count: length, bitWidth: 1) else {
+    guard let bitmap = layout.buffers.first, fits(bitmap.length, count: length, bitWidth: 1) else {
       throw ArrowIPCError(.layoutMismatch, "field '\(field.name)': validity bitmap shorter than \(length) bits")
     }
     return ValidityBitmap(bytes: buffer(0), length: length)

@@ -1,14 +1,15 @@
 /// The node and buffers of one array in a record batch body, with its
 /// children's layouts.
-public struct ArrayLayout: Hashable, Sendable {
+public struct ArrayLayout: Sendable {
   /// The field this array holds (for a dictionary batch, the dictionary's
   /// value field).
   public let field: Field
   /// Length and null count.
   public let node: FieldNode
   /// This array's own buffers in format order (for view types, the
-  /// variadic data buffers follow the views).
-  public let buffers: [BodyBuffer]
+  /// variadic data buffers follow the views): a slice of the batch's
+  /// buffer list, so its indices start at ``buffers``.startIndex.
+  public let buffers: Slice<FlatStructs<BodyBuffer>>
   /// The layouts of the child arrays; empty for dictionary-encoded fields,
   /// whose values live in dictionary batches.
   public let children: [ArrayLayout]
@@ -106,8 +107,7 @@ public enum BodyLayout {
       guard count <= batch.buffers.count - bufferIndex else {
         throw ArrowIPCError(.layoutMismatch, "field '\(field.name)' needs \(count) buffers, \(batch.buffers.count - bufferIndex) left")
       }
-      var buffers: [BodyBuffer] = []
-      buffers.reserveCapacity(count)
+      let first = bufferIndex
       for _ in 0 ..< count {
         let buffer = batch.buffers[bufferIndex]
         bufferIndex += 1
@@ -118,8 +118,8 @@ public enum BodyLayout {
             field '\(field.name)': buffer \(buffer.offset)+\(buffer.length) outside the \(bodyLength)-byte body
             """)
         }
-        buffers.append(buffer)
       }
+      let buffers = batch.buffers[first ..< bufferIndex]
       var children: [ArrayLayout] = []
       if field.dictionary == nil {
         children.reserveCapacity(field.children.count)

@@ -141,6 +141,14 @@ public enum MessageHeader: Hashable, Sendable {
     }
   }
 
+  /// Whether a body follows: true for record and dictionary batches.
+  public var hasBody: Bool {
+    switch self {
+    case .recordBatch, .dictionaryBatch: true
+    default: false
+    }
+  }
+
   /// The record batch of a record or dictionary batch, which describes
   /// the body; nil for other headers.
   public var bodyDescription: RecordBatchHeader? {

@@ -69,12 +69,7 @@ public struct ClientStreamStateMachine: Sendable {
     var body: BodyState = .none
     var bodyLength: Int64 { message?.bodyLength ?? 0 }
     /// Whether the message (known to be present) has a body.
-    var hasBody: Bool {
-      switch message?.header {
-      case .recordBatch?, .dictionaryBatch?: true
-      default: false
-      }
-    }
+    var hasBody: Bool { message?.header.hasBody ?? false }
 
     var isEmpty: Bool { message == nil && !body.isPresent }
   }
@@ -160,11 +155,11 @@ public struct ClientStreamStateMachine: Sendable {
         do throws(ArrowIPCError) { message = try Message.decode(flatbuffer, limits: machine.config.arrowLimits) } catch {
           throw DissociatedIPCError(error)
         }
-        guard message.header.bodyDescription != nil || !machine.slots[index].body.isPresent else {
+        guard message.header.hasBody || !machine.slots[index].body.isPresent else {
           throw DissociatedIPCError(.unexpectedMessage, "a body arrived for message \(sequence), which has none")
         }
         machine.slots[index].message = message
-        try machine.checkLength(of: machine.slots[index], sequence: sequence)
+        try machine.checkLength(slot: index, sequence: sequence)
       }
     }
   }
@@ -178,19 +173,19 @@ public struct ClientStreamStateMachine: Sendable {
       guard !machine.slots[index].body.isPresent else {
         throw DissociatedIPCError(.duplicateSequence, "body \(tag.sequence) arrived twice")
       }
-      if let message = machine.slots[index].message, message.header.bodyDescription == nil {
+      if machine.slots[index].message != nil, !machine.slots[index].hasBody {
         throw DissociatedIPCError(.unexpectedMessage, "a body arrived for message \(tag.sequence), which has none")
       }
       switch tag.bodyType {
       case .inline:
         try machine.reserve(payload.count)
         machine.slots[index].body = .ready(payload, remoteAddresses: [])
-        try machine.checkLength(of: machine.slots[index], sequence: tag.sequence)
+        try machine.checkLength(slot: index, sequence: tag.sequence)
         return nil
       case .descriptor:
         let descriptor = try BodyDescriptor.decode(payload, maxRanges: machine.config.maxDescriptorRanges)
         machine.slots[index].body = .fetching(descriptor)
-        try machine.checkLength(of: machine.slots[index], sequence: tag.sequence)
+        try machine.checkLength(slot: index, sequence: tag.sequence)
         return descriptor
       default:
         throw DissociatedIPCError(.unknownBodyType, "body \(tag.sequence) has \(tag.bodyType)")
@@ -293,16 +288,18 @@ public struct ClientStreamStateMachine: Sendable {
   }
 
   /// A body whose metadata is known must have the metadata's length (DIPC-BODY-5).
-  private func checkLength(of slot: Slot, sequence: UInt32) throws(DissociatedIPCError) {
-    guard slot.message?.header.bodyDescription != nil else { return }
+  /// Reads the slot in place (a copy would copy its whole message).
+  private func checkLength(slot index: Int, sequence: UInt32) throws(DissociatedIPCError) {
+    guard slots[index].message != nil, slots[index].hasBody else { return }
     let length: UInt64
-    switch slot.body {
+    switch slots[index].body {
     case .none: return
     case .fetching(let descriptor): length = descriptor.totalSize
     case .ready(let bytes, _): length = UInt64(bytes.count)
     }
-    guard length == UInt64(slot.bodyLength) else {
-      throw DissociatedIPCError(.bodyLengthMismatch, "body \(sequence) has \(length) bytes, its metadata says \(slot.bodyLength)")
+    let bodyLength = slots[index].bodyLength
+    guard length == UInt64(bodyLength) else {
+      throw DissociatedIPCError(.bodyLengthMismatch, "body \(sequence) has \(length) bytes, its metadata says \(bodyLength)")
     }
   }
 
