@@ -5,8 +5,12 @@ public struct RecordBatch: Sendable {
   public let schema: Schema
   /// The message the batch arrived in.
   public let message: Message
-  /// The record-batch header of ``message``.
-  public let header: RecordBatchHeader
+  /// The record-batch header of ``message`` (for a dictionary batch, its
+  /// `data`).
+  public var header: RecordBatchHeader { message.header.bodyDescription! }
+  /// The number of rows.
+  public let rowCount: Int
+  private let compressed: Bool
   /// The body; column buffers are slices of it.
   public let body: ArrowBytes
   /// One layout per top-level field.
@@ -29,21 +33,19 @@ public struct RecordBatch: Sendable {
     }
     self.schema = schema
     self.message = message
-    self.header = header
+    self.rowCount = Int(header.length)
+    self.compressed = header.compression != nil
     self.body = body
     self.layouts = try BodyLayout.arrays(of: fields, in: header, bodyLength: message.bodyLength,
                                          version: message.version)
   }
-
-  /// The number of rows.
-  public var rowCount: Int { Int(header.length) }
 
   /// The number of columns.
   public var columnCount: Int { layouts.count }
 
   /// The column at `index`.
   public func column(_ index: Int) -> ArrayView {
-    ArrayView(layout: layouts[index], body: body, compressed: header.compression != nil,
+    ArrayView(layout: layouts[index], body: body, compressed: compressed,
               bigEndian: schema.endianness == .big)
   }
 
