@@ -82,9 +82,15 @@ let package = Package(
         permissions: [.writeToPackageDirectory(reason: "The corpus is written under .build/ by default")]
       )
     ),
+    // Helpers the test targets share: running child processes.
+    .target(
+      name: "TestSupport",
+      path: "Tests/TestSupport",
+      swiftSettings: strictSettings
+    ),
     .testTarget(
       name: "ArrowIPCTests",
-      dependencies: ["ArrowIPC"],
+      dependencies: ["ArrowIPC", "TestSupport"],
       swiftSettings: strictSettings
     ),
     .testTarget(
@@ -102,7 +108,7 @@ let package = Package(
     // dipc serve and dipc fetch as separate processes, checked by pyarrow.
     .testTarget(
       name: "EndToEndTests",
-      dependencies: ["dipc"],
+      dependencies: ["dipc", "TestSupport"],
       swiftSettings: strictSettings
     ),
     .testTarget(

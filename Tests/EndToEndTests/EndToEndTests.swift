@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// `dipc serve` and `dipc fetch` in separate processes over tcp://; pyarrow
@@ -28,8 +29,7 @@ struct EndToEndTests {
       pairs += [corpus.appendingPathComponent(file).path, target]
     }
     // One pyarrow process hashes sources and copies; each pair must match.
-    let lines = try Processes.run(URL(fileURLWithPath: "/usr/bin/env"),
-                                  ["python3", Processes.root.appendingPathComponent("Tests/Interop/arrow_check.py").path, "hash"] + pairs)
+    let lines = try ChildProcess.run(["python3", Processes.root.appendingPathComponent("Tests/Interop/arrow_check.py").path, "hash"] + pairs)
       .split(separator: "\n").map { $0.split(separator: " ").first.map(String.init) ?? "" }
     #expect(lines.count == pairs.count)
     for index in stride(from: 0, to: lines.count - 1, by: 2) {

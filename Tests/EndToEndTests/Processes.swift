@@ -1,9 +1,9 @@
 import Foundation
+import TestSupport
 
 /// Runs the `dipc` executable and the pyarrow checker as real processes.
 enum Processes {
-  static let root = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+  static let root = ChildProcess.repositoryRoot
 
   /// The `dipc` built next to this test bundle.
   static var dipc: URL {
@@ -21,48 +21,14 @@ enum Processes {
   /// The pyarrow corpus (generated on first use by Tests/Interop/arrow_corpus.py).
   static let corpus: Result<URL, any Error> = Result {
     let folder = root.appendingPathComponent(".build/interop-corpus")
-    _ = try run(URL(fileURLWithPath: "/usr/bin/env"),
-                ["python3", root.appendingPathComponent("Tests/Interop/arrow_corpus.py").path, folder.path])
+    try ChildProcess.run(["python3", root.appendingPathComponent("Tests/Interop/arrow_corpus.py").path, folder.path])
     return folder
   }
 
-  /// Runs a process to completion; returns standard output.
+  /// Runs `executable` with `arguments` to completion; returns standard output.
   @discardableResult
-  static func run(_ executable: URL, _ arguments: [String], timeout: Duration = .seconds(120)) throws -> String {
-    let process = Process()
-    process.executableURL = executable
-    process.arguments = arguments
-    let output = Pipe()
-    let errors = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    try process.run()
-    let deadline = DispatchTime.now() + .seconds(Int(timeout.components.seconds))
-    let killer = DispatchWorkItem { if process.isRunning { process.terminate() } }
-    DispatchQueue.global().asyncAfter(deadline: deadline, execute: killer)
-    let errorData = readInBackground(errors)
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    killer.cancel()
-    guard process.terminationStatus == 0 else {
-      throw ProcessFailure("\(executable.lastPathComponent) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): "
-        + String(decoding: errorData(), as: UTF8.self))
-    }
-    return String(decoding: data, as: UTF8.self)
-  }
-
-  static func readInBackground(_ pipe: Pipe) -> () -> Data {
-    final class Box: @unchecked Sendable { var data = Data() }
-    let box = Box()
-    let done = DispatchSemaphore(value: 0)
-    Thread.detachNewThread {
-      box.data = pipe.fileHandleForReading.readDataToEndOfFile()
-      done.signal()
-    }
-    return {
-      done.wait()
-      return box.data
-    }
+  static func run(_ executable: URL, _ arguments: [String]) throws -> String {
+    try ChildProcess.run([executable.path] + arguments)
   }
 
   /// A running `dipc serve`, stopped with SIGINT by ``stop()``.
@@ -100,7 +66,3 @@ enum Processes {
   }
 }
 
-struct ProcessFailure: Error, CustomStringConvertible {
-  let description: String
-  init(_ description: String) { self.description = description }
-}

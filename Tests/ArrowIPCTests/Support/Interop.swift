@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 @testable import ArrowIPC
 
 /// Runs the pyarrow scripts in Tests/Interop and finds the corpus they write.
@@ -8,9 +9,8 @@ import Foundation
 /// current). pyarrow must be installed (scripts/setup.sh does it); a missing
 /// pyarrow fails the tests rather than skipping them.
 enum Interop {
-  /// The repository root, found from this file's path.
-  static let root = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+  /// The repository root.
+  static let root = ChildProcess.repositoryRoot
 
   static let scripts = root.appendingPathComponent("Tests/Interop")
 
@@ -46,27 +46,11 @@ enum Interop {
   }
 
   /// Runs `python3 Tests/Interop/<arguments>` and returns its standard output.
-  /// - Throws: ``InteropFailure`` with the script's standard error when it
+  /// - Throws: ``ProcessFailure`` with the script's standard error when it
   ///   exits non-zero.
   @discardableResult
   static func python(_ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3"] + [scripts.appendingPathComponent(arguments[0]).path] + arguments.dropFirst()
-    let output = Pipe()
-    let errors = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    try process.run()
-    // Read both pipes before waiting, so a chatty script cannot block on a full pipe.
-    let errorData = Thread.detachNewThreadAndRead(errors)
-    let outputData = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let stderr = String(decoding: errorData(), as: UTF8.self)
-    guard process.terminationStatus == 0 else {
-      throw InteropFailure("python3 \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(stderr)")
-    }
-    return String(decoding: outputData, as: UTF8.self)
+    try ChildProcess.run(["python3", scripts.appendingPathComponent(arguments[0]).path] + arguments.dropFirst())
   }
 }
 
@@ -74,26 +58,4 @@ enum Interop {
 struct InteropFailure: Error, CustomStringConvertible {
   let description: String
   init(_ description: String) { self.description = description }
-}
-
-extension Thread {
-  /// Reads `pipe` to its end on another thread; the returned closure waits
-  /// for and returns the data.
-  static func detachNewThreadAndRead(_ pipe: Pipe) -> () -> Data {
-    let box = DataBox()
-    let done = DispatchSemaphore(value: 0)
-    Thread.detachNewThread {
-      box.data = pipe.fileHandleForReading.readDataToEndOfFile()
-      done.signal()
-    }
-    return {
-      done.wait()
-      return box.data
-    }
-  }
-}
-
-private final class DataBox: @unchecked Sendable {
-  // Written by the reader thread before the semaphore is signalled, read after.
-  var data = Data()
 }
