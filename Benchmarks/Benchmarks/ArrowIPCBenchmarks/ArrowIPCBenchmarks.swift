@@ -60,6 +60,21 @@ let benchmarks: @Sendable () -> Void = {
     }
   }
 
+  // Matching a decoded batch to its schema (what a client does per batch).
+  var builder = RecordBatchBuilder()
+  builder.append("id", (0 ..< 8).map { Int64($0) as Int64? })
+  builder.append("value", (0 ..< 8).map { $0 == 3 ? nil : Double($0) })
+  builder.append("name", strings: (0 ..< 8).map { "n\($0)" })
+  let (batchMessage, batchBody) = builder.finish()
+  let batchSchema = builder.schema
+  let batchMetadata = ArrowBytes(copying: try! batchMessage.encode())
+  Benchmark("Decode a 3-column batch header and match it to the schema") { benchmark in
+    for _ in benchmark.scaledIterations {
+      let message = try Message.decode(batchMetadata)
+      blackHole(try RecordBatch(schema: batchSchema, message: message, body: batchBody).rowCount)
+    }
+  }
+
   // Same message count, 64x the bytes: time per read should not change.
   for (label, rows) in [("1 MiB", 1 << 17), ("64 MiB", 1 << 23)] {
     let bytes = stream(batches: 1, rows: rows)
