@@ -1,6 +1,10 @@
 /// A record batch: its schema, metadata and body, with every array's
 /// layout matched and checked. Column buffers are slices of the body.
-public struct RecordBatch: Sendable {
+///
+/// Immutable; a class so that handing a batch on (through a stream, a
+/// queue, an async sequence) costs one reference count, not a copy of its
+/// metadata.
+public final class RecordBatch: Sendable {
   /// The stream's schema.
   public let schema: Schema
   /// The message the batch arrived in.
@@ -20,14 +24,14 @@ public struct RecordBatch: Sendable {
   ///
   /// - Throws: `.invalidStream` when `message` is not a record batch,
   ///   `.layoutMismatch` when it does not fit the schema or the body.
-  public init(schema: Schema, message: Message, body: ArrowBytes) throws(ArrowIPCError) {
+  public convenience init(schema: Schema, message: consuming Message, body: ArrowBytes) throws(ArrowIPCError) {
     guard case .recordBatch(let header) = message.header else {
       throw ArrowIPCError(.invalidStream, "expected a RecordBatch message, got header type \(message.header.unionCode)")
     }
     try self.init(schema: schema, fields: schema.fields, message: message, header: header, body: body)
   }
 
-  init(schema: Schema, fields: [Field], message: Message, header: RecordBatchHeader, body: ArrowBytes) throws(ArrowIPCError) {
+  init(schema: Schema, fields: [Field], message: consuming Message, header: RecordBatchHeader, body: ArrowBytes) throws(ArrowIPCError) {
     guard Int64(body.count) == message.bodyLength else {
       throw ArrowIPCError(.layoutMismatch, "body of \(body.count) bytes, bodyLength \(message.bodyLength)")
     }

@@ -1,9 +1,13 @@
 /// The node and buffers of one array in a record batch body, with its
 /// children's layouts.
 public struct ArrayLayout: Sendable {
+  /// The field's siblings (the schema's fields, or its parent's children)
+  /// and its position among them: shared, so a layout never copies a Field.
+  private let siblings: [Field]
+  private let position: Int
   /// The field this array holds (for a dictionary batch, the dictionary's
   /// value field).
-  public let field: Field
+  public var field: Field { siblings[position] }
   /// Length and null count.
   public let node: FieldNode
   /// This array's own buffers in format order (for view types, the
@@ -13,6 +17,14 @@ public struct ArrayLayout: Sendable {
   /// The layouts of the child arrays; empty for dictionary-encoded fields,
   /// whose values live in dictionary batches.
   public let children: [ArrayLayout]
+
+  init(siblings: [Field], position: Int, node: FieldNode, buffers: Slice<FlatStructs<BodyBuffer>>, children: [ArrayLayout]) {
+    self.siblings = siblings
+    self.position = position
+    self.node = node
+    self.buffers = buffers
+    self.children = children
+  }
 }
 
 /// Matches a record batch's nodes and buffers to a schema.
@@ -49,11 +61,11 @@ public enum BodyLayout {
     var walker = Walker(batch: batch, bodyLength: bodyLength, version: version)
     var result: [ArrayLayout] = []
     result.reserveCapacity(fields.count)
-    for field in fields {
-      let array = try walker.layout(of: field)
+    for index in fields.indices {
+      let array = try walker.layout(of: fields, at: index)
       guard array.node.length == batch.length else {
         throw ArrowIPCError(.layoutMismatch,
-                            "column '\(field.name)' has \(array.node.length) rows, the batch \(batch.length)")
+                            "column '\(fields[index].name)' has \(array.node.length) rows, the batch \(batch.length)")
       }
       result.append(array)
     }
@@ -82,7 +94,11 @@ public enum BodyLayout {
       self.version = version
     }
 
-    mutating func layout(of field: Field) throws(ArrowIPCError) -> ArrayLayout {
+    mutating func layout(of siblings: [Field], at position: Int) throws(ArrowIPCError) -> ArrayLayout {
+      try layout(of: siblings[position], siblings: siblings, position: position)
+    }
+
+    private mutating func layout(of field: borrowing Field, siblings: [Field], position: Int) throws(ArrowIPCError) -> ArrayLayout {
       guard nodeIndex < batch.nodes.count else {
         throw ArrowIPCError(.layoutMismatch, "no field node left for '\(field.name)'")
       }
@@ -121,11 +137,12 @@ public enum BodyLayout {
       }
       let buffers = batch.buffers[first ..< bufferIndex]
       var children: [ArrayLayout] = []
-      if field.dictionary == nil {
-        children.reserveCapacity(field.children.count)
-        for child in field.children { children.append(try layout(of: child)) }
+      if field.dictionary == nil, !field.children.isEmpty {
+        let fieldChildren = field.children
+        children.reserveCapacity(fieldChildren.count)
+        for index in fieldChildren.indices { children.append(try layout(of: fieldChildren, at: index)) }
       }
-      return ArrayLayout(field: field, node: node, buffers: buffers, children: children)
+      return ArrayLayout(siblings: siblings, position: position, node: node, buffers: buffers, children: children)
     }
   }
 }

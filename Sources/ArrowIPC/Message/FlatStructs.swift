@@ -4,6 +4,8 @@ public protocol FlatStruct: Hashable, Sendable {
   static var flatSize: Int { get }
   /// Reads one element at `pointer` (little-endian, any alignment).
   init(flatAt pointer: UnsafeRawPointer)
+  /// Writes this element at `pointer` in the flatbuffer layout.
+  func write(flatAt pointer: UnsafeMutableRawPointer)
 }
 
 extension FieldNode: FlatStruct {
@@ -13,6 +15,11 @@ extension FieldNode: FlatStruct {
   @inlinable public init(flatAt pointer: UnsafeRawPointer) {
     self.init(length: Int64(littleEndian: pointer.loadUnaligned(as: Int64.self)),
               nullCount: Int64(littleEndian: pointer.loadUnaligned(fromByteOffset: 8, as: Int64.self)))
+  }
+  /// Writes `length` at +0 and `nullCount` at +8.
+  public func write(flatAt pointer: UnsafeMutableRawPointer) {
+    pointer.storeBytes(of: length.littleEndian, as: Int64.self)
+    pointer.storeBytes(of: nullCount.littleEndian, toByteOffset: 8, as: Int64.self)
   }
 }
 
@@ -24,6 +31,11 @@ extension BodyBuffer: FlatStruct {
     self.init(offset: Int64(littleEndian: pointer.loadUnaligned(as: Int64.self)),
               length: Int64(littleEndian: pointer.loadUnaligned(fromByteOffset: 8, as: Int64.self)))
   }
+  /// Writes `offset` at +0 and `length` at +8.
+  public func write(flatAt pointer: UnsafeMutableRawPointer) {
+    pointer.storeBytes(of: offset.littleEndian, as: Int64.self)
+    pointer.storeBytes(of: length.littleEndian, toByteOffset: 8, as: Int64.self)
+  }
 }
 
 extension Int64: FlatStruct {
@@ -33,36 +45,52 @@ extension Int64: FlatStruct {
   @inlinable public init(flatAt pointer: UnsafeRawPointer) {
     self.init(littleEndian: pointer.loadUnaligned(as: Int64.self))
   }
+  /// Writes a little-endian Int64.
+  public func write(flatAt pointer: UnsafeMutableRawPointer) {
+    pointer.storeBytes(of: littleEndian, as: Int64.self)
+  }
 }
 
-/// A random-access collection of inline structs: either a verified range of
-/// a decoded flatbuffer (no copy, no allocation) or an array built in memory.
+/// A random-access collection of inline structs read from flatbuffer
+/// layout: a verified range of a decoded flatbuffer (no copy, no
+/// allocation), or elements built in memory, stored in the same layout.
+///
+/// One reference keeps the memory alive, so copying a value costs a single
+/// retain (record-batch headers are copied on every delivery).
 public struct FlatStructs<Element: FlatStruct>: RandomAccessCollection, Hashable, @unchecked Sendable {
   // Sendable: `base` points into memory that `owner` keeps alive and
-  // immutable (ArrowBytes' contract); `elements` is a value.
-  /// Keeps the flatbuffer alive; never read on the element path.
-  private let owner: ArrowBytes
-  /// The first element in the flatbuffer, or nil for the array form.
+  // immutable (ArrowBytes' contract).
+  /// Keeps the memory alive; never read on the element path.
+  private let owner: AnyObject?
+  /// The first element, or nil when empty.
   private let base: UnsafeRawPointer?
-  private let elements: [Element]
 
   /// The number of elements.
   public let count: Int
 
-  /// Wraps an array.
+  /// Stores `elements` in flatbuffer layout (one allocation; none when
+  /// empty).
   public init(_ elements: [Element]) {
-    owner = ArrowBytes()
-    base = nil
-    self.elements = elements
+    guard !elements.isEmpty else {
+      owner = nil
+      base = nil
+      count = 0
+      return
+    }
+    let storage = AlignedStorage(capacity: elements.count * Element.flatSize, zeroed: false)
+    for (index, element) in elements.enumerated() {
+      element.write(flatAt: storage.mutableBytes.baseAddress! + index * Element.flatSize)
+    }
+    owner = storage
+    base = elements.isEmpty ? nil : UnsafeRawPointer(storage.mutableBytes.baseAddress!)
     count = elements.count
   }
 
   /// Wraps `count` elements at `start` in `bytes`; the caller has checked
   /// the range.
   init(verified bytes: ArrowBytes, start: Int, count: Int) {
-    owner = bytes
+    owner = bytes.owner
     base = count == 0 ? nil : bytes.unsafeBaseAddress! + start
-    elements = []
     self.count = count
   }
 
@@ -78,8 +106,7 @@ public struct FlatStructs<Element: FlatStruct>: RandomAccessCollection, Hashable
 
   @usableFromInline func element(at index: Int) -> Element {
     precondition(index >= 0 && index < count, "FlatStructs index out of range")
-    guard let base else { return elements[index] }
-    return Element(flatAt: base + index * Element.flatSize)
+    return Element(flatAt: base! + index * Element.flatSize)
   }
 
   /// Equal when the elements are equal.

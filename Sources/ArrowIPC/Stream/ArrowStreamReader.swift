@@ -28,7 +28,7 @@ public struct ArrowStreamValidator: Sendable {
   ///
   /// - Throws: `.invalidStream` for rule violations, `.unsupportedFeature`
   ///   for tensors, `.layoutMismatch` for batches that do not fit.
-  public mutating func accept(_ message: Message, body: ArrowBytes) throws(ArrowIPCError) -> StreamItem? {
+  public mutating func accept(_ message: consuming Message, body: ArrowBytes) throws(ArrowIPCError) -> StreamItem? {
     guard let schema else {
       guard case .schema(let schema) = message.header else {
         throw ArrowIPCError(.invalidStream, "the first message has header type \(message.header.unionCode), not Schema")

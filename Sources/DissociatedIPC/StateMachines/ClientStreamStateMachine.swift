@@ -64,15 +64,34 @@ public struct ClientStreamStateMachine: Sendable {
     }
   }
 
+  /// One sequence number's message and body. The flags are kept beside
+  /// the message so that checks never copy it (a Message is large).
   private struct Slot: Sendable {
-    var message: Message?
+    private(set) var message: Message?
+    private(set) var hasMessage = false
+    /// Whether the message (once present) has a body.
+    private(set) var hasBody = false
+    /// The message's bodyLength (once present).
+    private(set) var bodyLength: Int64 = 0
     var body: BodyState = .none
-    var bodyLength: Int64 { message?.bodyLength ?? 0 }
-    /// Whether the message (known to be present) has a body.
-    var hasBody: Bool { message?.header.hasBody ?? false }
 
-    var isEmpty: Bool { message == nil && !body.isPresent }
+    var isEmpty: Bool { !hasMessage && !body.isPresent }
+
+    /// Moves the message out (no copy).
+    mutating func takeMessage() -> Message {
+      var taken: Message?
+      swap(&taken, &message)
+      return taken!
+    }
+
+    mutating func store(_ message: Message) {
+      hasMessage = true
+      hasBody = message.header.hasBody
+      bodyLength = message.bodyLength
+      self.message = message
+    }
   }
+
 
   private let config: ClientStreamConfig
   /// Ring of `reorderWindow` slots; slot of sequence s is s % window.
@@ -122,7 +141,7 @@ public struct ClientStreamStateMachine: Sendable {
     guard failure == nil, !isComplete else { return .nothing }
     // Read the slot in place: copying it would copy a whole Message.
     let index = Int(expected % UInt32(slots.count))
-    guard slots[index].message != nil else { return .metadata }
+    guard slots[index].hasMessage else { return .metadata }
     guard slots[index].hasBody else { return .nothing }
     if case .ready = slots[index].body { return .nothing }
     return .body
@@ -132,64 +151,70 @@ public struct ClientStreamStateMachine: Sendable {
 
   /// A metadata frame arrived.
   public mutating func metadataReceived(_ frame: ArrowBytes) throws(DissociatedIPCError) {
-    try guarded { (machine: inout Self) throws(DissociatedIPCError) in
+    if let failure { throw failure }
+    do throws(DissociatedIPCError) {
       switch try MetadataFrame.decode(frame) {
       case .error(let code, let text):
         throw DissociatedIPCError(.peerError, "server reported \(code): \(text)")
       case .endOfStream(let sequence):
-        guard machine.endOfStream == nil else {
+        guard endOfStream == nil else {
           throw DissociatedIPCError(.duplicateSequence, "a second end-of-stream frame (\(sequence))")
         }
         // The end is at most a window ahead of what was delivered.
-        guard sequence &- machine.expected <= UInt32(machine.config.reorderWindow) else {
-          throw DissociatedIPCError(.unexpectedMessage, "end of stream at \(sequence) while expecting \(machine.expected)")
+        guard sequence &- expected <= UInt32(config.reorderWindow) else {
+          throw DissociatedIPCError(.unexpectedMessage, "end of stream at \(sequence) while expecting \(expected)")
         }
-        machine.endOfStream = sequence
-        try machine.checkBeforeEnd()
+        endOfStream = sequence
+        try checkBeforeEnd()
       case .message(let sequence, let flatbuffer):
-        let index = try machine.slotIndex(sequence)
-        guard machine.slots[index].message == nil else {
+        let index = try slotIndex(sequence)
+        guard !slots[index].hasMessage else {
           throw DissociatedIPCError(.duplicateSequence, "metadata \(sequence) arrived twice")
         }
         let message: Message
-        do throws(ArrowIPCError) { message = try Message.decode(flatbuffer, limits: machine.config.arrowLimits) } catch {
+        do throws(ArrowIPCError) { message = try Message.decode(flatbuffer, limits: config.arrowLimits) } catch {
           throw DissociatedIPCError(error)
         }
-        guard message.header.hasBody || !machine.slots[index].body.isPresent else {
+        guard message.header.hasBody || !slots[index].body.isPresent else {
           throw DissociatedIPCError(.unexpectedMessage, "a body arrived for message \(sequence), which has none")
         }
-        machine.slots[index].message = message
-        try machine.checkLength(slot: index, sequence: sequence)
+        slots[index].store(message)
+        try checkLength(slot: index, sequence: sequence)
       }
+    } catch {
+      throw fail(error)
     }
   }
 
   /// A tagged body message arrived. Returns the descriptor to fetch when it
   /// is a type-1 body; report the bytes with ``bodyFetched(sequence:bytes:release:)``.
   public mutating func bodyReceived(tag rawTag: UInt64, payload: ArrowBytes) throws(DissociatedIPCError) -> BodyDescriptor? {
-    try guarded { (machine: inout Self) throws(DissociatedIPCError) -> BodyDescriptor? in
+    if let failure { throw failure }
+    do throws(DissociatedIPCError) {
       let tag = try Tag(validatingBodyTag: rawTag)
-      let index = try machine.slotIndex(tag.sequence)
-      guard !machine.slots[index].body.isPresent else {
+      let index = try slotIndex(tag.sequence)
+      guard !slots[index].body.isPresent else {
         throw DissociatedIPCError(.duplicateSequence, "body \(tag.sequence) arrived twice")
       }
-      if machine.slots[index].message != nil, !machine.slots[index].hasBody {
+      if slots[index].hasMessage, !slots[index].hasBody {
         throw DissociatedIPCError(.unexpectedMessage, "a body arrived for message \(tag.sequence), which has none")
       }
       switch tag.bodyType {
       case .inline:
-        try machine.reserve(payload.count)
-        machine.slots[index].body = .ready(payload, remoteAddresses: [])
-        try machine.checkLength(slot: index, sequence: tag.sequence)
+        try reserve(payload.count)
+        slots[index].body = .ready(payload, remoteAddresses: [])
+        try checkLength(slot: index, sequence: tag.sequence)
         return nil
       case .descriptor:
-        let descriptor = try BodyDescriptor.decode(payload, maxRanges: machine.config.maxDescriptorRanges)
-        machine.slots[index].body = .fetching(descriptor)
-        try machine.checkLength(slot: index, sequence: tag.sequence)
+        let descriptor = try BodyDescriptor.decode(payload, maxRanges: config.maxDescriptorRanges)
+        slots[index].body = .fetching(descriptor)
+        try checkLength(slot: index, sequence: tag.sequence)
         return descriptor
       default:
         throw DissociatedIPCError(.unknownBodyType, "body \(tag.sequence) has \(tag.bodyType)")
       }
+    } catch {
+      throw fail(error)
     }
   }
 
@@ -198,18 +223,21 @@ public struct ClientStreamStateMachine: Sendable {
   /// carries the addresses to free when the user is done; otherwise they
   /// are returned by this call, to send in free_data now.
   public mutating func bodyFetched(sequence: UInt32, bytes: ArrowBytes, release: Bool) throws(DissociatedIPCError) -> [UInt64] {
-    try guarded { (machine: inout Self) throws(DissociatedIPCError) -> [UInt64] in
-      let index = try machine.slotIndex(sequence)
-      guard case .fetching(let descriptor) = machine.slots[index].body else {
+    if let failure { throw failure }
+    do throws(DissociatedIPCError) {
+      let index = try slotIndex(sequence)
+      guard case .fetching(let descriptor) = slots[index].body else {
         throw DissociatedIPCError(.unexpectedMessage, "fetched bytes for body \(sequence), which is not being fetched")
       }
       guard UInt64(bytes.count) == descriptor.totalSize else {
         throw DissociatedIPCError(.bodyLengthMismatch, "fetched \(bytes.count) bytes of a \(descriptor.totalSize)-byte body")
       }
-      try machine.reserve(bytes.count)
+      try reserve(bytes.count)
       let addresses = descriptor.ranges.map(\.address)
-      machine.slots[index].body = .ready(bytes, remoteAddresses: release ? addresses : [])
+      slots[index].body = .ready(bytes, remoteAddresses: release ? addresses : [])
       return release ? [] : addresses
+    } catch {
+      throw fail(error)
     }
   }
 
@@ -217,32 +245,36 @@ public struct ClientStreamStateMachine: Sendable {
   ///
   /// - Throws: `.streamTruncated` when the stream is not complete.
   public mutating func peerClosed() throws(DissociatedIPCError) {
-    try guarded { (machine: inout Self) throws(DissociatedIPCError) in
-      guard machine.isComplete else {
-        let what = machine.endOfStream == nil ? "before the end of stream" : "with messages missing"
+    if let failure { throw failure }
+    do throws(DissociatedIPCError) {
+      guard isComplete else {
+        let what = endOfStream == nil ? "before the end of stream" : "with messages missing"
         throw DissociatedIPCError(.streamTruncated,
-                                  "the server closed \(what) (\(machine.delivered) messages delivered)")
+                                  "the server closed \(what) (\(delivered) messages delivered)")
       }
+    } catch {
+      throw fail(error)
     }
   }
 
   /// The next item in sequence order, when it is ready.
   public mutating func nextItem() throws(DissociatedIPCError) -> ClientItem? {
-    try guarded { (machine: inout Self) throws(DissociatedIPCError) -> ClientItem? in try machine.takeNext() }
+    if let failure { throw failure }
+    do throws(DissociatedIPCError) { return try takeNext() } catch { throw fail(error) }
   }
 
   // MARK: Internals
 
   private mutating func takeNext() throws(DissociatedIPCError) -> ClientItem? {
     let index = Int(expected % UInt32(slots.count))
-    guard slots[index].message != nil else { return nil }
+    guard slots[index].hasMessage else { return nil }
     if slots[index].hasBody {
       guard case .ready = slots[index].body else { return nil }
     }
     // Move the slot out (no copy of its message), leaving it empty.
     var slot = Slot()
     swap(&slot, &slots[index])
-    let message = slot.message!
+    let message = slot.takeMessage()
     var body = ArrowBytes()
     var addresses: [UInt64] = []
     if case .ready(let bytes, let remote) = slot.body {
@@ -290,7 +322,7 @@ public struct ClientStreamStateMachine: Sendable {
   /// A body whose metadata is known must have the metadata's length (DIPC-BODY-5).
   /// Reads the slot in place (a copy would copy its whole message).
   private func checkLength(slot index: Int, sequence: UInt32) throws(DissociatedIPCError) {
-    guard slots[index].message != nil, slots[index].hasBody else { return }
+    guard slots[index].hasMessage, slots[index].hasBody else { return }
     let length: UInt64
     switch slots[index].body {
     case .none: return
@@ -314,14 +346,10 @@ public struct ClientStreamStateMachine: Sendable {
     }
   }
 
-  /// Runs `body`; a thrown error fails the stream for good.
-  private mutating func guarded<R>(_ body: (inout Self) throws(DissociatedIPCError) -> R) throws(DissociatedIPCError) -> R {
-    if let failure { throw failure }
-    do {
-      return try body(&self)
-    } catch {
-      failure = error
-      throw error
-    }
+  /// Records `error`: the stream is failed for good, and every later
+  /// event reports it again.
+  private mutating func fail(_ error: DissociatedIPCError) -> DissociatedIPCError {
+    failure = error
+    return error
   }
 }
