@@ -94,34 +94,32 @@ public enum BodyLayout {
       self.version = version
     }
 
+    /// The layout of `siblings[position]`. The field is read in place
+    /// through the array (copying a Field costs several retains).
     mutating func layout(of siblings: [Field], at position: Int) throws(ArrowIPCError) -> ArrayLayout {
-      try layout(of: siblings[position], siblings: siblings, position: position)
-    }
-
-    private mutating func layout(of field: borrowing Field, siblings: [Field], position: Int) throws(ArrowIPCError) -> ArrayLayout {
       guard nodeIndex < batch.nodes.count else {
-        throw ArrowIPCError(.layoutMismatch, "no field node left for '\(field.name)'")
+        throw ArrowIPCError(.layoutMismatch, "no field node left for '\(siblings[position].name)'")
       }
       let node = batch.nodes[nodeIndex]
       nodeIndex += 1
       guard node.length >= 0, node.nullCount >= 0, node.nullCount <= node.length else {
         throw ArrowIPCError(.layoutMismatch,
-                            "field '\(field.name)': node length \(node.length), null count \(node.nullCount)")
+                            "field '\(siblings[position].name)': node length \(node.length), null count \(node.nullCount)")
       }
-      var count = BodyLayout.bufferCount(of: field, version: version)
-      if field.dictionary == nil, field.type == .binaryView || field.type == .utf8View {
+      var count = BodyLayout.bufferCount(of: siblings[position], version: version)
+      if siblings[position].dictionary == nil, siblings[position].type == .binaryView || siblings[position].type == .utf8View {
         guard variadicIndex < batch.variadicBufferCounts.count else {
-          throw ArrowIPCError(.layoutMismatch, "no variadic buffer count for view field '\(field.name)'")
+          throw ArrowIPCError(.layoutMismatch, "no variadic buffer count for view field '\(siblings[position].name)'")
         }
         let variadic = batch.variadicBufferCounts[variadicIndex]
         variadicIndex += 1
         guard variadic >= 0, variadic <= Int64(batch.buffers.count) else {
-          throw ArrowIPCError(.layoutMismatch, "field '\(field.name)': variadic buffer count \(variadic)")
+          throw ArrowIPCError(.layoutMismatch, "field '\(siblings[position].name)': variadic buffer count \(variadic)")
         }
         count += Int(variadic)
       }
       guard count <= batch.buffers.count - bufferIndex else {
-        throw ArrowIPCError(.layoutMismatch, "field '\(field.name)' needs \(count) buffers, \(batch.buffers.count - bufferIndex) left")
+        throw ArrowIPCError(.layoutMismatch, "field '\(siblings[position].name)' needs \(count) buffers, \(batch.buffers.count - bufferIndex) left")
       }
       let first = bufferIndex
       for _ in 0 ..< count {
@@ -131,14 +129,14 @@ public enum BodyLayout {
               buffer.length <= bodyLength - buffer.offset
         else {
           throw ArrowIPCError(.layoutMismatch, """
-            field '\(field.name)': buffer \(buffer.offset)+\(buffer.length) outside the \(bodyLength)-byte body
+            field '\(siblings[position].name)': buffer \(buffer.offset)+\(buffer.length) outside the \(bodyLength)-byte body
             """)
         }
       }
       let buffers = batch.buffers[first ..< bufferIndex]
       var children: [ArrayLayout] = []
-      if field.dictionary == nil, !field.children.isEmpty {
-        let fieldChildren = field.children
+      if siblings[position].dictionary == nil, !siblings[position].children.isEmpty {
+        let fieldChildren = siblings[position].children
         children.reserveCapacity(fieldChildren.count)
         for index in fieldChildren.indices { children.append(try layout(of: fieldChildren, at: index)) }
       }

@@ -61,7 +61,7 @@ public struct FlatStructs<Element: FlatStruct>: RandomAccessCollection, Hashable
   // Sendable: `base` points into memory that `owner` keeps alive and
   // immutable (ArrowBytes' contract).
   /// Keeps the memory alive; never read on the element path.
-  private let owner: AnyObject?
+  private let owner: (any ArrowBytesOwner)?
   /// The first element, or nil when empty.
   private let base: UnsafeRawPointer?
 
