@@ -58,11 +58,11 @@ public enum BodyLayout {
   public static func arrays(
     of fields: [Field], in batch: RecordBatchHeader, bodyLength: Int64, version: MetadataVersion
   ) throws(ArrowIPCError) -> [ArrayLayout] {
-    var walker = Walker(batch: batch, bodyLength: bodyLength, version: version)
+    var walker = Walker(bodyLength: bodyLength, version: version)
     var result: [ArrayLayout] = []
     result.reserveCapacity(fields.count)
     for index in fields.indices {
-      let array = try walker.layout(of: fields, at: index)
+      let array = try walker.layout(of: fields, at: index, in: batch)
       guard array.node.length == batch.length else {
         throw ArrowIPCError(.layoutMismatch,
                             "column '\(fields[index].name)' has \(array.node.length) rows, the batch \(batch.length)")
@@ -80,23 +80,24 @@ public enum BodyLayout {
     return result
   }
 
+  /// Walks the fields; the batch is passed to each call (borrowed, not
+  /// stored: a stored copy would cost a retain per vector).
   private struct Walker {
-    let batch: RecordBatchHeader
     let bodyLength: Int64
     let version: MetadataVersion
     var nodeIndex = 0
     var bufferIndex = 0
     var variadicIndex = 0
 
-    init(batch: RecordBatchHeader, bodyLength: Int64, version: MetadataVersion) {
-      self.batch = batch
+    init(bodyLength: Int64, version: MetadataVersion) {
       self.bodyLength = bodyLength
       self.version = version
     }
 
     /// The layout of `siblings[position]`. The field is read in place
     /// through the array (copying a Field costs several retains).
-    mutating func layout(of siblings: [Field], at position: Int) throws(ArrowIPCError) -> ArrayLayout {
+    mutating func layout(of siblings: [Field], at position: Int, in batch: borrowing RecordBatchHeader)
+      throws(ArrowIPCError) -> ArrayLayout {
       guard nodeIndex < batch.nodes.count else {
         throw ArrowIPCError(.layoutMismatch, "no field node left for '\(siblings[position].name)'")
       }
@@ -138,7 +139,7 @@ public enum BodyLayout {
       if siblings[position].dictionary == nil, !siblings[position].children.isEmpty {
         let fieldChildren = siblings[position].children
         children.reserveCapacity(fieldChildren.count)
-        for index in fieldChildren.indices { children.append(try layout(of: fieldChildren, at: index)) }
+        for index in fieldChildren.indices { children.append(try layout(of: fieldChildren, at: index, in: batch)) }
       }
       return ArrayLayout(siblings: siblings, position: position, node: node, buffers: buffers, children: children)
     }

@@ -16,7 +16,10 @@ public enum StreamItem: Sendable {
 /// messages out of order and feeds them here in sequence.
 public struct ArrowStreamValidator: Sendable {
   /// The schema, once the first message was accepted.
-  public private(set) var schema: Schema?
+  public var schema: Schema? { hasSchema ? current : nil }
+  /// Kept non-optional so batches read it in place (no copy per batch).
+  private var current = Schema(fields: [])
+  private var hasSchema = false
   private var dictionaryFields: [Int64: Field] = [:]
   private var seenDictionaries: Set<Int64> = []
 
@@ -29,11 +32,12 @@ public struct ArrowStreamValidator: Sendable {
   /// - Throws: `.invalidStream` for rule violations, `.unsupportedFeature`
   ///   for tensors, `.layoutMismatch` for batches that do not fit.
   public mutating func accept(_ message: consuming Message, body: ArrowBytes) throws(ArrowIPCError) -> StreamItem? {
-    guard let schema else {
+    guard hasSchema else {
       guard case .schema(let schema) = message.header else {
         throw ArrowIPCError(.invalidStream, "the first message has header type \(message.header.unionCode), not Schema")
       }
-      self.schema = schema
+      current = schema
+      hasSchema = true
       dictionaryFields = schema.dictionaryFields
       return nil
     }
@@ -50,7 +54,7 @@ public struct ArrowStreamValidator: Sendable {
         throw ArrowIPCError(.invalidStream, "delta for dictionary \(header.id) before its first batch")
       }
       valueField.dictionary = nil
-      let values = try RecordBatch(schema: schema, fields: [valueField], message: message,
+      let values = try RecordBatch(schema: current, fields: [valueField], message: message,
                                    header: header.data, body: body)
       seenDictionaries.insert(header.id)
       return .dictionary(DictionaryBatch(id: header.id, isDelta: header.isDelta, values: values))
@@ -60,7 +64,7 @@ public struct ArrowStreamValidator: Sendable {
         throw ArrowIPCError(.invalidStream,
                             "record batch uses dictionary \(missing.key) of field '\(missing.value.name)' before it was sent")
       }
-      return .recordBatch(try RecordBatch(schema: schema, fields: schema.fields, message: message,
+      return .recordBatch(try RecordBatch(schema: current, fields: current.fields, message: message,
                                           header: header, body: body))
     }
   }
