@@ -107,8 +107,16 @@ public enum BodyLayout {
         throw ArrowIPCError(.layoutMismatch,
                             "field '\(siblings[position].name)': node length \(node.length), null count \(node.nullCount)")
       }
-      var count = BodyLayout.bufferCount(of: siblings[position], version: version)
-      if siblings[position].dictionary == nil, siblings[position].type == .binaryView || siblings[position].type == .utf8View {
+      // What the walk needs of the field, read through a pointer: reading
+      // properties through the array's subscript copies the whole Field.
+      let (fixedCount, isView, walksChildren) = siblings.withUnsafeBufferPointer { fields in
+        let encoded = fields[position].dictionary != nil
+        let view = !encoded && (fields[position].type == .binaryView || fields[position].type == .utf8View)
+        return (BodyLayout.bufferCount(of: fields[position], version: version), view,
+                !encoded && !fields[position].children.isEmpty)
+      }
+      var count = fixedCount
+      if isView {
         guard variadicIndex < batch.variadicBufferCounts.count else {
           throw ArrowIPCError(.layoutMismatch, "no variadic buffer count for view field '\(siblings[position].name)'")
         }
@@ -136,7 +144,7 @@ public enum BodyLayout {
       }
       let buffers = batch.buffers[first ..< bufferIndex]
       var children: [ArrayLayout] = []
-      if siblings[position].dictionary == nil, !siblings[position].children.isEmpty {
+      if walksChildren {
         let fieldChildren = siblings[position].children
         children.reserveCapacity(fieldChildren.count)
         for index in fieldChildren.indices { children.append(try layout(of: fieldChildren, at: index, in: batch)) }

@@ -20,11 +20,11 @@ extension Message {
     guard flatbuffer.count >= 8, let base = flatbuffer.unsafeBaseAddress else {
       throw ArrowIPCError(.truncated, "metadata of \(flatbuffer.count) bytes is too short for a flatbuffer")
     }
-    return try withExtendedLifetime(flatbuffer) { () throws(ArrowIPCError) -> Message in
-      var decoder = MessageDecoder(
-        reader: FlatBufferReader(base: base, count: flatbuffer.count), bytes: flatbuffer, limits: limits)
-      return try decoder.message()
-    }
+    // The decoder holds `flatbuffer`, which keeps the memory alive while
+    // the reader uses its address.
+    var decoder = MessageDecoder(
+      reader: FlatBufferReader(base: base, count: flatbuffer.count), bytes: flatbuffer, limits: limits)
+    return try decoder.message()
   }
 }
 
