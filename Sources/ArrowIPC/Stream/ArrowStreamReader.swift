@@ -64,7 +64,7 @@ public struct ArrowStreamValidator: Sendable {
         throw ArrowIPCError(.invalidStream,
                             "record batch uses dictionary \(missing.key) of field '\(missing.value.name)' before it was sent")
       }
-      return .recordBatch(try RecordBatch(schema: current, fields: current.fields, message: message,
+      return .recordBatch(try RecordBatch(schema: current, fields: current.fields, message: consume message,
                                           header: header, body: body))
     }
   }

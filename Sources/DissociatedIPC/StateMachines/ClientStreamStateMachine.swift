@@ -84,7 +84,7 @@ public struct ClientStreamStateMachine: Sendable {
       return taken!
     }
 
-    mutating func store(_ message: Message) {
+    mutating func store(_ message: consuming Message) {
       hasMessage = true
       hasBody = message.header.hasBody
       bodyLength = message.bodyLength
@@ -178,7 +178,7 @@ public struct ClientStreamStateMachine: Sendable {
         guard message.header.hasBody || !slots[index].body.isPresent else {
           throw DissociatedIPCError(.unexpectedMessage, "a body arrived for message \(sequence), which has none")
         }
-        slots[index].store(message)
+        slots[index].store(consume message)
         try checkLength(slot: index, sequence: sequence)
       }
     } catch {
@@ -285,7 +285,7 @@ public struct ClientStreamStateMachine: Sendable {
     expected &+= 1
     delivered += 1
     let item: StreamItem?
-    do throws(ArrowIPCError) { item = try validator.accept(message, body: body) } catch { throw DissociatedIPCError(error) }
+    do throws(ArrowIPCError) { item = try validator.accept(consume message, body: body) } catch { throw DissociatedIPCError(error) }
     switch item {
     case nil: return .schema(validator.schema!)
     case .dictionary(let dictionary): return .dictionary(dictionary, remoteAddresses: addresses)
