@@ -47,43 +47,44 @@ struct Socket: Sendable {
 
   /// A listening socket bound to `host:port` (0: any free port).
   static func listen(host: String, port: UInt16) throws(DissociatedIPCError) -> (Socket, port: UInt16) {
-    var lastError = DissociatedIPCError(.transportFailure, "no address to bind for '\(host)'")
-    for (family, address) in try resolve(host: host, port: port, passive: true) {
-      let descriptor = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-      guard descriptor >= 0 else {
-        lastError = error("socket")
-        continue
-      }
+    let socket = try firstSocket(host: host, port: port, passive: true,
+                                 none: DissociatedIPCError(.transportFailure, "no address to bind for '\(host)'")) { descriptor, address in
       var one: Int32 = 1
       setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-      let bound = address.withUnsafeBytes {
-        bind(descriptor, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count))
-      }
-      guard bound == 0, Glibc.listen(descriptor, 512) == 0 else {
-        lastError = error("bind \(host):\(port)")
-        Glibc.close(descriptor)
-        continue
-      }
-      let socket = Socket(descriptor: descriptor)
-      return (socket, socket.localPort())
+      let bound = bind(descriptor, address.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count))
+      return bound == 0 && Glibc.listen(descriptor, 512) == 0 ? nil : "bind \(host):\(port)"
     }
-    throw lastError
+    return (socket, socket.localPort())
   }
 
   /// Connects to `host:port`, trying every resolved address.
   static func connect(host: String, port: UInt16) throws(DissociatedIPCError) -> Socket {
-    var lastError = DissociatedIPCError(.connectionRefused, "no address for '\(host)'")
-    for (family, address) in try resolve(host: host, port: port, passive: false) {
+    try firstSocket(host: host, port: port, passive: false,
+                    none: DissociatedIPCError(.connectionRefused, "no address for '\(host)'")) { descriptor, address in
+      let connected = Glibc.connect(descriptor, address.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count))
+      return connected == 0 ? nil : "connect to \(host):\(port)"
+    }
+  }
+
+  /// Opens a socket for each address `host:port` resolves to and runs
+  /// `setUp` (bind and listen, or connect) on it; returns the first that
+  /// succeeds. `setUp` returns nil on success, or the failed step's name
+  /// (errno is read right after it). Throws the last failure, or `none`.
+  private static func firstSocket(
+    host: String, port: UInt16, passive: Bool, none: DissociatedIPCError,
+    _ setUp: (Int32, UnsafeRawBufferPointer) -> String?
+  ) throws(DissociatedIPCError) -> Socket {
+    var lastError = none
+    for (family, address) in try resolve(host: host, port: port, passive: passive) {
       let descriptor = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
       guard descriptor >= 0 else {
         lastError = error("socket")
         continue
       }
-      let connected = address.withUnsafeBytes {
-        Glibc.connect(descriptor, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count))
+      guard let failedStep = address.withUnsafeBytes({ setUp(descriptor, $0) }) else {
+        return Socket(descriptor: descriptor)
       }
-      if connected == 0 { return Socket(descriptor: descriptor) }
-      lastError = error("connect to \(host):\(port)")
+      lastError = error(failedStep)
       Glibc.close(descriptor)
     }
     throw lastError

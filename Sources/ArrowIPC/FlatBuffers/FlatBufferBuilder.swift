@@ -85,7 +85,8 @@ struct FlatBufferBuilder {
     tableFields.append((id, used))
   }
 
-  /// Adds a bool field; `false` is omitted unless `alwaysWrite`.
+  /// Adds a bool field; a value equal to `omitIfEqual` (by default
+  /// `false`) is not written; pass `nil` to always write.
   mutating func add(_ id: Int, _ value: Bool, omitIfEqual defaultValue: Bool? = false) {
     add(id, UInt8(value ? 1 : 0), omitIfEqual: defaultValue.map { $0 ? 1 : 0 })
   }

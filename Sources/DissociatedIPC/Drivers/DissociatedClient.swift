@@ -161,8 +161,7 @@ final class ClientSession: Sendable {
         try await data.sendTagged(dataLocation.wantData, [ArrowBytes(copying: ticket)])
       }
     } catch {
-      await metadata.close()
-      if data !== metadata { await data.close() }
+      await closeBoth(metadata, data)
       throw error
     }
     let session = ClientSession(metadata: metadata, data: data, canMap: canMap, config: stream.client.config)
@@ -196,8 +195,7 @@ final class ClientSession: Sendable {
         guard let self, !Task.isCancelled else { return }
         if elapsedNanoseconds - lastProgress.load(ordering: .relaxed) > limit {
           timedOut.store(true, ordering: .relaxed)
-          await metadata.close()
-          if data !== metadata { await data.close() }
+          await Self.closeBoth(metadata, data)
           return
         }
       }
@@ -301,6 +299,12 @@ final class ClientSession: Sendable {
 
   private func abort() async {
     watchdog.withLock { $0?.cancel() }
+    await Self.closeBoth(metadata, data)
+  }
+
+  /// Closes the metadata connection and, when it is another one, the data
+  /// connection.
+  private static func closeBoth(_ metadata: any TransportConnection, _ data: any TransportConnection) async {
     await metadata.close()
     if data !== metadata { await data.close() }
   }
@@ -312,10 +316,7 @@ final class ClientSession: Sendable {
   deinit {
     watchdog.withLock { $0?.cancel() }
     guard !machine.withLock({ $0.isComplete }) else { return }
-    Task { [metadata, data] in
-      await metadata.close()
-      if data !== metadata { await data.close() }
-    }
+    Task { [metadata, data] in await Self.closeBoth(metadata, data) }
   }
 }
 
