@@ -196,6 +196,13 @@ struct Socket: Sendable {
     _ = Glibc.shutdown(descriptor, how)
   }
 
+  /// Makes the final `close()` reset the connection (SO_LINGER 0): the
+  /// peer gets RST at once and unsent bytes are dropped (TCP-CLOSE-3).
+  func resetOnClose() {
+    var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+    setsockopt(descriptor, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+  }
+
   /// Closes the descriptor.
   func close() { _ = Glibc.close(descriptor) }
 }

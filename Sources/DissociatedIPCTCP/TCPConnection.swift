@@ -202,6 +202,7 @@ final class TCPConnection: TransportConnection {
         case .tagged: inbox.deliverTagged(TaggedMessage(tag: header.tag, payload: payload))
         }
         inbox.waitForRoom(below: config.readAheadBytes)
+        if inbox.isClosed { break }  // closed locally: nobody will receive more
       }
       inbox.close()
     } catch {
@@ -227,6 +228,10 @@ final class TCPConnection: TransportConnection {
       }
       if done { continuation.resume() }
     }
+    // Closing with messages still unread abandons the peer's stream: reset
+    // rather than FIN, so a peer blocked sending to us fails now instead of
+    // probing a zero window for minutes (TCP-CLOSE-3).
+    if inbox.holdsUnreceivedMessages { socket.resetOnClose() }
     socket.shutdown(reading: true, writing: true)
     inbox.close()
   }

@@ -106,6 +106,9 @@ struct TCPFaultTests {
         for _ in 0 ..< 5 { _ = try await iterator.next() }
       }  // the iterator is dropped here: its connection closes
       for _ in 0 ..< 250 where server.streamCounts.active > 0 { try await Task.sleep(for: .milliseconds(20)) }
+      // The abandoned stream's server was blocked on a full window; the
+      // client's reset must end it at once (TCP-CLOSE-3).
+      #expect(server.streamCounts.active == 0, "a stream is still active 5 s after its client left")
       #expect(server.streamCounts.active == 0)
       #expect(server.streamCounts.failed == 1)
       try await Self.fetchAll(server)
@@ -169,6 +172,9 @@ struct TCPFaultTests {
         for try await _ in DissociatedClient(registry: Self.registry()).stream(from: missing) {}
       }
       for _ in 0 ..< 250 where server.streamCounts.active > 0 { try await Task.sleep(for: .milliseconds(20)) }
+      // The abandoned stream's server was blocked on a full window; the
+      // client's reset must end it at once (TCP-CLOSE-3).
+      #expect(server.streamCounts.active == 0, "a stream is still active 5 s after its client left")
     }
     // Connection threads release their descriptors as they finish.
     for _ in 0 ..< 100 where Self.socketsOnPort(port) > 0 { try await Task.sleep(for: .milliseconds(20)) }

@@ -100,6 +100,18 @@ package final class MessageInbox: Sendable {
     if mustWait { semaphore.wait() }
   }
 
+  /// True once ``close(error:)`` was called.
+  package var isClosed: Bool { state.withLock { $0.closed } }
+
+  /// True while delivered messages wait to be received, or the backend's
+  /// reader waits for room: closing now would drop data the peer sent.
+  package var holdsUnreceivedMessages: Bool {
+    state.withLock { state in
+      state.frameHead < state.frames.count || state.unexpected[state.unexpectedHead...].contains { $0 != nil }
+        || state.roomWaiter != nil
+    }
+  }
+
   /// Ends the inbox: pending and later receives get nil (`error == nil`,
   /// the peer closed in order) or `error`. Messages already queued are
   /// still received first after an orderly close.
