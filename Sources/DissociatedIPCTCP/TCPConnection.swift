@@ -6,10 +6,14 @@ internal import Synchronization
 /// One tcp:// connection: a reader thread that parses the byte stream into
 /// the inbox, and a writer thread that drains the send queue.
 final class TCPConnection: TransportConnection {
-  /// A queued message: its header and payload parts.
+  /// A queued message: its kind and tag (the writer encodes the header)
+  /// and its payload parts.
   private struct Outgoing {
-    var header: ArrowBytes
+    /// nil for raw bytes sent without a header (the hello).
+    var kind: TCPWire.Kind?
+    var tag: UInt64
     var parts: [ArrowBytes]
+    /// Bytes on the wire, header included.
     var size: Int
   }
 
@@ -40,7 +44,7 @@ final class TCPConnection: TransportConnection {
     self.pathDescription = "tcp to \(peer)"
     self.inbox = MessageInbox(maxBufferedBytes: Int.max)
     socket.configure(bufferSize: config.socketBufferSize)
-    enqueue(Outgoing(header: ArrowBytes(copying: TCPWire.hello), parts: [], size: TCPWire.helloLength))
+    enqueue(Outgoing(kind: nil, tag: 0, parts: [ArrowBytes(copying: TCPWire.hello)], size: TCPWire.helloLength))
     startThread { [self] in readLoop() }
     startThread { [self] in writeLoop() }
   }
@@ -61,10 +65,7 @@ final class TCPConnection: TransportConnection {
   /// limit. Returns before the bytes reach the socket, as send(2) does.
   private func send(_ kind: TCPWire.Kind, tag: UInt64, _ parts: [ArrowBytes]) async throws(DissociatedIPCError) {
     let length = parts.reduce(0) { $0 + $1.count }
-    let header = AlignedStorage(capacity: TCPWire.headerLength, zeroed: false)
-    TCPWire.writeHeader(kind, tag: tag, length: length, into: header.mutableBytes.baseAddress!)
-    guard let queued = enqueue(Outgoing(header: header.freeze(count: TCPWire.headerLength), parts: parts,
-                                        size: TCPWire.headerLength + length))
+    guard let queued = enqueue(Outgoing(kind: kind, tag: tag, parts: parts, size: TCPWire.headerLength + length))
     else { return try checkWritable() }
     guard queued > config.writeQueueBytes else { return }
     // Backpressure: wait until the writer has drained the queue enough.
@@ -103,6 +104,7 @@ final class TCPConnection: TransportConnection {
   /// The writer thread: sends everything queued, many messages per
   /// system call; on close, flushes and sends FIN.
   private func writeLoop() {
+    var scratch = GatherScratch()
     while true {
       let (batch, closing, failed) = writeState.withLock { state in
         defer { state.queue.removeAll(keepingCapacity: true) }
@@ -117,7 +119,7 @@ final class TCPConnection: TransportConnection {
       }
       if !batch.isEmpty {
         do throws(DissociatedIPCError) {
-          try write(batch)
+          try write(batch, using: &scratch)
         } catch {
           fail(error)
           break
@@ -148,18 +150,25 @@ final class TCPConnection: TransportConnection {
     for waiter in waiters { waiter.resume() }
   }
 
-  private func write(_ batch: [Outgoing]) throws(DissociatedIPCError) {
-    // Every piece is an ArrowBytes whose owner keeps its memory in place;
+  /// Sends `batch` with as few system calls as possible: headers are
+  /// encoded into `scratch`, payloads are gathered where they lie.
+  private func write(_ batch: [Outgoing], using scratch: inout GatherScratch) throws(DissociatedIPCError) {
+    // Every payload is an ArrowBytes whose owner keeps its memory in place;
     // `batch` holds them all until the write returns.
     try withExtendedLifetime(batch) { () throws(DissociatedIPCError) in
-      var pieces: [UnsafeRawBufferPointer] = []
-      pieces.reserveCapacity(batch.count * 2)
-      for message in batch {
-        for piece in [message.header] + message.parts where !piece.isEmpty {
-          pieces.append(UnsafeRawBufferPointer(start: piece.unsafeBaseAddress, count: piece.count))
+      let headers = scratch.headers(count: batch.count)
+      scratch.pieces.removeAll(keepingCapacity: true)
+      for (index, message) in batch.enumerated() {
+        if let kind = message.kind {
+          let header = headers + index * TCPWire.headerLength
+          TCPWire.writeHeader(kind, tag: message.tag, length: message.size - TCPWire.headerLength, into: header)
+          scratch.pieces.append(UnsafeRawBufferPointer(start: header, count: TCPWire.headerLength))
+        }
+        for part in message.parts where !part.isEmpty {
+          scratch.pieces.append(UnsafeRawBufferPointer(start: part.unsafeBaseAddress, count: part.count))
         }
       }
-      try socket.write(pieces)
+      try socket.write(scratch.pieces)
     }
   }
 
@@ -256,6 +265,8 @@ final class StreamReader {
   let socket: Socket
   /// Recycles large payload buffers once their batches are released.
   let pool: BufferPool
+  /// Small payloads are copied out of staging into shared chunks.
+  private var slab = SlabAllocator()
   private let staging = UnsafeMutableRawPointer.allocate(byteCount: stagingSize, alignment: 64)
   private var start = 0
   private var end = 0
@@ -298,6 +309,13 @@ final class StreamReader {
     guard try fill(TCPWire.headerLength) else { return nil }
     let header = try TCPWire.readHeader(staging + start, maxLength: maxLength)
     start += TCPWire.headerLength
+    if header.length <= SlabAllocator.maxSlabSize {
+      guard try fill(header.length) else {
+        throw DissociatedIPCError(.connectionClosed, "the tcp:// peer closed in the middle of a \(header.length)-byte message")
+      }
+      defer { start += header.length }
+      return (header, slab.copy(staging + start, count: header.length))
+    }
     let storage = AlignedStorage(capacity: header.length, zeroed: false, pool: pool)
     let buffered = min(end - start, header.length)
     if buffered > 0 {
@@ -311,4 +329,25 @@ final class StreamReader {
     }
     return (header, storage.freeze(count: header.length))
   }
+}
+
+/// The writer thread's reusable memory: encoded message headers and the
+/// list of pieces for one scatter-gather write (no allocation per message).
+struct GatherScratch: ~Copyable {
+  private var headerMemory = UnsafeMutableRawPointer.allocate(byteCount: 64 * TCPWire.headerLength, alignment: 8)
+  private var headerCapacity = 64
+  /// The pieces of the write being prepared.
+  var pieces: [UnsafeRawBufferPointer] = []
+
+  /// Room for `count` headers, valid until the next call.
+  mutating func headers(count: Int) -> UnsafeMutableRawPointer {
+    if count > headerCapacity {
+      headerMemory.deallocate()
+      headerCapacity = max(count, headerCapacity * 2)
+      headerMemory = UnsafeMutableRawPointer.allocate(byteCount: headerCapacity * TCPWire.headerLength, alignment: 8)
+    }
+    return headerMemory
+  }
+
+  deinit { headerMemory.deallocate() }
 }

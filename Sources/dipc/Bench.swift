@@ -83,13 +83,7 @@ struct Bench: AsyncParsableCommand {
     let schema = try OutgoingMessage(Message(header: .schema(builder.schema)))
     let batch = try OutgoingMessage(message, body: body)
     var catalog = StreamCatalog()
-    catalog.add("bench", .producer({
-      AsyncThrowingStream { continuation in
-        continuation.yield(schema)
-        for _ in 0 ..< batches { continuation.yield(batch) }
-        continuation.finish()
-      }
-    }))
+    catalog.add("bench", .messages([schema] + Array(repeating: batch, count: batches)))
     let host = scheme == "inproc" ? "" : "127.0.0.1"
     let server = try await DissociatedServer(listeningAt: "\(scheme)://\(host)", catalog: catalog, registry: .builtIn)
     let running = Task { await server.run() }

@@ -11,6 +11,8 @@ actor ServerSession {
   private var waiter: CheckedContinuation<Void, Never>?
   private var failure: DissociatedIPCError?
   private var clientClosed = false
+  /// Where metadata frame prefixes are written (one allocation per chunk).
+  private var slab = SlabAllocator()
 
   init(connection: any TransportConnection, remoteMemory: (any RemoteMemory)?, machine: ServerStreamStateMachine) {
     self.connection = connection
@@ -20,11 +22,11 @@ actor ServerSession {
 
   /// Sends the stream, then waits until the client returned every exposed
   /// region or went away.
-  func run(_ messages: AsyncThrowingStream<OutgoingMessage, any Error>) async throws(DissociatedIPCError) {
+  func run(_ source: MessageSource) async throws(DissociatedIPCError) {
     let control = Task { await self.receiveControl() }
     defer { control.cancel() }
+    var iterator = source
     do throws(DissociatedIPCError) {
-      var iterator = messages.makeAsyncIterator()
       while true {
         while !machine.mayAcceptMessage, !isStopped { await waitForChange() }
         try checkStopped()
@@ -40,7 +42,7 @@ actor ServerSession {
         }
         try await send(try machine.message(next))
       }
-      if let end = machine.sourceFinished() { try await connection.sendFrame(end.parts) }
+      if let end = machine.sourceFinished() { try await connection.sendFrame(end.parts(using: &slab)) }
       while !machine.isFinished, !isStopped { await waitForChange() }
       if let failure { throw failure }
     } catch {
@@ -61,7 +63,7 @@ actor ServerSession {
   }
 
   private func send(_ send: ServerSend) async throws(DissociatedIPCError) {
-    if let frame = send.metadata { try await connection.sendFrame(frame.parts) }
+    if let frame = send.metadata { try await connection.sendFrame(frame.parts(using: &slab)) }
     switch send.body {
     case .inline(let tag, let bytes)?:
       try await connection.sendTagged(tag.rawValue, [bytes])

@@ -12,25 +12,46 @@ public enum StreamSource: Sendable {
   case producer(@Sendable () -> AsyncThrowingStream<OutgoingMessage, any Error>)
 
   /// The messages of this source for one client.
-  func messages(limits: ArrowIPCLimits) -> AsyncThrowingStream<OutgoingMessage, any Error> {
+  func messages(limits: ArrowIPCLimits) -> MessageSource {
     switch self {
-    case .messages(let messages):
-      return AsyncThrowingStream { continuation in
-        for message in messages { continuation.yield(message) }
-        continuation.finish()
-      }
-    case .producer(let make):
-      return make()
-    case .file(let path):
-      return AsyncThrowingStream { continuation in
-        do {
-          var reader = IPCStreamReader(try ArrowBytes(mappingFileAt: path), limits: limits)
-          while let message = try reader.next() { continuation.yield(try OutgoingMessage(message)) }
-          continuation.finish()
-        } catch {
-          continuation.finish(throwing: error)
-        }
-      }
+    case .messages(let messages): MessageSource(.array(messages, next: 0))
+    case .producer(let make): MessageSource(.producer(make().makeAsyncIterator()))
+    case .file(let path): MessageSource(.file(path: path, limits: limits, reader: nil))
+    }
+  }
+}
+
+/// One client's pull of a ``StreamSource``: arrays and files are read in
+/// place, one message per call, without a suspension or a buffer in
+/// between; only producers are awaited.
+struct MessageSource {
+  enum Origin {
+    case array([OutgoingMessage], next: Int)
+    /// The file is mapped on the first pull.
+    case file(path: String, limits: ArrowIPCLimits, reader: IPCStreamReader?)
+    case producer(AsyncThrowingStream<OutgoingMessage, any Error>.Iterator)
+  }
+
+  private var origin: Origin
+
+  init(_ origin: Origin) { self.origin = origin }
+
+  /// The next message, nil at the end; runs on the caller's actor.
+  mutating func next(isolation actor: isolated (any Actor)? = #isolation) async throws -> OutgoingMessage? {
+    switch origin {
+    case .array(let messages, let next):
+      guard next < messages.count else { return nil }
+      origin = .array(messages, next: next + 1)
+      return messages[next]
+    case .file(let path, let limits, var reader):
+      if reader == nil { reader = IPCStreamReader(try ArrowBytes(mappingFileAt: path), limits: limits) }
+      let message = try reader!.next().map { message throws(ArrowIPCError) in try OutgoingMessage(message) }
+      origin = .file(path: path, limits: limits, reader: reader)
+      return message
+    case .producer(var iterator):
+      let message = try await iterator.next(isolation: actor)
+      origin = .producer(iterator)
+      return message
     }
   }
 }

@@ -28,20 +28,27 @@ public enum MetadataFrame: Hashable, Sendable {
   /// The 5-byte prefix. Send it and the payload as two pieces of one framed
   /// message, so the flatbuffer is never copied.
   public var prefix: [UInt8] {
-    var bytes: [UInt8] = []
-    bytes.reserveCapacity(5)
-    switch self {
-    case .message(let sequence, _):
-      bytes.append(Self.messageType)
-      bytes.appendLittleEndian(sequence)
-    case .endOfStream(let sequence):
-      bytes.append(Self.endOfStreamType)
-      bytes.appendLittleEndian(sequence)
-    case .error(let code, _):
-      bytes.append(Self.errorType)
-      bytes.appendLittleEndian(code.rawValue)
+    [UInt8](unsafeUninitializedCapacity: Self.prefixLength) { buffer, count in
+      writePrefix(to: UnsafeMutableRawPointer(buffer.baseAddress!))
+      count = Self.prefixLength
     }
-    return bytes
+  }
+
+  /// Writes the 5-byte prefix at `pointer`.
+  func writePrefix(to pointer: UnsafeMutableRawPointer) {
+    let (type, word): (UInt8, UInt32) = switch self {
+    case .message(let sequence, _): (Self.messageType, sequence)
+    case .endOfStream(let sequence): (Self.endOfStreamType, sequence)
+    case .error(let code, _): (Self.errorType, code.rawValue)
+    }
+    pointer.storeBytes(of: type, as: UInt8.self)
+    pointer.storeBytes(of: word.littleEndian, toByteOffset: 1, as: UInt32.self)
+  }
+
+  /// The prefix and the payload as two parts of one framed message (the
+  /// flatbuffer is not copied), the prefix taken from `slab`.
+  package func parts(using slab: inout SlabAllocator) -> [ArrowBytes] {
+    [slab.allocate(Self.prefixLength) { writePrefix(to: $0) }, payload]
   }
 
   /// The bytes after the prefix.
