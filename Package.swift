@@ -22,6 +22,7 @@ let package = Package(
     .library(name: "DissociatedIPC", targets: ["DissociatedIPC"]),
     .library(name: "DissociatedIPCConformance", targets: ["DissociatedIPCConformance"]),
     .library(name: "DissociatedIPCTCP", targets: ["DissociatedIPCTCP"]),
+    .library(name: "DissociatedIPCSharedMemory", targets: ["DissociatedIPCSharedMemory"]),
     .library(name: "DissociatedIPCTransports", targets: ["DissociatedIPCTransports"]),
     .executable(name: "dipc", targets: ["dipc"]),
   ],
@@ -57,10 +58,20 @@ let package = Package(
       dependencies: ["DissociatedIPC", "ArrowIPC"],
       swiftSettings: strictSettings
     ),
+    // shm:// (Spec/shm.md): a Unix SOCK_SEQPACKET control socket, payloads
+    // in sealed memfd segments passed with SCM_RIGHTS.
+    .target(
+      name: "DissociatedIPCSharedMemory",
+      dependencies: ["DissociatedIPC", "ArrowIPC", "CDissociatedIPCSharedMemory"],
+      swiftSettings: strictSettings
+    ),
+    // What shm:// needs from C that Swift cannot import (memfd_create,
+    // seal constants, CMSG_* macros).
+    .target(name: "CDissociatedIPCSharedMemory"),
     // Every built-in backend: `TransportRegistry.builtIn`.
     .target(
       name: "DissociatedIPCTransports",
-      dependencies: ["DissociatedIPC", "DissociatedIPCTCP"],
+      dependencies: ["DissociatedIPC", "DissociatedIPCTCP", "DissociatedIPCSharedMemory"],
       swiftSettings: strictSettings
     ),
     // The command-line tool.
@@ -103,6 +114,12 @@ let package = Package(
     .testTarget(
       name: "TCPTests",
       dependencies: ["DissociatedIPCTCP", "DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance"],
+      swiftSettings: strictSettings
+    ),
+    // The conformance suite and the backend's own tests over shm://.
+    .testTarget(
+      name: "SharedMemoryTests",
+      dependencies: ["DissociatedIPCSharedMemory", "DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance"],
       swiftSettings: strictSettings
     ),
     // dipc serve and dipc fetch as separate processes, checked by pyarrow.

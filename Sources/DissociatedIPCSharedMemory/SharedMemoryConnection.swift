@@ -1,0 +1,473 @@
+internal import ArrowIPC
+internal import Dispatch
+internal import DissociatedIPC
+internal import Synchronization
+
+/// One shm:// connection: a reader thread that turns control messages into
+/// inbox messages (payloads in the peer's segments become views of them),
+/// and a send path that writes to the socket directly when nothing is
+/// queued, else through a writer thread (SHM-THREAD-1).
+final class SharedMemoryConnection: TransportConnection {
+  /// A control message waiting for the writer thread.
+  struct Outgoing {
+    var kind: SharedMemoryWire.Kind
+    var tag: UInt64 = 0
+    var words: (UInt64, UInt64) = (0, 0)
+    var wordCount = 0
+    /// Payload parts sent after the header (inline messages).
+    var parts: [ArrowBytes] = []
+    /// A segment whose descriptor travels with the message.
+    var segment: OutboundSegment?
+
+    var queuedBytes: Int { SharedMemoryWire.length(words: wordCount) + parts.reduce(0) { $0 + $1.count } }
+  }
+
+  struct State {
+    // Sending.
+    var queue: [Outgoing] = []
+    var queuedBytes = 0
+    /// The writer thread holds messages taken from the queue: a direct
+    /// send now would overtake them.
+    var writerBusy = false
+    /// The writer sleeps on ``writerWake``; signal only then.
+    var writerSleeping = false
+    /// Space of the peer's segments to return (SHM-RING-3).
+    var returns: [UInt64] = []
+    /// Senders waiting for the queue to drain below its limit.
+    var blockedSenders: [CheckedContinuation<Void, Never>] = []
+    // This side's segments.
+    var outbound = OutboundSegments()
+    /// Bumped whenever space is freed, so a sender that found no room
+    /// can tell whether it missed a wake-up.
+    var spaceGeneration = 0
+    var spaceWaiters: [CheckedContinuation<Void, Never>] = []
+    // The peer's segments, mapped.
+    var peerSegments: [UInt16: MappedSegment] = [:]
+    // Lifecycle.
+    var closing = false
+    var peerClosed = false
+    var failure: DissociatedIPCError?
+    var writerDone = false
+    var readerDone = false
+    var descriptorClosed = false
+    var closeWaiters: [CheckedContinuation<Void, Never>] = []
+
+    /// Why nothing can be sent, if so.
+    var sendError: DissociatedIPCError? {
+      if let failure { return failure }
+      if closing || peerClosed { return DissociatedIPCError(.connectionClosed, "the shm:// connection is closed") }
+      return nil
+    }
+
+    /// Wakes the writer if it sleeps; returns whether to signal it.
+    mutating func wakeWriter() -> Bool {
+      defer { writerSleeping = false }
+      return writerSleeping
+    }
+  }
+
+  let socket: UnixSocket
+  let config: SharedMemoryTransport.Config
+  let inbox = MessageInbox(maxBufferedBytes: Int.max)
+  let state = Mutex(State())
+  private let writerWake = DispatchSemaphore(value: 0)
+  let pathDescription: String
+
+  init(socket: UnixSocket, config: SharedMemoryTransport.Config, path: String) {
+    self.socket = socket
+    self.config = config
+    pathDescription = "shm via \(path), peer pid \(socket.peerProcess().map(String.init) ?? "?")"
+    startThread { [self] in readLoop() }
+    startThread { [self] in writeLoop() }
+    do throws(DissociatedIPCError) {
+      try submit(Outgoing(kind: .hello, words: Self.helloWords, wordCount: 2))
+    } catch {
+      fail(error)
+    }
+  }
+
+  /// The hello's body as two words: "DIPCSHM\0", then version and flags.
+  private static var helloWords: (UInt64, UInt64) {
+    let bytes = SharedMemoryWire.hello
+    return bytes.withUnsafeBytes {
+      (UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
+       UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 24, as: UInt64.self)))
+    }
+  }
+
+  var remoteMemory: (any RemoteMemory)? { SharedMemoryRemoteMemory(connection: self) }
+
+  // MARK: Sending
+
+  func sendFrame(_ parts: [ArrowBytes]) async throws(DissociatedIPCError) {
+    try await send(parts, tag: 0, inline: .frame, inSegment: .frameInSegment)
+  }
+
+  func sendTagged(_ tag: UInt64, _ parts: [ArrowBytes]) async throws(DissociatedIPCError) {
+    try await send(parts, tag: tag, inline: .tagged, inSegment: .taggedInSegment)
+  }
+
+  /// Small payloads go inside the control message; larger ones are copied
+  /// once into this side's segment and announced by address (SHM-RING-4).
+  private func send(_ parts: [ArrowBytes], tag: UInt64, inline: SharedMemoryWire.Kind,
+                    inSegment: SharedMemoryWire.Kind) async throws(DissociatedIPCError) {
+    let count = parts.reduce(0) { $0 + $1.count }
+    guard count > config.inlineLimit else {
+      return try await submitAndWait(Outgoing(kind: inline, tag: tag, parts: parts))
+    }
+    guard count <= config.maxMessageSize else {
+      throw DissociatedIPCError(.limitExceeded, "a \(count)-byte message exceeds the limit of \(config.maxMessageSize)")
+    }
+    let block = try await reserve(count, kind: .payload)
+    var destination = block.pointer
+    for part in parts {
+      part.withUnsafeBytes { bytes in
+        guard let source = bytes.baseAddress else { return }
+        destination.copyMemory(from: source, byteCount: bytes.count)
+        destination += bytes.count
+      }
+    }
+    withExtendedLifetime(block.segment) {}
+    try await submitAndWait(Outgoing(kind: inSegment, tag: tag, words: (block.address, UInt64(count)), wordCount: 2))
+  }
+
+  /// Submits `message`, then waits while the writer's queue is over its limit.
+  private func submitAndWait(_ message: Outgoing) async throws(DissociatedIPCError) {
+    guard try submit(message) else { return }
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let wait = state.withLock { state -> Bool in
+        guard state.queuedBytes > config.writeQueueBytes, state.sendError == nil, !state.writerDone else { return false }
+        state.blockedSenders.append(continuation)
+        return true
+      }
+      if !wait { continuation.resume() }
+    }
+    if let error = state.withLock({ $0.sendError }) { throw error }
+  }
+
+  /// Sends `message` at once when nothing waits before it (never
+  /// blocking), else queues it for the writer; returns whether the queue
+  /// is over its limit. A failed send fails the connection.
+  @discardableResult
+  func submit(_ message: Outgoing) throws(DissociatedIPCError) -> Bool {
+    enum Outcome {
+      case sent, queued(wake: Bool, over: Bool), failed(DissociatedIPCError)
+    }
+    let outcome = try state.withLock { (state) throws(DissociatedIPCError) -> Outcome in
+      try submit(message, &state)
+    }
+    switch outcome {
+    case .sent: return false
+    case .queued(let wake, let over):
+      if wake { writerWake.signal() }
+      return over
+    case .failed(let error):
+      fail(error)
+      throw error
+    }
+
+    func submit(_ message: Outgoing, _ state: inout State) throws(DissociatedIPCError) -> Outcome {
+      if let error = state.sendError { throw error }
+      if state.queue.isEmpty, !state.writerBusy, !state.descriptorClosed {
+        do throws(DissociatedIPCError) {
+          if try transmit(message, wait: false) { return .sent }
+        } catch {
+          return .failed(error)
+        }
+      }
+      state.queue.append(message)
+      state.queuedBytes += message.queuedBytes
+      return .queued(wake: state.wakeWriter(), over: state.queuedBytes > config.writeQueueBytes)
+    }
+  }
+
+  /// Sends one message on the socket; false when it would block (only
+  /// without `wait`).
+  private func transmit(_ message: Outgoing, wait: Bool) throws(DissociatedIPCError) -> Bool {
+    let length = SharedMemoryWire.length(words: message.wordCount)
+    return try withUnsafeTemporaryAllocation(byteCount: length, alignment: 8) { (header) throws(DissociatedIPCError) -> Bool in
+      SharedMemoryWire.write(message.kind, tag: message.tag, words: message.words, count: message.wordCount,
+                             into: header.baseAddress!)
+      return try socket.send(header: UnsafeRawBufferPointer(header), parts: message.parts,
+                             passing: message.segment?.descriptor ?? -1, wait: wait)
+    }
+  }
+
+  /// Reserves a block of this side's segments for `count` bytes, waiting
+  /// while none has room (backpressure, SHM-RING-2). A new segment is
+  /// announced to the peer before anything can refer to it.
+  func reserve(_ count: Int, kind: BlockKind) async throws(DissociatedIPCError) -> OutboundSegments.Reservation {
+    while true {
+      let placement = try state.withLock { (state) throws(DissociatedIPCError) -> (OutboundSegments.Placement, Int) in
+        if let error = state.sendError { throw error }
+        return (try state.outbound.place(count, kind: kind, config: config), state.spaceGeneration)
+      }
+      switch placement.0 {
+      case .placed(let reservation, let added, let retired):
+        for id in retired { try submit(Outgoing(kind: .segmentRetired, words: (UInt64(id), 0), wordCount: 1)) }
+        if let added {
+          try submit(Outgoing(kind: .segmentAdded, words: (UInt64(added.id), UInt64(added.size)), wordCount: 2, segment: added))
+        }
+        return reservation
+      case .full:
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+          let wait = state.withLock { state -> Bool in
+            guard state.spaceGeneration == placement.1, state.sendError == nil else { return false }
+            state.spaceWaiters.append(continuation)
+            return true
+          }
+          if !wait { continuation.resume() }
+        }
+      }
+    }
+  }
+
+  /// Frees blocks of this side's segments and wakes senders waiting for
+  /// space; false when an address is not a live block of `kind`.
+  func freeSpace(_ addresses: some Sequence<UInt64>, kind: BlockKind) -> Bool {
+    let (known, waiters) = state.withLock { state in
+      var known = true
+      for address in addresses where !state.outbound.free(address, kind: kind) { known = false }
+      state.spaceGeneration += 1
+      defer { state.spaceWaiters = [] }
+      return (known, state.spaceWaiters)
+    }
+    for waiter in waiters { waiter.resume() }
+    return known
+  }
+
+  /// The application released a payload in the peer's segment: queue its
+  /// address for the writer, which coalesces returns (SHM-RING-3).
+  func returnSpace(_ address: UInt64) {
+    let wake = state.withLock { state -> Bool in
+      guard state.sendError == nil else { return false }
+      state.returns.append(address)
+      return state.wakeWriter()
+    }
+    if wake { writerWake.signal() }
+  }
+
+  /// The writer thread: sends what direct sends could not, and returned
+  /// space, until the connection closes.
+  private func writeLoop() {
+    while true {
+      let (batch, returns, stop) = state.withLock { state -> ([Outgoing], [UInt64], Bool) in
+        if state.failure != nil { return ([], [], true) }
+        if state.queue.isEmpty, state.returns.isEmpty {
+          if state.closing || state.peerClosed { return ([], [], true) }
+          state.writerSleeping = true
+          return ([], [], false)
+        }
+        state.writerBusy = true
+        defer {
+          state.queue.removeAll(keepingCapacity: true)
+          state.returns.removeAll(keepingCapacity: true)
+        }
+        return (state.queue, state.returns, false)
+      }
+      if stop { break }
+      if batch.isEmpty, returns.isEmpty {
+        writerWake.wait()
+        continue
+      }
+      do throws(DissociatedIPCError) {
+        for message in batch { _ = try transmit(message, wait: true) }
+        var start = 0
+        while start < returns.count {
+          let end = min(start + SharedMemoryWire.maxReturnsPerMessage, returns.count)
+          var payload: [UInt8] = []
+          payload.reserveCapacity(8 * (end - start))
+          for address in returns[start ..< end] { withUnsafeBytes(of: address.littleEndian) { payload += $0 } }
+          _ = try transmit(Outgoing(kind: .spaceReturned, parts: [ArrowBytes(copying: payload)]), wait: true)
+          start = end
+        }
+      } catch {
+        fail(error)
+        break
+      }
+      let released = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+        state.writerBusy = false
+        state.queuedBytes -= batch.reduce(0) { $0 + $1.queuedBytes }
+        guard state.queuedBytes <= config.writeQueueBytes else { return [] }
+        defer { state.blockedSenders = [] }
+        return state.blockedSenders
+      }
+      for sender in released { sender.resume() }
+    }
+    let (waiters, senders) = state.withLock { state in
+      state.writerBusy = false
+      state.writerDone = true
+      defer {
+        state.closeWaiters = []
+        state.blockedSenders = []
+      }
+      return (state.closeWaiters, state.blockedSenders)
+    }
+    for waiter in waiters + senders { waiter.resume() }
+    threadExited()
+  }
+
+  // MARK: Receiving
+
+  func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
+    try await inbox.receiveFrame()
+  }
+
+  func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
+    try await inbox.receiveTagged(matching: tag, mask: mask)
+  }
+
+  /// The reader thread: the peer's hello, then control messages until the
+  /// peer closes (orderly) or breaks the protocol (SHM-FAULT-2).
+  private func readLoop() {
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: SharedMemoryWire.maxMessageLength, alignment: 64)
+    defer { buffer.deallocate() }
+    var greeted = false
+    do throws(DissociatedIPCError) {
+      while let received = try socket.receive(into: buffer) {
+        try handle(received, in: UnsafeRawBufferPointer(buffer), greeted: &greeted)
+        inbox.waitForRoom(below: config.readAheadBytes)
+        if inbox.isClosed { break }  // closed locally: nobody will receive more
+      }
+      peerClosed()
+    } catch {
+      fail(error)
+    }
+    state.withLock { $0.readerDone = true }
+    threadExited()
+  }
+
+  private func handle(_ received: UnixSocket.Received, in buffer: UnsafeRawBufferPointer,
+                      greeted: inout Bool) throws(DissociatedIPCError) {
+    var descriptors = received.descriptors
+    defer { for descriptor in descriptors { closeDescriptor(descriptor) } }
+    guard !received.truncated else {
+      throw DissociatedIPCError(.transportFailure, "a shm:// control message longer than \(buffer.count) bytes or with too many descriptors")
+    }
+    let bytes = UnsafeRawBufferPointer(rebasing: buffer[..<received.length])
+    let message = try SharedMemoryWire.parse(bytes)
+    guard greeted == (message != .hello) else {
+      throw DissociatedIPCError(.transportFailure, greeted ? "a second shm:// hello" : "the peer is not a shm:// Dissociated IPC endpoint (no hello)")
+    }
+    if case .segmentAdded = message {} else if !descriptors.isEmpty {
+      throw DissociatedIPCError(.transportFailure, "a shm:// control message of kind \(bytes[0]) carried a descriptor")
+    }
+    switch message {
+    case .hello:
+      greeted = true
+    case .inline(let kind, let tag, let offset, let length):
+      let storage = AlignedStorage(capacity: length, zeroed: false)
+      if length > 0 { storage.mutableBytes.baseAddress!.copyMemory(from: bytes.baseAddress! + offset, byteCount: length) }
+      deliver(kind == .frame, tag: tag, storage.freeze(count: length))
+    case .inSegment(let kind, let tag, let address, let length):
+      let (id, offset) = SharedMemoryWire.split(address)
+      guard let segment = state.withLock({ $0.peerSegments[id] }), segment.contains(offset: offset, length: length) else {
+        throw DissociatedIPCError(.malformedDescriptor, "a payload at segment \(id) offset \(offset) length \(length) lies outside every mapped segment")
+      }
+      let lease = PayloadLease(segment: segment, address: address, connection: self)
+      deliver(kind == .frameInSegment, tag: tag, segment.view(offset: offset, length: length, owner: lease))
+    case .segmentAdded(let id, let size):
+      guard descriptors.count == 1 else {
+        throw DissociatedIPCError(.transportFailure, "a segment announced with \(descriptors.count) descriptors, not 1")
+      }
+      let base = try mapPeerSegment(descriptors.removeFirst(), size: size)
+      let segment = MappedSegment(id: id, base: base, size: size)
+      let added = state.withLock { state -> Bool in
+        guard state.peerSegments[id] == nil else { return false }
+        state.peerSegments[id] = segment
+        return true
+      }
+      guard added else { throw DissociatedIPCError(.malformedDescriptor, "segment \(id) announced twice") }
+    case .spaceReturned(let count):
+      let addresses = (0 ..< count).lazy.map { SharedMemoryWire.returnedAddress(bytes, $0) }
+      guard freeSpace(addresses, kind: .payload) else {
+        throw DissociatedIPCError(.unknownFreeAddress, "the peer returned space it was not given")
+      }
+    case .segmentRetired(let id):
+      guard state.withLock({ $0.peerSegments.removeValue(forKey: id) }) != nil else {
+        throw DissociatedIPCError(.malformedDescriptor, "retired segment \(id) was never announced")
+      }
+    }
+  }
+
+  private func deliver(_ frame: Bool, tag: UInt64, _ payload: ArrowBytes) {
+    if frame { inbox.deliverFrame(payload) } else { inbox.deliverTagged(TaggedMessage(tag: tag, payload: payload)) }
+  }
+
+  // MARK: Closing and failing
+
+  /// The peer closed: receives end after what was queued; nothing more can
+  /// be sent, so waiting senders fail and the writer stops.
+  private func peerClosed() {
+    inbox.close()
+    let (waiters, wake) = state.withLock { state in
+      state.peerClosed = true
+      defer { state.spaceWaiters = [] }
+      return (state.spaceWaiters, state.wakeWriter())
+    }
+    for waiter in waiters { waiter.resume() }
+    if wake { writerWake.signal() }
+  }
+
+  /// Fails the connection with `error`: every pending and later call
+  /// throws it; the socket is shut down so the peer and both threads see
+  /// the end. The first failure wins.
+  func fail(_ error: DissociatedIPCError) {
+    let (waiters, wake) = state.withLock { state -> ([CheckedContinuation<Void, Never>], Bool) in
+      guard state.failure == nil else { return ([], false) }
+      state.failure = error
+      if !state.descriptorClosed { socket.shutdown(reading: true, writing: true) }
+      defer {
+        state.spaceWaiters = []
+        state.blockedSenders = []
+      }
+      return (state.spaceWaiters + state.blockedSenders, state.wakeWriter())
+    }
+    inbox.close(error: error)
+    for waiter in waiters { waiter.resume() }
+    if wake { writerWake.signal() }
+  }
+
+  /// Sends what was queued, then shuts the socket down in both directions
+  /// (the peer receives everything, then the end); idempotent (SHM-CLOSE-1).
+  func close() async {
+    let (waiters, wake) = state.withLock { state in
+      state.closing = true
+      defer { state.spaceWaiters = [] }
+      return (state.spaceWaiters, state.wakeWriter())
+    }
+    for waiter in waiters { waiter.resume() }
+    if wake { writerWake.signal() }
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let done = state.withLock { state -> Bool in
+        if state.writerDone { return true }
+        state.closeWaiters.append(continuation)
+        return false
+      }
+      if done { continuation.resume() }
+    }
+    state.withLock { state in
+      if !state.descriptorClosed { socket.shutdown(reading: true, writing: true) }
+      // This side's segments unmap once no copy into them runs; the peer's
+      // once no view of them is left (SHM-MEM-3).
+      state.outbound.removeAll()
+      state.peerSegments.removeAll()
+    }
+    inbox.close()
+  }
+
+  /// Closes at once without flushing (a connection nobody accepted).
+  func abort() {
+    fail(DissociatedIPCError(.connectionClosed, "the listener closed before accepting the connection"))
+  }
+
+  /// The descriptor is closed only once both threads stopped, so no call
+  /// can reach a descriptor number the kernel has reused (SHM-THREAD-2).
+  private func threadExited() {
+    state.withLock { state in
+      guard state.readerDone, state.writerDone, !state.descriptorClosed else { return }
+      state.descriptorClosed = true
+      socket.close()
+    }
+  }
+}

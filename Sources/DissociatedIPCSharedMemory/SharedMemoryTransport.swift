@@ -1,0 +1,111 @@
+public import DissociatedIPC
+
+/// The `shm://` backend: Dissociated IPC between processes of one host
+/// through shared memory (Spec/shm.md).
+///
+/// A connection is a Unix-domain SOCK_SEQPACKET socket carrying small
+/// control messages; payloads above ``Config/inlineLimit`` are copied once
+/// into a sealed memfd segment the sender owns and the receiver maps
+/// read-only, so the receiver reads them in place. Segments travel as
+/// descriptors (SCM_RIGHTS): nothing is ever named in `/dev/shm`, and
+/// nothing is left behind by a crashed process. Remote memory (body type 1)
+/// is offered: exposed bodies are fetched as views of the server's segment.
+///
+/// ```swift
+/// var registry = TransportRegistry.defaults
+/// registry.register(SharedMemoryTransport())
+/// let server = try await DissociatedServer(listeningAt: "shm://", catalog: catalog, registry: registry)
+/// print(server.location(for: "trades"))   // shm:///tmp/dipc-4242-1x2y3z.sock?want_data=…
+/// ```
+public struct SharedMemoryTransport: DissociatedTransport {
+  /// Settings of the backend.
+  public struct Config: Sendable {
+    /// The mode of the listening socket file (SHM-ADDR-4); only processes
+    /// that may write the file can connect.
+    public var socketMode: UInt32
+    /// Payloads up to this many bytes travel inside the control message;
+    /// larger ones go through the shared segment (SHM-RING-4). At most
+    /// 64 KiB.
+    public var inlineLimit: Int
+    /// The size of each outbound segment, created on first use.
+    public var segmentSize: Int
+    /// The most segment bytes one connection's sender may hold; past it,
+    /// a sender waits for the peer to return space (SHM-RING-2).
+    public var maxSharedBytes: Int
+    /// Received messages a connection may hold for receivers before its
+    /// reader stops reading (the socket's flow control then slows the
+    /// sender).
+    public var readAheadBytes: Int
+    /// Inline bytes a connection may queue for its writer before `send`
+    /// waits.
+    public var writeQueueBytes: Int
+    /// The largest message a sender accepts (`.limitExceeded` beyond).
+    public var maxMessageSize: Int
+    /// The name segments carry in `/proc/PID/maps` and `/proc/PID/fd`
+    /// (`/memfd:NAME`), to tell them apart when debugging.
+    public var segmentName: String
+
+    /// Mode 0600, 16 KiB inline, 64 MiB segments, 1 GiB shared per
+    /// connection, 64 MiB read ahead, 8 MiB write queue, 4 GiB messages.
+    public static var defaults: Config {
+      Config(socketMode: 0o600, inlineLimit: 16 << 10, segmentSize: 64 << 20, maxSharedBytes: 1 << 30,
+             readAheadBytes: 64 << 20, writeQueueBytes: 8 << 20, maxMessageSize: 4 << 30, segmentName: "dipc-shm")
+    }
+
+    /// Creates settings.
+    public init(socketMode: UInt32, inlineLimit: Int, segmentSize: Int, maxSharedBytes: Int,
+                readAheadBytes: Int, writeQueueBytes: Int, maxMessageSize: Int, segmentName: String) {
+      precondition((0 ... SharedMemoryWire.maxInlinePayload).contains(inlineLimit), "inlineLimit is at most 64 KiB")
+      precondition(segmentSize > 0 && maxSharedBytes >= segmentSize, "maxSharedBytes must hold at least one segment")
+      self.socketMode = socketMode
+      self.inlineLimit = inlineLimit
+      self.segmentSize = segmentSize
+      self.maxSharedBytes = maxSharedBytes
+      self.readAheadBytes = readAheadBytes
+      self.writeQueueBytes = writeQueueBytes
+      self.maxMessageSize = maxMessageSize
+      self.segmentName = segmentName
+    }
+  }
+
+  /// `shm`.
+  public let scheme = "shm"
+  /// Remote memory by mapping: fetched bodies are views of the server's
+  /// segment.
+  public let capabilities = TransportCapabilities(remoteMemory: true, fetchesByMapping: true)
+  /// The settings.
+  public let config: Config
+
+  /// A backend with `config`.
+  public init(config: Config = .defaults) { self.config = config }
+
+  /// Listens on the socket file `address.path`; an empty path picks a
+  /// fresh one (SHM-ADDR-2). A stale socket file nobody accepts on is
+  /// replaced; a live one is `.transportFailure` (SHM-ADDR-5).
+  public func listen(at address: TransportAddress) async throws(DissociatedIPCError) -> any TransportListener {
+    guard address.host.isEmpty, address.port == nil else {
+      throw DissociatedIPCError(.invalidLocation, "\(address): shm:// takes a socket path, no host or port (shm:///path)")
+    }
+    let path = address.path.isEmpty ? freshSocketPath() : address.path
+    return try SharedMemoryListener(path: path, config: config)
+  }
+
+  /// Connects to the socket file of the location's path.
+  public func connect(to location: Location) async throws(DissociatedIPCError) -> any TransportConnection {
+    guard location.host.isEmpty, location.port == nil, !location.path.isEmpty else {
+      throw DissociatedIPCError(.invalidLocation, "\(location): shm:// needs a socket path and no host (shm:///path)")
+    }
+    let config = config
+    // connect(2) blocks while the listener's backlog is full: not on the pool.
+    let result: Result<UnixSocket, DissociatedIPCError> = await withCheckedContinuation { continuation in
+      startThread {
+        do throws(DissociatedIPCError) {
+          continuation.resume(returning: .success(try UnixSocket.connect(path: location.path)))
+        } catch {
+          continuation.resume(returning: .failure(error))
+        }
+      }
+    }
+    return SharedMemoryConnection(socket: try result.get(), config: config, path: location.path)
+  }
+}

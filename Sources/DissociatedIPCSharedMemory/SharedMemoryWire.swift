@@ -1,0 +1,148 @@
+internal import DissociatedIPC
+
+/// The control messages of `shm://` (Spec/shm.md, SHM-CTRL-*). One
+/// SOCK_SEQPACKET message each; all integers little-endian.
+///
+/// ```
+/// header      0: kind u8 | 1..7: zero | 8..15: tag u64 (tagged kinds only, else 0)
+/// kind 1 frame              | payload
+/// kind 2 tagged             | payload
+/// kind 3 frame in segment   | address u64 | length u64
+/// kind 4 tagged in segment  | address u64 | length u64
+/// kind 5 segment added      | segment id u64 | size u64     + one descriptor (SCM_RIGHTS)
+/// kind 6 space returned     | address u64 × n (1 ≤ n ≤ 1024)
+/// kind 7 segment retired    | segment id u64
+/// kind 8 hello              | "DIPCSHM\0" | version u32 | flags u32   (first message each way)
+/// ```
+/// An address is `segment id << 48 | offset` (SHM-ADDR-3).
+enum SharedMemoryWire {
+  static let headerLength = 16
+  static let magic: [UInt8] = Array("DIPCSHM".utf8) + [0]
+  static let version: UInt32 = 1
+  /// The largest inline payload a sender may use; receivers accept
+  /// messages up to ``maxMessageLength``.
+  static let maxInlinePayload = 64 << 10
+  static let maxMessageLength = headerLength + maxInlinePayload
+  /// Addresses per space-returned message.
+  static let maxReturnsPerMessage = 1024
+
+  enum Kind: UInt8 {
+    case frame = 1
+    case tagged = 2
+    case frameInSegment = 3
+    case taggedInSegment = 4
+    case segmentAdded = 5
+    case spaceReturned = 6
+    case segmentRetired = 7
+    case hello = 8
+  }
+
+  // MARK: Addresses
+
+  static let offsetBits: UInt64 = 48
+
+  /// `segment << 48 | offset`.
+  static func address(segment: UInt16, offset: Int) -> UInt64 {
+    UInt64(segment) << offsetBits | UInt64(offset)
+  }
+
+  /// The segment id and offset of `address`.
+  static func split(_ address: UInt64) -> (segment: UInt16, offset: Int) {
+    (UInt16(address >> offsetBits), Int(address & (1 << offsetBits - 1)))
+  }
+
+  // MARK: Writing
+
+  /// The bytes a header followed by `words` words takes.
+  static func length(words: Int) -> Int { headerLength + 8 * words }
+
+  /// Writes a header and the first `count` of `words` after it into
+  /// `buffer` (``length(words:)`` bytes).
+  static func write(_ kind: Kind, tag: UInt64, words: (UInt64, UInt64), count: Int, into buffer: UnsafeMutableRawPointer) {
+    buffer.storeBytes(of: UInt64(kind.rawValue).littleEndian, as: UInt64.self)
+    buffer.storeBytes(of: tag.littleEndian, toByteOffset: 8, as: UInt64.self)
+    if count > 0 { buffer.storeBytes(of: words.0.littleEndian, toByteOffset: headerLength, as: UInt64.self) }
+    if count > 1 { buffer.storeBytes(of: words.1.littleEndian, toByteOffset: headerLength + 8, as: UInt64.self) }
+  }
+
+  /// The hello message.
+  static var hello: [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: headerLength)
+    bytes[0] = Kind.hello.rawValue
+    bytes += magic
+    withUnsafeBytes(of: version.littleEndian) { bytes += $0 }
+    bytes += [0, 0, 0, 0]
+    return bytes
+  }
+
+  // MARK: Reading
+
+  /// A parsed control message; payloads are ranges of the received bytes.
+  enum Message: Equatable {
+    case hello
+    case inline(Kind, tag: UInt64, payloadOffset: Int, payloadLength: Int)
+    case inSegment(Kind, tag: UInt64, address: UInt64, length: Int)
+    case segmentAdded(id: UInt16, size: Int)
+    case spaceReturned(count: Int)
+    case segmentRetired(id: UInt16)
+  }
+
+  /// Parses one received message (SHM-FAULT-2): the kind must be known,
+  /// reserved bytes zero, a tag only on tagged kinds, the length exact.
+  static func parse(_ bytes: UnsafeRawBufferPointer) throws(DissociatedIPCError) -> Message {
+    func malformed(_ why: String) -> DissociatedIPCError {
+      DissociatedIPCError(.transportFailure, "malformed shm:// control message: \(why)")
+    }
+    guard bytes.count >= headerLength else { throw malformed("\(bytes.count) bytes, shorter than a header") }
+    let first = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
+    guard first & ~0xFF == 0, let kind = Kind(rawValue: UInt8(first)) else {
+      throw malformed("kind/reserved bytes \(first)")
+    }
+    let tag = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+    guard tag == 0 || kind == .tagged || kind == .taggedInSegment else { throw malformed("a tag on kind \(kind)") }
+    let bodyLength = bytes.count - headerLength
+    func word(_ index: Int) -> UInt64 {
+      UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: headerLength + 8 * index, as: UInt64.self))
+    }
+    func expectBody(_ length: Int) throws(DissociatedIPCError) {
+      guard bodyLength == length else { throw malformed("kind \(kind) with \(bodyLength) body bytes, expected \(length)") }
+    }
+    func segmentID(_ value: UInt64) throws(DissociatedIPCError) -> UInt16 {
+      guard value > 0, value <= UInt64(UInt16.max) else { throw malformed("segment id \(value)") }
+      return UInt16(value)
+    }
+    switch kind {
+    case .frame, .tagged:
+      return .inline(kind, tag: tag, payloadOffset: headerLength, payloadLength: bodyLength)
+    case .frameInSegment, .taggedInSegment:
+      try expectBody(16)
+      guard word(1) > 0, word(1) <= UInt64(Int.max) else { throw malformed("payload length \(word(1))") }
+      return .inSegment(kind, tag: tag, address: word(0), length: Int(word(1)))
+    case .segmentAdded:
+      try expectBody(16)
+      guard word(1) > 0, word(1) <= 1 << offsetBits else { throw malformed("segment size \(word(1))") }
+      return .segmentAdded(id: try segmentID(word(0)), size: Int(word(1)))
+    case .spaceReturned:
+      guard bodyLength > 0, bodyLength % 8 == 0, bodyLength / 8 <= maxReturnsPerMessage else {
+        throw malformed("space returned with \(bodyLength) body bytes")
+      }
+      return .spaceReturned(count: bodyLength / 8)
+    case .segmentRetired:
+      try expectBody(8)
+      return .segmentRetired(id: try segmentID(word(0)))
+    case .hello:
+      try expectBody(16)
+      guard Array(bytes[headerLength ..< headerLength + 8]) == magic else { throw malformed("bad hello") }
+      let peerVersion = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: headerLength + 8, as: UInt32.self))
+      guard peerVersion == version else {
+        throw DissociatedIPCError(.transportFailure, "the peer speaks shm:// version \(peerVersion), this side \(version)")
+      }
+      return .hello
+    }
+  }
+
+  /// The `index`th address of a space-returned message.
+  static func returnedAddress(_ bytes: UnsafeRawBufferPointer, _ index: Int) -> UInt64 {
+    UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: headerLength + 8 * index, as: UInt64.self))
+  }
+}

@@ -1,0 +1,302 @@
+// Every raw system call of the shm:// backend lives in this file (the C
+// edge); above it, errors are DissociatedIPCError. What Swift cannot import
+// (memfd_create, the seal constants, the CMSG_* macros) comes from the
+// CDissociatedIPCSharedMemory shim.
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
+internal import ArrowIPC
+internal import CDissociatedIPCSharedMemory
+internal import DissociatedIPC
+
+/// A `DissociatedIPCError` for the current `errno`.
+func systemError(_ what: String, _ code: Int32 = errno) -> DissociatedIPCError {
+  let text = String(cString: strerror(code))
+  switch code {
+  case ECONNREFUSED, ENOENT:
+    return DissociatedIPCError(.connectionRefused, "\(what): \(text)")
+  case ECONNRESET, EPIPE, ENOTCONN, ESHUTDOWN, EBADF:
+    return DissociatedIPCError(.connectionClosed, "\(what): \(text)")
+  default:
+    return DissociatedIPCError(.transportFailure, "\(what): \(text) (errno \(code))")
+  }
+}
+
+/// A Unix-domain socket of type SOCK_SEQPACKET: connected, reliable, in
+/// order, and the kernel keeps message boundaries (SHM-CTRL-1).
+struct UnixSocket: Sendable {
+  let descriptor: Int32
+
+  /// The most descriptors one received message may carry before the
+  /// connection treats it as malformed; the control buffer holds this many,
+  /// so the kernel never installs more.
+  static let maxReceivedDescriptors: Int32 = 4
+
+  /// `path` as a socket address; paths longer than `sun_path` are refused.
+  private static func address(_ path: String) throws(DissociatedIPCError) -> sockaddr_un {
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard !bytes.isEmpty, bytes.count < MemoryLayout.size(ofValue: address.sun_path), !bytes.contains(0) else {
+      throw DissociatedIPCError(.invalidLocation, "'\(path)' is not a usable socket path (1 to 107 bytes, no NUL)")
+    }
+    withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+    return address
+  }
+
+  private static func open() throws(DissociatedIPCError) -> UnixSocket {
+    let descriptor = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard descriptor >= 0 else { throw systemError("socket(AF_UNIX, SOCK_SEQPACKET)") }
+    return UnixSocket(descriptor: descriptor)
+  }
+
+  /// Runs `call` with `address` as a `sockaddr` pointer and its length.
+  private static func withSockaddr<R>(_ address: sockaddr_un, _ call: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+    withUnsafePointer(to: address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+  }
+
+  /// Binds `path`, sets its mode, then listens (so nobody can connect
+  /// before the mode is set). Returns the socket and its file's inode, or
+  /// nil when something is at `path` already (EADDRINUSE) so the caller can
+  /// look for a stale file.
+  static func listen(path: String, mode: UInt32) throws(DissociatedIPCError) -> (UnixSocket, inode: UInt64)? {
+    let address = try address(path)
+    let socket = try open()
+    guard withSockaddr(address, { bind(socket.descriptor, $0, $1) }) == 0 else {
+      let code = errno
+      socket.close()
+      if code == EADDRINUSE { return nil }
+      throw systemError("bind \(path)", code)
+    }
+    guard chmod(path, mode_t(mode)) == 0, Glibc.listen(socket.descriptor, 512) == 0 else {
+      let error = systemError("chmod and listen \(path)")
+      socket.close()
+      unlink(path)
+      throw error
+    }
+    return (socket, fileInode(path) ?? 0)
+  }
+
+  /// Connects to the socket at `path` (blocks only while the listener's
+  /// backlog is full).
+  static func connect(path: String) throws(DissociatedIPCError) -> UnixSocket {
+    let address = try address(path)
+    let socket = try open()
+    while withSockaddr(address, { Glibc.connect(socket.descriptor, $0, $1) }) != 0 {
+      if errno == EINTR { continue }
+      let error = systemError("connect to \(path)")
+      socket.close()
+      throw error
+    }
+    return socket
+  }
+
+  /// Whether something accepts connections on the socket file at `path`:
+  /// false when connecting is refused (a stale file). Never blocks.
+  static func isListening(path: String) throws(DissociatedIPCError) -> Bool {
+    let address = try address(path)
+    let descriptor = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+    guard descriptor >= 0 else { throw systemError("socket(AF_UNIX, SOCK_SEQPACKET)") }
+    defer { closeDescriptor(descriptor) }
+    // EAGAIN: a listener whose backlog is full, still a listener.
+    return withSockaddr(address, { Glibc.connect(descriptor, $0, $1) }) == 0 || errno == EAGAIN
+  }
+
+  /// The next accepted connection; nil once the listener was shut down.
+  func accept() throws(DissociatedIPCError) -> UnixSocket? {
+    while true {
+      let accepted = Glibc.accept(descriptor, nil, nil)
+      if accepted >= 0 {
+        _ = fcntl(accepted, F_SETFD, FD_CLOEXEC)
+        return UnixSocket(descriptor: accepted)
+      }
+      switch errno {
+      case EINTR, ECONNABORTED: continue
+      case EINVAL, EBADF: return nil  // shut down
+      default: throw systemError("accept")
+      }
+    }
+  }
+
+  /// The peer's process id (SO_PEERCRED), for the path description.
+  func peerProcess() -> Int32? {
+    // struct ucred { pid_t pid; uid_t uid; gid_t gid; } (not imported).
+    var credentials: (Int32, UInt32, UInt32) = (0, 0, 0)
+    var length = socklen_t(MemoryLayout.size(ofValue: credentials))
+    return getsockopt(descriptor, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0 ? credentials.0 : nil
+  }
+
+  /// Sends one message: `header`, then `parts` gathered (no copy), with
+  /// `passing` attached as SCM_RIGHTS when it is not -1. Without `wait`
+  /// the call never blocks and returns false where it would have.
+  func send(header: UnsafeRawBufferPointer, parts: [ArrowBytes], passing descriptorToPass: Int32,
+            wait: Bool) throws(DissociatedIPCError) -> Bool {
+    let pieces = parts.count + 1
+    let sent = withUnsafeTemporaryAllocation(of: iovec.self, capacity: pieces) { vectors -> Int in
+      vectors[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: header.baseAddress), iov_len: header.count)
+      for (index, part) in parts.enumerated() {
+        vectors[index + 1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: part.unsafeBaseAddress), iov_len: part.count)
+      }
+      let controlSize = descriptorToPass >= 0 ? dipc_cmsg_space_fds(1) : 0
+      return withUnsafeTemporaryAllocation(byteCount: max(controlSize, 1), alignment: 8) { control -> Int in
+        var message = msghdr()
+        message.msg_iov = vectors.baseAddress
+        message.msg_iovlen = pieces
+        if descriptorToPass >= 0 {
+          message.msg_control = control.baseAddress
+          message.msg_controllen = controlSize
+          dipc_cmsg_put_fd(&message, descriptorToPass)
+        }
+        // MSG_NOSIGNAL: a closed peer is EPIPE, never a process-killing SIGPIPE.
+        let flags = Int32(MSG_NOSIGNAL) | (wait ? 0 : Int32(MSG_DONTWAIT))
+        while true {
+          let sent = withExtendedLifetime(parts) { sendmsg(descriptor, &message, flags) }
+          if sent >= 0 || errno != EINTR { return sent }
+        }
+      }
+    }
+    if sent >= 0 { return true }
+    if !wait, errno == EAGAIN || errno == EWOULDBLOCK { return false }
+    throw systemError("sendmsg")
+  }
+
+  /// A received message: its length, whether it was cut short, and the
+  /// descriptors it carried (the receiver owns and must close them).
+  struct Received {
+    var length: Int
+    var truncated: Bool
+    var descriptors: [Int32]
+  }
+
+  /// Receives one message into `buffer`; nil when the peer closed.
+  func receive(into buffer: UnsafeMutableRawBufferPointer) throws(DissociatedIPCError) -> Received? {
+    let controlSize = dipc_cmsg_space_fds(Self.maxReceivedDescriptors)
+    return try withUnsafeTemporaryAllocation(byteCount: controlSize, alignment: 8) { (control) throws(DissociatedIPCError) -> Received? in
+      var vector = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+      var message = msghdr()
+      message.msg_control = control.baseAddress
+      message.msg_controllen = controlSize
+      let received = withUnsafeMutablePointer(to: &vector) { vector -> Int in
+        message.msg_iov = vector
+        message.msg_iovlen = 1
+        while true {
+          // MSG_CMSG_CLOEXEC: received segments never leak into child processes.
+          let received = recvmsg(descriptor, &message, Int32(MSG_CMSG_CLOEXEC))
+          if received >= 0 || errno != EINTR { return received }
+        }
+      }
+      guard received >= 0 else { throw systemError("recvmsg") }
+      var descriptors = [Int32](repeating: -1, count: Int(Self.maxReceivedDescriptors))
+      let count = dipc_cmsg_take_fds(&message, &descriptors, Self.maxReceivedDescriptors)
+      descriptors.removeLast(descriptors.count - Int(count))
+      if received == 0, descriptors.isEmpty { return nil }  // SEQPACKET: 0 bytes is the peer's close
+      let truncated = message.msg_flags & Int32(MSG_TRUNC) != 0 || message.msg_flags & Int32(MSG_CTRUNC) != 0
+      return Received(length: received, truncated: truncated, descriptors: descriptors)
+    }
+  }
+
+  /// Stops reading and/or writing; wakes a thread blocked in accept,
+  /// recvmsg or sendmsg. On a Unix socket the peer's matching direction
+  /// ends too (its sends fail with EPIPE, its receives see the close).
+  func shutdown(reading: Bool, writing: Bool) {
+    let how = reading && writing ? Int32(SHUT_RDWR) : reading ? Int32(SHUT_RD) : Int32(SHUT_WR)
+    _ = Glibc.shutdown(descriptor, how)
+  }
+
+  /// Closes the descriptor.
+  func close() { closeDescriptor(descriptor) }
+}
+
+/// Closes a descriptor.
+func closeDescriptor(_ descriptor: Int32) { _ = Glibc.close(descriptor) }
+
+// MARK: Socket files
+
+/// The inode of the file at `path`, if there is one.
+func fileInode(_ path: String) -> UInt64? {
+  var info = stat()
+  return lstat(path, &info) == 0 ? UInt64(info.st_ino) : nil
+}
+
+/// Whether the file at `path` is a socket (a stale one may be removed).
+func isSocketFile(_ path: String) -> Bool {
+  var info = stat()
+  return lstat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFSOCK
+}
+
+/// Removes the file at `path`.
+func removeFile(_ path: String) { _ = unlink(path) }
+
+/// A fresh socket path: `$XDG_RUNTIME_DIR` (else `/tmp`), then
+/// `dipc-<pid>-<random>.sock` (SHM-ADDR-2).
+func freshSocketPath() -> String {
+  let directory = getenv("XDG_RUNTIME_DIR").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+  return "\(directory)/dipc-\(getpid())-\(String(UInt64.random(in: 0 ... .max), radix: 36)).sock"
+}
+
+// MARK: Memory segments
+
+/// The system page size.
+let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+/// A new sealed memfd of `size` bytes mapped read-write (SHM-MEM-1): the
+/// descriptor (to pass to the peer) and the mapping.
+func createSegment(size: Int, name: String) throws(DissociatedIPCError) -> (descriptor: Int32, base: UnsafeMutableRawPointer) {
+  let descriptor = dipc_memfd_create(name)
+  guard descriptor >= 0 else { throw systemError("memfd_create") }
+  guard ftruncate(descriptor, off_t(size)) == 0, dipc_memfd_seal(descriptor) == 0 else {
+    let error = systemError("sizing and sealing a \(size)-byte segment")
+    closeDescriptor(descriptor)
+    throw error
+  }
+  let base = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0)
+  guard let base, base != MAP_FAILED else {
+    let error = systemError("mmap of a \(size)-byte segment")
+    closeDescriptor(descriptor)
+    throw error
+  }
+  return (descriptor, base)
+}
+
+/// Maps a segment a peer passed, read-only, after checking it is a sealed
+/// file of exactly `size` bytes that can never shrink (SHM-MEM-2): a peer
+/// must not be able to make us fault by truncating it. Closes `descriptor`
+/// in every case.
+func mapPeerSegment(_ descriptor: Int32, size: Int) throws(DissociatedIPCError) -> UnsafeRawPointer {
+  defer { closeDescriptor(descriptor) }
+  var info = stat()
+  guard fstat(descriptor, &info) == 0, info.st_mode & S_IFMT == S_IFREG, Int(info.st_size) == size, size > 0 else {
+    throw DissociatedIPCError(.malformedDescriptor, "a passed segment is not a regular file of the announced \(size) bytes")
+  }
+  guard dipc_memfd_cannot_shrink(descriptor) == 1 else {
+    throw DissociatedIPCError(.malformedDescriptor, "a passed segment is not sealed against shrinking")
+  }
+  let base = mmap(nil, size, PROT_READ, MAP_SHARED, descriptor, 0)
+  guard let base, base != MAP_FAILED else { throw systemError("mmap of a peer's \(size)-byte segment") }
+  return UnsafeRawPointer(base)
+}
+
+/// Unmaps a segment.
+func unmapSegment(_ base: UnsafeRawPointer, size: Int) { _ = munmap(UnsafeMutableRawPointer(mutating: base), size) }
+
+// MARK: Threads
+
+/// Runs `body` on a new detached thread (the backend's blocking readers,
+/// writers and acceptors never occupy the concurrency pool).
+func startThread(_ body: @escaping @Sendable () -> Void) {
+  final class Box: Sendable {
+    let body: @Sendable () -> Void
+    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+  }
+  let box = Unmanaged.passRetained(Box(body)).toOpaque()
+  var thread = pthread_t()
+  let created = pthread_create(&thread, nil, { context in
+    Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
+    return nil
+  }, box)
+  precondition(created == 0, "pthread_create failed: \(created)")
+  pthread_detach(thread)
+}
