@@ -266,7 +266,7 @@ final class StreamReader {
   /// Recycles large payload buffers once their batches are released.
   let pool: BufferPool
   /// Small payloads are copied out of staging into shared chunks.
-  private var slab = SlabAllocator()
+  private var slab: SlabAllocator
   private let staging = UnsafeMutableRawPointer.allocate(byteCount: stagingSize, alignment: 64)
   private var start = 0
   private var end = 0
@@ -274,6 +274,7 @@ final class StreamReader {
   init(socket: Socket, pool: BufferPool) {
     self.socket = socket
     self.pool = pool
+    self.slab = SlabAllocator(pool: pool)
   }
 
   deinit { staging.deallocate() }

@@ -2,10 +2,12 @@
 /// of small messages (metadata frames, tiny bodies) costs one allocation
 /// per chunk instead of one per message.
 ///
-/// Each buffer is written once by the allocator's single owner (a reader
-/// thread, a session) and then frozen into ``ArrowBytes`` that retain the
-/// chunk; a chunk is freed when its last view is released. A held view
-/// therefore keeps its whole chunk (``chunkSize`` bytes) alive.
+/// A chunk is an ``AlignedStorage`` written region by region: each buffer
+/// is written once by the allocator's single owner (a reader thread, a
+/// session) before its view is published, and no view overlaps a region
+/// still being written. Views retain the chunk; it is freed (or returned
+/// to its pool) when its last view is released, so a held view keeps its
+/// whole chunk (``chunkSize`` bytes) alive.
 package struct SlabAllocator {
   /// The size of each chunk.
   package static let chunkSize = 64 << 10
@@ -13,11 +15,15 @@ package struct SlabAllocator {
   /// ``AlignedStorage``.
   package static let maxSlabSize = 4 << 10
 
-  private var chunk: SlabChunk?
+  private var chunk: AlignedStorage?
   private var used = 0
+  /// Where chunks come from and go back to (warm, already-faulted memory).
+  private let pool: BufferPool?
 
-  /// An allocator with no chunk yet.
-  package init() {}
+  /// An allocator with no chunk yet, taking chunks from `pool` if given.
+  package init(pool: BufferPool? = nil) {
+    self.pool = pool
+  }
 
   /// A copy of `count` bytes at `source`.
   package mutating func copy(_ source: UnsafeRawPointer, count: Int) -> ArrowBytes {
@@ -36,22 +42,12 @@ package struct SlabAllocator {
     }
     let rounded = (count + AlignedStorage.alignment - 1) & ~(AlignedStorage.alignment - 1)
     if chunk == nil || used + rounded > Self.chunkSize {
-      chunk = SlabChunk()
+      chunk = AlignedStorage(capacity: Self.chunkSize, zeroed: false, pool: pool)
       used = 0
     }
-    let start = chunk!.memory + used
+    let start = chunk!.mutableBytes.baseAddress! + used
     used += rounded
     try fill(start)
     return ArrowBytes(unsafeBase: UnsafeRawPointer(start), count: count, owner: chunk!)
   }
-}
-
-/// One chunk of a ``SlabAllocator``.
-final class SlabChunk: ArrowBytesOwner, @unchecked Sendable {
-  // Sendable: each region is written once, by the allocator's owner, before
-  // the view of it is published; views never overlap a region still being
-  // written.
-  let memory = UnsafeMutableRawPointer.allocate(byteCount: SlabAllocator.chunkSize, alignment: AlignedStorage.alignment)
-
-  deinit { memory.deallocate() }
 }
