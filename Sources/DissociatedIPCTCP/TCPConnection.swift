@@ -270,6 +270,11 @@ final class StreamReader {
   private let staging = UnsafeMutableRawPointer.allocate(byteCount: stagingSize, alignment: 64)
   private var start = 0
   private var end = 0
+  /// Small messages read since the last large payload. Right after a large
+  /// payload (a batch's metadata frame and the next body are likely to
+  /// follow) staging reads only what the next step needs, so the start of
+  /// the next large body is not copied through staging.
+  private var smallSinceLarge = Int.max
 
   init(socket: Socket, pool: BufferPool) {
     self.socket = socket
@@ -288,8 +293,9 @@ final class StreamReader {
       end -= start
       start = 0
     }
+    let exact = smallSinceLarge < 2
     while end < count {
-      let received = try socket.read(into: staging + end, count: Self.stagingSize - end)
+      let received = try socket.read(into: staging + end, count: exact ? count - end : Self.stagingSize - end)
       if received == 0 {
         if end == 0 { return false }
         throw DissociatedIPCError(.connectionClosed, "the tcp:// peer closed in the middle of a message")
@@ -314,9 +320,13 @@ final class StreamReader {
       guard try fill(header.length) else {
         throw DissociatedIPCError(.connectionClosed, "the tcp:// peer closed in the middle of a \(header.length)-byte message")
       }
-      defer { start += header.length }
+      defer {
+        start += header.length
+        smallSinceLarge = smallSinceLarge == .max ? .max : smallSinceLarge + 1
+      }
       return (header, slab.copy(staging + start, count: header.length))
     }
+    smallSinceLarge = 0
     let storage = AlignedStorage(capacity: header.length, zeroed: false, pool: pool)
     let buffered = min(end - start, header.length)
     if buffered > 0 {
