@@ -84,8 +84,7 @@ struct Bench: AsyncParsableCommand {
     let batch = try OutgoingMessage(message, body: body)
     var catalog = StreamCatalog()
     catalog.add("bench", .messages([schema] + Array(repeating: batch, count: batches)))
-    let host = scheme == "inproc" ? "" : "127.0.0.1"
-    let server = try await DissociatedServer(listeningAt: "\(scheme)://\(host)", catalog: catalog, registry: .builtIn)
+    let server = try await DissociatedServer(listeningAt: localListenURI(scheme), catalog: catalog, registry: .builtIn)
     let running = Task { await server.run() }
     defer { running.cancel() }
     let started = ContinuousClock.now

@@ -32,8 +32,7 @@ struct Demo: AsyncParsableCommand {
     let messages = try Self.dataset(batches: batches, rows: rows)
     var catalog = StreamCatalog()
     catalog.add("demo", .messages(messages))
-    let host = transport == "inproc" ? "" : "127.0.0.1"
-    let server = try await DissociatedServer(listeningAt: "\(transport)://\(host)", catalog: catalog, registry: .builtIn)
+    let server = try await DissociatedServer(listeningAt: localListenURI(transport), catalog: catalog, registry: .builtIn)
     let running = Task { await server.run() }
     defer { running.cancel() }
 

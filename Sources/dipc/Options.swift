@@ -17,6 +17,12 @@ struct CommonOptions: ParsableArguments {
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
+/// Where a server of `scheme` listens on this machine with every default
+/// (a free port on 127.0.0.1 for tcp://, a fresh socket or name otherwise).
+func localListenURI(_ scheme: String) -> String {
+  scheme == "tcp" ? "tcp://127.0.0.1" : "\(scheme)://"
+}
+
 /// Formats `bytes` with a binary unit.
 func formatBytes(_ bytes: Double) -> String {
   let units = ["B", "KiB", "MiB", "GiB", "TiB"]
