@@ -128,7 +128,7 @@ let package = Package(
     // dipc serve and dipc fetch as separate processes, checked by pyarrow.
     .testTarget(
       name: "EndToEndTests",
-      dependencies: ["dipc", "TestSupport"],
+      dependencies: ["dipc", "TestSupport", "DissociatedIPCTransports", "ArrowIPC"],
       swiftSettings: strictSettings
     ),
     .testTarget(

@@ -2,16 +2,20 @@ import Foundation
 import TestSupport
 import Testing
 
-/// `dipc serve` and `dipc fetch` in separate processes over tcp://; pyarrow
-/// checks every fetched file against the source (content hash).
+/// `dipc serve` and `dipc fetch` in separate processes over tcp:// and
+/// shm://; pyarrow checks every fetched file against the source (content
+/// hash).
 @Suite("End to end: dipc serve | dipc fetch", .serialized)
 struct EndToEndTests {
-  static func fetchAll(topology: String) throws {
+  /// Where the server listens, per transport under test.
+  static let listenAddresses = ["tcp://127.0.0.1:0", "shm://"]
+
+  static func fetchAll(topology: String, listen: String) throws {
     let corpus = try Processes.corpus.get()
     let files = try FileManager.default.contentsOfDirectory(atPath: corpus.path)
       .filter { $0.hasSuffix(".arrows") }.sorted()
     #expect(files.count >= 60)
-    let server = try Processes.Server(files: files.map { corpus.appendingPathComponent($0).path }, listen: "tcp://127.0.0.1:0")
+    let server = try Processes.Server(files: files.map { corpus.appendingPathComponent($0).path }, listen: listen)
     defer { server.stop() }
     let output = FileManager.default.temporaryDirectory.appendingPathComponent("dipc-e2e-\(UUID())")
     try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
@@ -37,11 +41,11 @@ struct EndToEndTests {
     }
   }
 
-  @Test("the pyarrow corpus fetched over one connection per stream equals the source")
-  func combined() throws { try Self.fetchAll(topology: "combined") }
+  @Test("the pyarrow corpus fetched over one connection per stream equals the source", arguments: listenAddresses)
+  func combined(listen: String) throws { try Self.fetchAll(topology: "combined", listen: listen) }
 
-  @Test("the pyarrow corpus fetched from separate metadata and data locations equals the source")
-  func split() throws { try Self.fetchAll(topology: "split") }
+  @Test("the pyarrow corpus fetched from separate metadata and data locations equals the source", arguments: listenAddresses)
+  func split(listen: String) throws { try Self.fetchAll(topology: "split", listen: listen) }
 
   @Test("fetching an unknown ticket fails with the server's typed error, and the server keeps serving")
   func unknownTicket() throws {
