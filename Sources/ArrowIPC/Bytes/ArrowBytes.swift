@@ -100,6 +100,12 @@ public struct ArrowBytes: @unchecked Sendable {
     return address >= base && address < base + count
   }
 
+  /// The object that keeps this view's memory alive (nil for an empty
+  /// view). A transport checks it to recognise memory it can describe to
+  /// its peer in place — a shared-memory buffer, a registered region —
+  /// instead of copying it.
+  public var memoryOwner: (any ArrowBytesOwner)? { owner }
+
   /// The address of the first byte, or `nil` for an empty view. Valid only
   /// while this value (or another view of the same owner) is alive.
   public var unsafeBaseAddress: UnsafeRawPointer? { base }
