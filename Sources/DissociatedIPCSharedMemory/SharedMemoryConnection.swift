@@ -364,8 +364,17 @@ final class SharedMemoryConnection: TransportConnection {
       guard let segment = state.withLock({ $0.peerSegments[id] }), segment.contains(offset: offset, length: length) else {
         throw DissociatedIPCError(.malformedDescriptor, "a payload at segment \(id) offset \(offset) length \(length) lies outside every mapped segment")
       }
+      guard kind == .taggedInSegment else {
+        // A frame is copied out and its space returned at once: the inbox
+        // keeps received frames referenced until it compacts its queue, so
+        // a view would pin ring space the application released (SHM-RING-5).
+        let storage = AlignedStorage(capacity: length, zeroed: false)
+        storage.mutableBytes.baseAddress!.copyMemory(from: segment.base + offset, byteCount: length)
+        returnSpace(address)
+        return deliver(true, tag: 0, storage.freeze(count: length))
+      }
       let lease = PayloadLease(segment: segment, address: address, connection: self)
-      deliver(kind == .frameInSegment, tag: tag, segment.view(offset: offset, length: length, owner: lease))
+      deliver(false, tag: tag, segment.view(offset: offset, length: length, owner: lease))
     case .segmentAdded(let id, let size):
       guard descriptors.count == 1 else {
         throw DissociatedIPCError(.transportFailure, "a segment announced with \(descriptors.count) descriptors, not 1")

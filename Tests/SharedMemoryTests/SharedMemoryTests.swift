@@ -1,0 +1,304 @@
+import ArrowIPC
+import DissociatedIPC
+import DissociatedIPCSharedMemory
+import Foundation
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What shm:// promises beyond the conformance suite (Spec/shm.md).
+@Suite("shm:// backend", .serialized)
+struct SharedMemoryTests {
+  // MARK: Addressing (SHM-ADDR-*)
+
+  @Test("shm:///path parses and prints back; listening at shm:// picks a fresh socket path")
+  func addressing() async throws {
+    let location = try Location(parsing: "shm:///tmp/dipc-x.sock?want_data=1")
+    #expect(location.host.isEmpty && location.port == nil && location.path == "/tmp/dipc-x.sock")
+    #expect(try TransportAddress(parsing: "shm:///tmp/dipc-x.sock").description == "shm:///tmp/dipc-x.sock")
+
+    let listener = try await SharedMemoryTransport().listen(at: TransportAddress(scheme: "shm"))
+    let path = listener.address.path
+    let directory = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+    #expect(path.hasPrefix("\(directory)/dipc-\(getpid())-") && path.hasSuffix(".sock"))
+    #expect(try TransportAddress(parsing: listener.address.description) == listener.address)
+    await listener.close()
+    await #expect(throws: DissociatedIPCError.self) {
+      _ = try await SharedMemoryTransport().listen(at: TransportAddress(scheme: "shm", host: "localhost"))
+    }
+  }
+
+  @Test("the socket file has mode 0600 (or the configured mode) and is removed when the listener closes")
+  func socketFile() async throws {
+    for mode: UInt32 in [0o600, 0o660] {
+      let transport = SharedMemoryTransport(config: config { $0.socketMode = mode })
+      let listener = try await transport.listen(at: TransportAddress(scheme: "shm"))
+      let path = listener.address.path
+      var info = stat()
+      #expect(lstat(path, &info) == 0)
+      #expect(info.st_mode & S_IFMT == S_IFSOCK)
+      #expect(UInt32(info.st_mode & 0o777) == mode)
+      await listener.close()
+      #expect(lstat(path, &info) != 0 && errno == ENOENT, "the socket file outlived its listener")
+    }
+  }
+
+  @Test("a stale socket file is replaced; a live listener or a non-socket file at the path is refused")
+  func staleSocket() async throws {
+    let path = "/tmp/dipc-stale-\(getpid()).sock"
+    defer { unlink(path) }
+    // A socket file nobody listens on: what a killed server leaves.
+    let stale = socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue), 0)
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+    let bound = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(stale, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    #expect(bound == 0)
+    close(stale)
+
+    let transport = SharedMemoryTransport()
+    let listener = try await transport.listen(at: TransportAddress(scheme: "shm", path: path))
+    let connection = try await transport.connect(to: Location(scheme: "shm", path: path, wantData: 0))
+    await connection.close()
+    await #expect { _ = try await transport.listen(at: TransportAddress(scheme: "shm", path: path)) } throws: {
+      ($0 as? DissociatedIPCError)?.code == .transportFailure
+    }
+    await listener.close()
+
+    #expect(FileManager.default.createFile(atPath: path, contents: Data("keep me".utf8)))
+    await #expect { _ = try await transport.listen(at: TransportAddress(scheme: "shm", path: path)) } throws: {
+      ($0 as? DissociatedIPCError)?.code == .transportFailure
+    }
+    #expect(FileManager.default.contents(atPath: path) == Data("keep me".utf8), "a regular file was replaced")
+  }
+
+  // MARK: Remote memory (SHM-RM-*)
+
+  @Test("descriptors outside what the peer exposed are malformedDescriptor, never a read out of bounds")
+  func descriptorValidation() async throws {
+    try await Pair.with { pair in
+    let client = try #require(pair.client.remoteMemory)
+    let region = try await #require(pair.server.remoteMemory).expose(payload(4096, seed: 7))
+    let valid = try #require(region.ranges.first)
+    #expect(try await client.fetch(region.ranges) == payload(4096, seed: 7))
+    let segment = valid.address >> 48
+    let offset = valid.address & (1 << 48 - 1)
+    let lying: [(String, RemoteRange)] = [
+      ("unknown segment", RemoteRange(address: 99 << 48 | offset, length: 16)),
+      ("segment 0", RemoteRange(address: offset, length: 16)),
+      ("offset past the segment", RemoteRange(address: segment << 48 | (1 << 47), length: 16)),
+      ("length past the segment", RemoteRange(address: valid.address, length: 1 << 40)),
+      ("length that overflows", RemoteRange(address: valid.address, length: .max)),
+      ("past the exposed bytes", RemoteRange(address: valid.address, length: 4097)),
+      ("inside a block, not at its start", RemoteRange(address: valid.address + 64, length: 64)),
+      ("misaligned", RemoteRange(address: valid.address + 1, length: 8)),
+      ("before any block", RemoteRange(address: segment << 48, length: 8)),
+    ]
+    for (what, range) in lying {
+      await #expect(Comment(rawValue: what)) { _ = try await client.fetch([range]) } throws: {
+        ($0 as? DissociatedIPCError)?.code == .malformedDescriptor
+      }
+    }
+    }
+  }
+
+  @Test("a fetched view stays readable after both ends closed; its mapping goes with the last view")
+  func viewOutlivesConnection() async throws {
+    let name = "dipc-shm-view-\(getpid())"
+    let pair = try await Pair.open(SharedMemoryTransport(config: config { $0.segmentName = name }))
+    var (view, message): (ArrowBytes?, TaggedMessage?) = try await afterwards(pair.close) {
+      let region = try await #require(pair.server.remoteMemory).expose(payload(1 << 20, seed: 3))
+      let view = try await #require(pair.client.remoteMemory).fetch(region.ranges)
+      try await pair.server.sendTagged(1, [payload(100_000, seed: 4)])
+      return (view, try await pair.client.receiveTagged(matching: 1, mask: .max))
+    }
+    #expect(view == payload(1 << 20, seed: 3))
+    #expect(message?.payload == payload(100_000, seed: 4))
+    // The client's mappings of the server's segment (the server's own went
+    // with its connection).
+    #expect(Holdings.now(segmentName: name, socketPath: "").mappings == 1)
+    view = nil
+    message = nil
+    #expect(Holdings.now(segmentName: name, socketPath: "").mappings == 0)
+  }
+
+  // MARK: Faults (SHM-FAULT-*)
+
+  @Test("malformed control messages close the connection with a typed error", arguments: [
+    ("no hello", [RawPeer.message(kind: 1, bytes: [1, 2, 3])], DissociatedIPCError.Code.transportFailure),
+    ("unknown kind", [RawPeer.hello, RawPeer.message(kind: 99)], .transportFailure),
+    ("reserved bytes", [RawPeer.hello, [1, 0, 0, 7] + [UInt8](repeating: 0, count: 12)], .transportFailure),
+    ("a tag on a frame", [RawPeer.hello, RawPeer.message(kind: 1, tag: 5)], .transportFailure),
+    ("short header", [RawPeer.hello, [1, 0, 0]], .transportFailure),
+    ("payload in an unknown segment", [RawPeer.hello, RawPeer.message(kind: 4, tag: 1, words: [7 << 48 | 64, 100])], .malformedDescriptor),
+    ("bad length", [RawPeer.hello, RawPeer.message(kind: 3, words: [1 << 48])], .transportFailure),
+    ("segment without a descriptor", [RawPeer.hello, RawPeer.message(kind: 5, words: [1, 4096])], .transportFailure),
+    ("space returned that was never given", [RawPeer.hello, RawPeer.message(kind: 6, words: [1 << 48 | 64])], .unknownFreeAddress),
+    ("a second hello", [RawPeer.hello, RawPeer.hello], .transportFailure),
+    ("retiring an unknown segment", [RawPeer.hello, RawPeer.message(kind: 7, words: [3])], .malformedDescriptor),
+  ])
+  func malformed(_ what: String, _ messages: [[UInt8]], _ code: DissociatedIPCError.Code) async throws {
+    let listener = try await SharedMemoryTransport().listen(at: TransportAddress(scheme: "shm"))
+    try await afterwards(listener.close) {
+      let peer = try RawPeer(path: listener.address.path)
+      defer { peer.close() }
+      for message in messages { peer.send(message) }
+      let connection = try #require(try await listener.accept())
+      await #expect(Comment(rawValue: what)) { _ = try await connection.receiveFrame() } throws: {
+        ($0 as? DissociatedIPCError)?.code == code
+      }
+      await connection.close()
+    }
+  }
+
+  @Test("a passed descriptor that is not a sealed memfd is refused before it is mapped")
+  func unsealedSegment() async throws {
+    let listener = try await SharedMemoryTransport().listen(at: TransportAddress(scheme: "shm"))
+    try await afterwards(listener.close) {
+    let peer = try RawPeer(path: listener.address.path)
+    defer { peer.close() }
+    // A plain file could be truncated under the mapping (SIGBUS).
+    let path = "/tmp/dipc-unsealed-\(getpid())"
+    let file = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+    unlink(path)
+    defer { close(file) }
+    #expect(ftruncate(file, 4096) == 0)
+    peer.send(RawPeer.hello)
+    peer.send(RawPeer.message(kind: 5, words: [1, 4096]), passing: file)
+    let connection = try #require(try await listener.accept())
+    await #expect { _ = try await connection.receiveFrame() } throws: {
+      ($0 as? DissociatedIPCError)?.code == .malformedDescriptor
+    }
+    await connection.close()
+    }
+  }
+
+  // MARK: Backpressure (SHM-RING-2)
+
+  @Test("a sender waits while the receiver holds the whole shared budget, and continues when it lets go")
+  func heldMessagesStopTheSender() async throws {
+    let transport = SharedMemoryTransport(config: config {
+      $0.segmentSize = 1 << 20
+      $0.maxSharedBytes = 2 << 20
+    })
+    try await Pair.with(transport) { pair in
+    var held: [TaggedMessage] = []
+    // Six 256 KiB messages fill two 1 MiB segments (three each, with their
+    // block headers).
+    for index in 0 ..< 6 {
+      try await pair.server.sendTagged(UInt64(index), [payload(256 << 10, seed: UInt8(index))])
+      held.append(try #require(try await pair.client.receiveTagged(matching: UInt64(index), mask: .max)))
+    }
+    let sent = Atomic<Bool>(false)
+    let sender = Task {
+      try await pair.server.sendTagged(7, [payload(256 << 10, seed: 7)])
+      sent.store(true, ordering: .relaxed)
+    }
+    try await Task.sleep(for: .milliseconds(200))
+    let sentEarly = sent.load(ordering: .relaxed)
+    #expect(!sentEarly, "the sender did not wait for space")
+    held.removeAll()
+    try await sender.value
+    #expect(try await pair.client.receiveTagged(matching: 7, mask: .max)?.payload == payload(256 << 10, seed: 7))
+    }
+  }
+
+  @Test("a slow receiver bounds the sender's shared memory; every message arrives intact")
+  func slowReceiver() async throws {
+    let name = "dipc-shm-slow-\(getpid())"
+    let transport = SharedMemoryTransport(config: config {
+      $0.segmentSize = 1 << 20
+      $0.maxSharedBytes = 2 << 20
+      $0.segmentName = name
+    })
+    try await Pair.with(transport) { pair in
+      let count = 200
+      let sender = Task {
+        for index in 0 ..< count {
+          try await pair.server.sendTagged(UInt64(index), [payload(100_000 + index, seed: UInt8(truncatingIfNeeded: index))])
+        }
+      }
+      var peakMappings = 0
+      for index in 0 ..< count {
+        let message = try #require(try await pair.client.receiveTagged(matching: 0, mask: 0))
+        #expect(message.tag == UInt64(index))
+        #expect(message.payload == payload(100_000 + index, seed: UInt8(truncatingIfNeeded: index)))
+        peakMappings = max(peakMappings, Holdings.now(segmentName: name, socketPath: "").mappings)
+        if index % 10 == 0 { try await Task.sleep(for: .milliseconds(2)) }
+      }
+      try await sender.value
+      // Two segments at most, each mapped by the sender and by the receiver.
+      #expect(peakMappings <= 4, "\(peakMappings) segment mappings for a 2 MiB budget")
+    }
+  }
+
+  @Test("a sender waiting for space fails with connectionClosed when the connection closes")
+  func closeWakesWaitingSender() async throws {
+    try await Pair.with(SharedMemoryTransport(config: config {
+      $0.segmentSize = 1 << 20
+      $0.maxSharedBytes = 1 << 20
+    })) { pair in
+      try await pair.server.sendTagged(1, [payload(900_000, seed: 1)])
+      let held = try await pair.client.receiveTagged(matching: 1, mask: .max)
+      let sender = Task { try await pair.server.sendTagged(2, [payload(900_000, seed: 2)]) }
+      try await Task.sleep(for: .milliseconds(50))
+      await pair.server.close()
+      await #expect { try await sender.value } throws: { ($0 as? DissociatedIPCError)?.code == .connectionClosed }
+      withExtendedLifetime(held) {}
+    }
+  }
+
+  // MARK: Leaks (SHM-MEM-3, SHM-THREAD-2)
+
+  @Test("no descriptor, mapping or socket outlives served, abandoned and failed streams")
+  func noLeaks() async throws {
+    let name = "dipc-shm-leak-\(getpid())"
+    var registry = TransportRegistry()
+    registry.register(SharedMemoryTransport(config: config { $0.segmentName = name }))
+    var messages: [OutgoingMessage] = []
+    for batch in 0 ..< 40 {
+      var builder = RecordBatchBuilder()
+      // 1 KiB to 640 KiB bodies: inline, in-segment and exposed (type 1).
+      builder.append("v", (0 ..< 128 * (1 + batch * 4 % 80)).map { Int64(batch + $0) as Int64? })
+      if batch == 0 { messages.append(try OutgoingMessage(Message(header: .schema(builder.schema)))) }
+      let (message, body) = builder.finish()
+      messages.append(try OutgoingMessage(message, body: body))
+    }
+    var catalog = StreamCatalog()
+    catalog.add("s", .messages(messages))
+    let server = try await DissociatedServer(listeningAt: "shm://", catalog: catalog, registry: registry)
+    let path = server.listener.address.path
+    let running = Task { await server.run() }
+    let baseline = Holdings.now(segmentName: name, socketPath: path)
+    #expect(baseline.serverSockets == 1, "the counter sees the listener")
+
+    let client = DissociatedClient(registry: registry)
+    var batches: [RecordBatch] = []
+    for try await case .recordBatch(let batch) in client.stream(from: server.location(for: "s")) { batches.append(batch) }
+    #expect(batches.count == 40)
+    #expect(Holdings.now(segmentName: name, socketPath: path).mappings > 0, "the stream never used a segment")
+    batches.removeAll()
+    do {
+      var abandoned = client.stream(from: server.location(for: "s")).makeAsyncIterator()
+      for _ in 0 ..< 10 { _ = try await abandoned.next() }
+    }
+    var missing = server.location(for: "nope")
+    missing.otherParameters = [.init("ticket", "nope")]
+    await #expect(throws: DissociatedIPCError.self) { for try await _ in client.stream(from: missing) {} }
+
+    var now = Holdings.now(segmentName: name, socketPath: path)
+    for _ in 0 ..< 250 where now != baseline || server.streamCounts.active > 0 {
+      try await Task.sleep(for: .milliseconds(20))
+      now = Holdings.now(segmentName: name, socketPath: path)
+    }
+    #expect(now == baseline, "after the streams: \(now); before: \(baseline)")
+    await server.shutdown()
+    await running.value
+    #expect(Holdings.now(segmentName: name, socketPath: path) == Holdings(mappings: 0, segmentDescriptors: 0, serverSockets: 0))
+  }
+}
