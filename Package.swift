@@ -26,6 +26,7 @@ let package = Package(
     .library(name: "DissociatedIPCConformance", targets: ["DissociatedIPCConformance"]),
     .library(name: "DissociatedIPCTCP", targets: ["DissociatedIPCTCP"]),
     .library(name: "DissociatedIPCSharedMemory", targets: ["DissociatedIPCSharedMemory"]),
+    .library(name: "DissociatedIPCUCX", targets: ["DissociatedIPCUCX"]),
     .library(name: "DissociatedIPCTransports", targets: ["DissociatedIPCTransports"]),
     .executable(name: "dipc", targets: ["dipc"]),
   ],
@@ -71,6 +72,15 @@ let package = Package(
     // What shm:// needs from C that Swift cannot import (memfd_create,
     // seal constants, CMSG_* macros).
     .target(name: "CDissociatedIPCSharedMemory"),
+    // ucx:// (Spec/ucx.md): UCP active messages for metadata, tagged
+    // messages for bodies, one worker and progress thread per connection.
+    .target(
+      name: "DissociatedIPCUCX",
+      dependencies: ["DissociatedIPC", "ArrowIPC", "CUCX"],
+      swiftSettings: strictSettings
+    ),
+    // UCX's C API (libucx-dev) and static inline shims for its macros.
+    .systemLibrary(name: "CUCX", pkgConfig: "ucx", providers: [.apt(["libucx-dev"])]),
     // Every built-in backend: `TransportRegistry.builtIn`.
     .target(
       name: "DissociatedIPCTransports",
@@ -123,6 +133,12 @@ let package = Package(
     .testTarget(
       name: "SharedMemoryTests",
       dependencies: ["DissociatedIPCSharedMemory", "DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance"],
+      swiftSettings: strictSettings
+    ),
+    // The conformance suite over ucx:// (UCX_TLS=tcp and tcp,sm,self).
+    .testTarget(
+      name: "UCXTests",
+      dependencies: ["DissociatedIPCUCX", "DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance"],
       swiftSettings: strictSettings
     ),
     // dipc serve and dipc fetch as separate processes, checked by pyarrow.

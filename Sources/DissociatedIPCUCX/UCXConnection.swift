@@ -1,0 +1,247 @@
+internal import ArrowIPC
+internal import DissociatedIPC
+internal import Synchronization
+
+/// Active-message ids on a ucx:// endpoint (UCX-WIRE-1, UCX-CLOSE-1).
+enum UCXWire {
+  /// A framed (metadata) message: no header, the payload is the frame. The
+  /// Arrow reference implementation's id.
+  static let frame: UInt32 = 0
+  /// "I send nothing more": everything sent before it was sent.
+  static let goodbye: UInt32 = 1
+  /// "Your goodbye arrived": the sender of the goodbye may release its
+  /// endpoint.
+  static let goodbyeAcknowledged: UInt32 = 2
+}
+
+/// One ucx:// connection: a UCP worker and endpoint owned by a dedicated
+/// progress thread (UCX-THREAD-1). Callers hand it commands (sends, posted
+/// receives, close) through a queue and wake it with `ucp_worker_signal`;
+/// it posts them in order, runs UCX's callbacks and resumes the callers.
+final class UCXConnection: TransportConnection {
+  enum Command {
+    case frame([ArrowBytes], size: Int)
+    case tagged(UInt64, [ArrowBytes], size: Int)
+    case receive(PendingReceive)
+    case close
+  }
+
+  struct Shared {
+    var commands: [Command] = []
+    /// Bytes queued or posted whose sends have not completed.
+    var inFlightBytes = 0
+    var blockedSenders: [CheckedContinuation<Void, Never>] = []
+    var closeRequested = false
+    /// Why sends fail from now on (a broken connection, a peer that left).
+    var sendError: DissociatedIPCError?
+    /// Why the connection broke; nil while healthy or after an orderly end.
+    var failure: DissociatedIPCError?
+    /// The progress thread has stopped; the worker is gone.
+    var finished = false
+    var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    /// The progress thread sleeps (or is about to): senders must signal.
+    var sleeping = false
+    var worker: UCXWorker?
+    var path: String
+  }
+
+  let shared: Mutex<Shared>
+  let inbox: MessageInbox
+  let config: UCXTransport.Config
+  let peer: String
+
+  private init(config: UCXTransport.Config, peer: String) {
+    self.config = config
+    self.peer = peer
+    inbox = MessageInbox(maxBufferedBytes: config.maxQueuedFrameBytes)
+    shared = Mutex(Shared(path: "ucx \(peer) (connecting)"))
+  }
+
+  /// Connects to a listener at `address`; returns once the connection is
+  /// up, or throws `.connectionRefused` (UCX-CONN-2).
+  static func connect(context: UCXContext, address: SocketAddress, peer: String,
+                      config: UCXTransport.Config) async throws(DissociatedIPCError) -> UCXConnection {
+    let connection = UCXConnection(config: config, peer: peer)
+    let result: Result<Void, DissociatedIPCError> = await withCheckedContinuation { continuation in
+      startThread {
+        connection.run(context: context, connectTimeout: config.connectTimeout, ready: { continuation.resume(returning: $0) }) {
+          (worker, onError) throws(UCXFailure) in try UCXEndpoint(worker: worker, connectingTo: address, onError: onError)
+        }
+      }
+    }
+    try result.get()
+    return connection
+  }
+
+  /// Accepts a connection request on a thread of its own; `ready` gets the
+  /// connection once its endpoint exists.
+  static func accept(context: UCXContext, request: UCXConnectionRequest, peer: String, config: UCXTransport.Config,
+                     ready: @escaping @Sendable (UCXConnection) -> Void) {
+    let connection = UCXConnection(config: config, peer: peer)
+    startThread {
+      connection.run(context: context, connectTimeout: nil, ready: { if case .success = $0 { ready(connection) } }) {
+        (worker, onError) throws(UCXFailure) in try UCXEndpoint(worker: worker, accepting: request, onError: onError)
+      }
+    }
+  }
+
+  var remoteMemory: (any RemoteMemory)? { nil }
+
+  var pathDescription: String { shared.withLock { $0.path } }
+
+  // MARK: Sending
+
+  func sendFrame(_ parts: [ArrowBytes]) async throws(DissociatedIPCError) {
+    let size = parts.reduce(0) { $0 + $1.count }
+    try await send(.frame(parts, size: size), size: size)
+  }
+
+  func sendTagged(_ tag: UInt64, _ parts: [ArrowBytes]) async throws(DissociatedIPCError) {
+    let size = parts.reduce(0) { $0 + $1.count }
+    try await send(.tagged(tag, parts, size: size), size: size)
+  }
+
+  /// Queues a send for the progress thread and returns; waits while more
+  /// than `sendQueueBytes` are in flight (UCX-SEND-2).
+  private func send(_ command: Command, size: Int) async throws(DissociatedIPCError) {
+    let mustWait = try enqueue(command, size: size)
+    guard mustWait else { return }
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let wait = shared.withLock { state -> Bool in
+        guard state.inFlightBytes > config.sendQueueBytes, state.sendError == nil, !state.finished else { return false }
+        state.blockedSenders.append(continuation)
+        return true
+      }
+      if !wait { continuation.resume() }
+    }
+    if let error = shared.withLock({ $0.sendError }) { throw error }
+  }
+
+  /// Appends a send; true when the caller must wait for room.
+  private func enqueue(_ command: Command, size: Int) throws(DissociatedIPCError) -> Bool {
+    let outcome: Result<(Bool, UCXWorker?), DissociatedIPCError> = shared.withLock { state in
+      if let error = state.sendError { return .failure(error) }
+      if state.closeRequested || state.finished {
+        return .failure(DissociatedIPCError(.connectionClosed, "the ucx:// connection is closed"))
+      }
+      state.commands.append(command)
+      state.inFlightBytes += size
+      return .success((state.inFlightBytes > config.sendQueueBytes, state.takeSleeper()))
+    }
+    let (mustWait, sleeper) = try outcome.get()
+    sleeper?.signal()
+    return mustWait
+  }
+
+  // MARK: Receiving
+
+  func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
+    try await inbox.receiveFrame()
+  }
+
+  func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
+    let receive = PendingReceive(tag: tag, mask: mask)
+    let result: Result<TaggedMessage?, DissociatedIPCError> = await withTaskCancellationHandler {
+      await withCheckedContinuation { continuation in
+        guard receive.install(continuation) else { return }
+        // Finished: an orderly end gives nil, a broken connection its error.
+        let (finished, sleeper) = shared.withLock { state -> (Result<TaggedMessage?, DissociatedIPCError>?, UCXWorker?) in
+          if state.finished { return (state.failure.map { .failure($0) } ?? .success(nil), nil) }
+          state.commands.append(.receive(receive))
+          return (nil, state.takeSleeper())
+        }
+        sleeper?.signal()
+        if let finished { receive.resume(finished) }
+      }
+    } onCancel: {
+      receive.resume(.failure(DissociatedIPCError(.cancelled, "receive cancelled")))
+    }
+    return try result.get()
+  }
+
+  // MARK: Closing
+
+  /// Sends a goodbye after everything queued, waits until the peer
+  /// acknowledged it and every send completed (at most `closeTimeout`),
+  /// then releases the endpoint (UCX-CLOSE-1). Idempotent; wakes pending
+  /// receives (they return nil).
+  func close() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let (done, sleeper) = shared.withLock { state -> (Bool, UCXWorker?) in
+        if state.finished { return (true, nil) }
+        state.closeWaiters.append(continuation)
+        if !state.closeRequested {
+          state.closeRequested = true
+          state.commands.append(.close)
+        }
+        return (false, state.takeSleeper())
+      }
+      sleeper?.signal()
+      if done { continuation.resume() }
+    }
+  }
+
+  /// Starts closing without waiting (a connection nobody accepted).
+  func abort() {
+    let sleeper = shared.withLock { state -> UCXWorker? in
+      guard !state.finished, !state.closeRequested else { return nil }
+      state.closeRequested = true
+      state.commands.append(.close)
+      return state.takeSleeper()
+    }
+    sleeper?.signal()
+  }
+}
+
+extension UCXConnection.Shared {
+  /// The worker to signal if its thread sleeps (clearing the flag), else nil.
+  mutating func takeSleeper() -> UCXWorker? {
+    guard sleeping else { return nil }
+    sleeping = false
+    return worker
+  }
+}
+
+/// A posted tagged receive; resumed exactly once (by the progress thread,
+/// by cancellation, or at once when the connection has finished).
+final class PendingReceive: Sendable {
+  private enum State {
+    case idle
+    case waiting(CheckedContinuation<Result<TaggedMessage?, DissociatedIPCError>, Never>)
+    case finished
+  }
+
+  let tag: UInt64
+  let mask: UInt64
+  private let state = Mutex(State.idle)
+
+  init(tag: UInt64, mask: UInt64) {
+    self.tag = tag
+    self.mask = mask
+  }
+
+  /// Stores the continuation; false (and resumes it as cancelled) when the
+  /// receive was cancelled before.
+  func install(_ continuation: CheckedContinuation<Result<TaggedMessage?, DissociatedIPCError>, Never>) -> Bool {
+    let installed = state.withLock { state -> Bool in
+      guard case .idle = state else { return false }
+      state = .waiting(continuation)
+      return true
+    }
+    if !installed { continuation.resume(returning: .failure(DissociatedIPCError(.cancelled, "receive cancelled"))) }
+    return installed
+  }
+
+  /// True once resumed (or cancelled): the progress thread drops it.
+  var isFinished: Bool { state.withLock { if case .finished = $0 { true } else { false } } }
+
+  /// Resumes the caller, the first time only.
+  func resume(_ result: Result<TaggedMessage?, DissociatedIPCError>) {
+    let continuation = state.withLock { state -> CheckedContinuation<Result<TaggedMessage?, DissociatedIPCError>, Never>? in
+      defer { state = .finished }
+      if case .waiting(let continuation) = state { return continuation }
+      return nil
+    }
+    continuation?.resume(returning: result)
+  }
+}

@@ -1,0 +1,92 @@
+internal import DissociatedIPC
+internal import Synchronization
+
+/// A UCP listener on a socket address, with its own worker and progress
+/// thread. Every connection request is accepted at once on a new
+/// connection thread (UCX-CONN-1) and queued for ``accept()``.
+final class UCXListener: TransportListener {
+  let address: TransportAddress
+  var remoteHandle: [UInt8]? { nil }
+  private let accepted = AcceptQueue<UCXConnection>()
+  /// The listener's worker, to wake its thread; nil once it stopped.
+  private let control: Mutex<(closed: Bool, worker: UCXWorker?)>
+
+  private init(address: TransportAddress, worker: UCXWorker) {
+    self.address = address
+    control = Mutex((false, worker))
+  }
+
+  /// Binds on `host:port` (port 0: a free one) on a thread of its own.
+  static func open(context: UCXContext, host: String, port: UInt16, config: UCXTransport.Config,
+                   scheme: String) async throws(DissociatedIPCError) -> UCXListener {
+    let result: Result<UCXListener, DissociatedIPCError> = await withCheckedContinuation { continuation in
+      startThread {
+        let worker: UCXWorker
+        let handle: UCXListenerHandle
+        let requests = RequestQueue()
+        do throws(DissociatedIPCError) {
+          let socketAddress = try SocketAddress.resolve(host: host, port: port)
+          do throws(UCXFailure) {
+            worker = try UCXWorker(context: context)
+            handle = try UCXListenerHandle(worker: worker, address: socketAddress) { request in
+              requests.pending.withLock { $0.append(request) }
+            }
+          } catch {
+            throw DissociatedIPCError(.transportFailure, "ucx:// cannot listen on \(host):\(port): \(error)")
+          }
+        } catch {
+          return continuation.resume(returning: .failure(error))
+        }
+        let listener = UCXListener(address: TransportAddress(scheme: scheme, host: host, port: handle.port), worker: worker)
+        continuation.resume(returning: .success(listener))
+        listener.run(context: context, worker: worker, handle: handle, requests: requests, config: config)
+      }
+    }
+    return try result.get()
+  }
+
+  /// The listener thread: accepts requests until closed, then rejects
+  /// the ones that arrived too late and destroys the listener.
+  private func run(context: UCXContext, worker: UCXWorker, handle: UCXListenerHandle,
+                   requests: RequestQueue, config: UCXTransport.Config) {
+    var served = 0
+    while true {
+      while worker.progress() {}
+      let closed = control.withLock { $0.closed }
+      for request in requests.pending.withLock({ pending in defer { pending = [] }; return pending }) {
+        if closed {
+          handle.reject(request)
+          continue
+        }
+        served += 1
+        UCXConnection.accept(context: context, request: request, peer: "accepted #\(served) on \(address)", config: config) {
+          [accepted] connection in
+          if !accepted.offer(connection) { connection.abort() }
+        }
+      }
+      if closed { break }
+      worker.sleep(timeoutMilliseconds: -1) { control.withLock { $0.closed } || requests.pending.withLock { !$0.isEmpty } }
+    }
+    control.withLock { $0.worker = nil }
+    withExtendedLifetime(handle) {}
+  }
+
+  func accept() async throws(DissociatedIPCError) -> (any TransportConnection)? {
+    await accepted.next()
+  }
+
+  func close() async {
+    let worker = control.withLock { state -> UCXWorker? in
+      state.closed = true
+      return state.worker
+    }
+    worker?.signal()
+    for connection in accepted.close() { connection.abort() }
+  }
+}
+
+/// Connection requests the listener's callback received, waiting for its
+/// thread's loop.
+final class RequestQueue: Sendable {
+  let pending = Mutex<[UCXConnectionRequest]>([])
+}

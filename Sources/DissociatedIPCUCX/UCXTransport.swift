@@ -1,0 +1,120 @@
+public import ArrowIPC
+public import DissociatedIPC
+internal import Synchronization
+
+/// The `ucx://` backend: Dissociated IPC over UCX (Spec/ucx.md), wire
+/// compatible with Arrow's reference implementation.
+///
+/// Metadata frames travel as UCP active messages (id 0, no header), bodies
+/// and the client's want_data and free_data as tagged messages; the server
+/// listens with a UCP listener on `HOST:PORT`. Every connection has its own
+/// UCP worker, so the tags of different streams never meet, and its own
+/// progress thread, which sleeps on the worker's event descriptor while the
+/// connection is idle (or polls, see ``Config/progressMode``). No remote
+/// memory yet: every body travels as a tagged message (type 0).
+///
+/// ```swift
+/// var registry = TransportRegistry.defaults
+/// registry.register(UCXTransport(config: .init(options: ["TLS": "tcp,sm,self"])))
+/// let server = try await DissociatedServer(listeningAt: "ucx://127.0.0.1:0", catalog: catalog, registry: registry)
+/// ```
+public struct UCXTransport: DissociatedTransport {
+  /// How a progress thread waits for work.
+  public enum ProgressMode: Sendable, Hashable {
+    /// Sleep on the worker's event descriptor while idle (no CPU when idle).
+    case blocking
+    /// Spin on `ucp_worker_progress`: lowest latency, one busy core per
+    /// connection.
+    case polling
+  }
+
+  /// Settings of the backend.
+  public struct Config: Sendable {
+    /// UCX settings, named without the `UCX_` prefix (`"TLS": "tcp"`,
+    /// `"NET_DEVICES": "lo"`), applied over the environment's `UCX_*`
+    /// variables to this backend's UCP context only (UCX-CONF-1).
+    public var options: [String: String]
+    /// Blocking (default) or polling progress threads.
+    public var progressMode: ProgressMode
+    /// Bytes of sends a connection may have in flight before `send` waits
+    /// for completions (UCX-SEND-2).
+    public var sendQueueBytes: Int
+    /// Received frames a connection may hold unread before it fails with
+    /// `.limitExceeded` (DIPC-LIM-4).
+    public var maxQueuedFrameBytes: Int
+    /// How long `connect` waits for the server to accept.
+    public var connectTimeout: Duration
+    /// How long `close` waits for the peer to acknowledge and for sends in
+    /// flight to complete before releasing the endpoint (UCX-CLOSE-1).
+    public var closeTimeout: Duration
+    /// Recycles large receive buffers once their batches are released.
+    public var receiveBufferPool: BufferPool
+
+    /// Options from the environment, blocking progress, 64 MiB in flight,
+    /// 1 GiB of unread frames, 10 s to connect, 30 s to close.
+    public static var defaults: Config { Config() }
+
+    /// Creates settings.
+    public init(options: [String: String] = [:], progressMode: ProgressMode = .blocking, sendQueueBytes: Int = 64 << 20,
+                maxQueuedFrameBytes: Int = 1 << 30, connectTimeout: Duration = .seconds(10),
+                closeTimeout: Duration = .seconds(30), receiveBufferPool: BufferPool = BufferPool()) {
+      self.options = options
+      self.progressMode = progressMode
+      self.sendQueueBytes = sendQueueBytes
+      self.maxQueuedFrameBytes = maxQueuedFrameBytes
+      self.connectTimeout = connectTimeout
+      self.closeTimeout = closeTimeout
+      self.receiveBufferPool = receiveBufferPool
+    }
+  }
+
+  /// `ucx`.
+  public let scheme = "ucx"
+  /// No remote memory yet (phase 2: `ucp_mem_map` + rkeys).
+  public let capabilities = TransportCapabilities(remoteMemory: false, fetchesByMapping: false)
+  /// The settings.
+  public let config: Config
+  private let runtime = Runtime()
+
+  /// A backend with `config`. The UCP context is created on first use.
+  public init(config: Config = .defaults) { self.config = config }
+
+  /// Listens on `host:port` (port 0 or none: a free port; host empty: every
+  /// IPv4 address).
+  public func listen(at address: TransportAddress) async throws(DissociatedIPCError) -> any TransportListener {
+    let context = try runtime.context(config.options)
+    return try await UCXListener.open(context: context, host: address.host, port: address.port ?? 0, config: config,
+                                      scheme: scheme)
+  }
+
+  /// Connects to the location's `host:port`; `.connectionRefused` when
+  /// nothing accepts there within ``Config/connectTimeout``.
+  public func connect(to location: Location) async throws(DissociatedIPCError) -> any TransportConnection {
+    guard let port = location.port, port != 0, !location.host.isEmpty else {
+      throw DissociatedIPCError(.invalidLocation, "\(location): ucx:// needs a host and a port")
+    }
+    let context = try runtime.context(config.options)
+    let address = try SocketAddress.resolve(host: location.host, port: port)
+    let peer = location.host.contains(":") ? "[\(location.host)]:\(port)" : "\(location.host):\(port)"
+    return try await UCXConnection.connect(context: context, address: address, peer: peer, config: config)
+  }
+}
+
+/// The backend's UCP context, created once on first use.
+final class Runtime: Sendable {
+  private let state = Mutex<UCXContext?>(nil)
+
+  func context(_ options: [String: String]) throws(DissociatedIPCError) -> UCXContext {
+    let result: Result<UCXContext, DissociatedIPCError> = state.withLock { state in
+      if let state { return .success(state) }
+      do throws(UCXFailure) {
+        let context = try UCXContext(options: options)
+        state = context
+        return .success(context)
+      } catch {
+        return .failure(DissociatedIPCError(.transportFailure, "ucx:// cannot initialise UCX: \(error)"))
+      }
+    }
+    return try result.get()
+  }
+}

@@ -1,0 +1,28 @@
+import DissociatedIPC
+import DissociatedIPCConformance
+import DissociatedIPCUCX
+import Testing
+
+/// The shared conformance suite over ucx:// on loopback, once with UCX's
+/// TCP transport alone and once with shared memory allowed (a same-host
+/// peer then moves data through shared memory; TCP still carries the
+/// connection setup). The settings go to each backend's own UCP context
+/// (UCX-CONF-1), so both run in one process.
+@Suite("Conformance: ucx://")
+struct UCXConformanceTests {
+  static func transport(_ transports: String) -> UCXTransport {
+    UCXTransport(config: .init(options: ["TLS": transports, "NET_DEVICES": "lo"]))
+  }
+
+  @Test("every conformance case over UCX_TLS=tcp", arguments: ConformanceCase.allCases)
+  func tcp(testCase: ConformanceCase) async throws {
+    try await testCase.run(using: ConformanceHarness(
+      transport: Self.transport("tcp"), listenAddress: TransportAddress(scheme: "ucx", host: "127.0.0.1", port: 0)))
+  }
+
+  @Test("every conformance case over UCX_TLS=tcp,sm,self", arguments: ConformanceCase.allCases)
+  func sharedMemory(testCase: ConformanceCase) async throws {
+    try await testCase.run(using: ConformanceHarness(
+      transport: Self.transport("tcp,sm,self"), listenAddress: TransportAddress(scheme: "ucx", host: "127.0.0.1", port: 0)))
+  }
+}
