@@ -84,7 +84,7 @@ let package = Package(
     // Every built-in backend: `TransportRegistry.builtIn`.
     .target(
       name: "DissociatedIPCTransports",
-      dependencies: ["DissociatedIPC", "DissociatedIPCTCP", "DissociatedIPCSharedMemory"],
+      dependencies: ["DissociatedIPC", "DissociatedIPCTCP", "DissociatedIPCSharedMemory", "DissociatedIPCUCX"],
       swiftSettings: strictSettings
     ),
     // The command-line tool.

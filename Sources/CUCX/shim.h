@@ -7,6 +7,8 @@
 
 #include <ucp/api/ucp.h>
 #include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /// UCS_PTR_IS_ERR: a macro comparing a pointer against the error range.
 static inline int cucx_ptr_is_err(ucs_status_ptr_t ptr) { return UCS_PTR_IS_ERR(ptr); }
@@ -26,5 +28,9 @@ static inline ucp_datatype_t cucx_dt_iov(void) { return ucp_dt_make_iov(); }
 /// UCP_API_MAJOR / UCP_API_MINOR: macros; the version this package was built against.
 static inline unsigned cucx_api_major(void) { return UCP_API_MAJOR; }
 static inline unsigned cucx_api_minor(void) { return UCP_API_MINOR; }
+
+/// gettid(2): declared by glibc only with _GNU_SOURCE; the progress threads
+/// report their kernel id so tests can read their CPU time.
+static inline int cucx_thread_id(void) { return (int)syscall(SYS_gettid); }
 
 #endif

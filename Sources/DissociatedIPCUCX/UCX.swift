@@ -48,15 +48,14 @@ struct SocketAddress: @unchecked Sendable {
   var storage = sockaddr_storage()
   var length: socklen_t = 0
 
-  /// Resolves `host` (a name or a numeric address; empty: any IPv4
-  /// address) and `port`.
+  /// Resolves `host` (a name or a numeric address) and `port`.
   static func resolve(host: String, port: UInt16) throws(DissociatedIPCError) -> SocketAddress {
     var hints = addrinfo()
     hints.ai_family = AF_UNSPEC
     hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-    hints.ai_flags = AI_NUMERICSERV | (host.isEmpty ? AI_PASSIVE : 0)
+    hints.ai_flags = AI_NUMERICSERV
     var list: UnsafeMutablePointer<addrinfo>?
-    let result = host.isEmpty ? getaddrinfo(nil, "\(port)", &hints, &list) : getaddrinfo(host, "\(port)", &hints, &list)
+    let result = getaddrinfo(host, "\(port)", &hints, &list)
     guard result == 0, let first = list else {
       throw DissociatedIPCError(.invalidLocation, "ucx://: cannot resolve '\(host)': \(String(cString: gai_strerror(result)))")
     }
@@ -514,6 +513,9 @@ func monotonicMilliseconds() -> Int64 {
   clock_gettime(CLOCK_MONOTONIC, &now)
   return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
 }
+
+/// The kernel's id of the calling thread (for /proc/self/task/ID).
+func currentThreadID() -> Int32 { cucx_thread_id() }
 
 /// Runs `body` on a new detached thread (never on Swift's concurrency pool).
 func startThread(_ body: @escaping @Sendable () -> Void) {

@@ -9,6 +9,8 @@ extension UCXConnection {
   func run(context: UCXContext, connectTimeout: Duration?,
            ready: (Result<Void, DissociatedIPCError>) -> Void,
            open: (UCXWorker, @escaping (UCXFailure) -> Void) throws(UCXFailure) -> UCXEndpoint) {
+    let threadID = currentThreadID()
+    shared.withLock { $0.threadID = threadID }
     let engine: ProgressEngine
     do throws(UCXFailure) {
       let worker = try UCXWorker(context: context)
@@ -131,6 +133,8 @@ final class ProgressEngine {
   private var closeDeadline: Int64?
   private var pathRefreshesLeft = 2
   private var pathStale = false
+  /// Where control messages (empty) are received.
+  private let controlScratch = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
 
   init(connection: UCXConnection, worker: UCXWorker) {
     self.connection = connection
@@ -138,14 +142,29 @@ final class ProgressEngine {
     slab = SlabAllocator(pool: connection.config.receiveBufferPool)
   }
 
+  deinit { controlScratch.deallocate() }
+
   func installHandlers() throws(UCXFailure) {
     try worker.setActiveMessageHandler(id: UCXWire.frame) { [unowned self] data in frameArrived(data) }
-    try worker.setActiveMessageHandler(id: UCXWire.goodbye) { [unowned self] _ in
+  }
+
+  /// Takes the peer's goodbye and acknowledgement out of the worker's
+  /// queue whenever they arrived (they carry no data).
+  private func receiveControlMessages() {
+    for tag in [UCXWire.goodbye, UCXWire.goodbyeAcknowledged] {
+      while let message = worker.probe(tag: tag, mask: .max) { consumeControl(message) }
+    }
+  }
+
+  private func consumeControl(_ message: ProbedMessage) {
+    worker.receive(message, into: controlScratch, count: min(message.length, 8)) { _ in }
+    if message.senderTag == UCXWire.goodbyeAcknowledged {
+      goodbyeAcknowledged = true
+    } else if !peerSaidGoodbye {
       peerSaidGoodbye = true
       mustAcknowledge = true
       append(.end)
     }
-    try worker.setActiveMessageHandler(id: UCXWire.goodbyeAcknowledged) { [unowned self] _ in goodbyeAcknowledged = true }
   }
 
   /// Flushes the fresh client endpoint: done once the server accepted;
@@ -175,9 +194,10 @@ final class ProgressEngine {
     while true {
       for command in connection.takeCommands() { handle(command) }
       while worker.progress() {}
+      receiveControlMessages()
       if mustAcknowledge {
         mustAcknowledge = false
-        if !endpointDead { endpoint?.sendActiveMessage(id: UCXWire.goodbyeAcknowledged, []) { _ in } }
+        if !endpointDead { endpoint?.sendTagged(UCXWire.goodbyeAcknowledged, []) { _ in } }
       }
       matchReceives()
       if pathStale { refreshPath() }
@@ -205,6 +225,8 @@ final class ProgressEngine {
       send(size) { endpoint, done in endpoint.sendTagged(tag, parts, completion: done) }
     case .receive(let receive):
       posted.append(receive)
+    case .reset:
+      fail(DissociatedIPCError(.connectionClosed, "the ucx:// connection was reset locally"))
     case .close:
       guard closeDeadline == nil else { return }
       closeDeadline = monotonicMilliseconds() + connection.config.closeTimeout.milliseconds
@@ -212,7 +234,7 @@ final class ProgressEngine {
       connection.inbox.close()
       for receive in posted { receive.resume(.success(nil)) }
       posted = []
-      if !endpointDead { endpoint?.sendActiveMessage(id: UCXWire.goodbye, []) { _ in } }
+      if !endpointDead { endpoint?.sendTagged(UCXWire.goodbye, []) { _ in } }
     }
   }
 
@@ -240,6 +262,10 @@ final class ProgressEngine {
         continue
       }
       if let message = worker.probe(tag: receive.tag, mask: receive.mask) {
+        if UCXWire.isControl(message.senderTag) {
+          consumeControl(message)
+          continue  // probe again for the same receive
+        }
         posted.remove(at: index)
         start(message, for: receive)
         continue
@@ -360,7 +386,7 @@ final class ProgressEngine {
       switch command {
       case .frame(_, let size), .tagged(_, _, let size): connection.sendsCompleted(size)
       case .receive(let receive): receive.resume(end)
-      case .close: break
+      case .close, .reset: break
       }
     }
     if failure == nil { connection.inbox.close() }

@@ -2,16 +2,23 @@ internal import ArrowIPC
 internal import DissociatedIPC
 internal import Synchronization
 
-/// Active-message ids on a ucx:// endpoint (UCX-WIRE-1, UCX-CLOSE-1).
+/// What travels on a ucx:// endpoint besides the protocol's own messages
+/// (UCX-WIRE-1, UCX-CLOSE-1).
 enum UCXWire {
-  /// A framed (metadata) message: no header, the payload is the frame. The
-  /// Arrow reference implementation's id.
+  /// Active-message id of framed (metadata) messages: no header, the
+  /// payload is the frame. The Arrow reference implementation's id.
   static let frame: UInt32 = 0
-  /// "I send nothing more": everything sent before it was sent.
-  static let goodbye: UInt32 = 1
-  /// "Your goodbye arrived": the sender of the goodbye may release its
-  /// endpoint.
-  static let goodbyeAcknowledged: UInt32 = 2
+  /// Tag of the empty message that says "I send nothing more": everything
+  /// sent before it was sent. Bits 32–55 are set, so it is never a body
+  /// tag; its low 32 bits (2^32 − 1) match a reference client's body probe
+  /// only for that sequence number.
+  static let goodbye: UInt64 = 0xFFFF_FFFF_FFFF_FFFF
+  /// Tag of the empty answer "your goodbye arrived": its sender may
+  /// release the endpoint.
+  static let goodbyeAcknowledged: UInt64 = 0xFFFF_FFFE_FFFF_FFFF
+
+  /// Tags the transport consumes itself; never handed to receivers.
+  static func isControl(_ tag: UInt64) -> Bool { tag == goodbye || tag == goodbyeAcknowledged }
 }
 
 /// One ucx:// connection: a UCP worker and endpoint owned by a dedicated
@@ -24,6 +31,7 @@ final class UCXConnection: TransportConnection {
     case tagged(UInt64, [ArrowBytes], size: Int)
     case receive(PendingReceive)
     case close
+    case reset
   }
 
   struct Shared {
@@ -43,6 +51,8 @@ final class UCXConnection: TransportConnection {
     var sleeping = false
     var worker: UCXWorker?
     var path: String
+    /// The progress thread's kernel id (tests read its CPU time).
+    var threadID: Int32 = 0
   }
 
   let shared: Mutex<Shared>
@@ -180,6 +190,21 @@ final class UCXConnection: TransportConnection {
       if done { continuation.resume() }
     }
   }
+
+  /// Drops the connection at once, without the goodbye handshake: the
+  /// peer sees a broken connection (`.connectionClosed`), as after a crash.
+  /// Local receives fail with `.connectionClosed` too.
+  func reset() {
+    let sleeper = shared.withLock { state -> UCXWorker? in
+      guard !state.finished else { return nil }
+      state.commands.append(.reset)
+      return state.takeSleeper()
+    }
+    sleeper?.signal()
+  }
+
+  /// The progress thread's kernel thread id (0 before it started).
+  var progressThreadID: Int32 { shared.withLock { $0.threadID } }
 
   /// Starts closing without waiting (a connection nobody accepted).
   func abort() {

@@ -79,12 +79,12 @@ public struct UCXTransport: DissociatedTransport {
   /// A backend with `config`. The UCP context is created on first use.
   public init(config: Config = .defaults) { self.config = config }
 
-  /// Listens on `host:port` (port 0 or none: a free port; host empty: every
-  /// IPv4 address).
+  /// Listens on `host:port` (port 0 or none: a free port; host empty:
+  /// 127.0.0.1, so that the published location is connectable, UCX-ADDR-1).
   public func listen(at address: TransportAddress) async throws(DissociatedIPCError) -> any TransportListener {
     let context = try runtime.context(config.options)
-    return try await UCXListener.open(context: context, host: address.host, port: address.port ?? 0, config: config,
-                                      scheme: scheme)
+    return try await UCXListener.open(context: context, host: address.host.isEmpty ? "127.0.0.1" : address.host,
+                                      port: address.port ?? 0, config: config, scheme: scheme)
   }
 
   /// Connects to the location's `host:port`; `.connectionRefused` when

@@ -1,0 +1,219 @@
+import ArrowIPC
+import DissociatedIPC
+import DissociatedIPCConformance
+@testable import DissociatedIPCUCX
+import Foundation
+import Testing
+
+/// ucx:// behaviour beyond the shared suite: the path it reports, idle
+/// progress threads, prompt refusal, broken peers, polling mode, and the
+/// wire mapping seen by a reference-style client.
+@Suite("ucx:// backend")
+struct UCXBackendTests {
+  static let tcp = UCXConformanceTests.transport("tcp")
+  static let sharedMemory = UCXConformanceTests.transport("tcp,sm,self")
+
+  struct Pair {
+    let listener: any TransportListener
+    let client: UCXConnection
+    let server: UCXConnection
+
+    func close() async {
+      await client.close()
+      await server.close()
+      await listener.close()
+    }
+  }
+
+  static func pair(_ transport: UCXTransport) async throws -> Pair {
+    let listener = try await transport.listen(at: TransportAddress(scheme: "ucx", host: "127.0.0.1", port: 0))
+    let client = try await transport.connect(to: Location(scheme: "ucx", host: "127.0.0.1", port: listener.address.port, wantData: 0))
+    let server = try #require(try await listener.accept())
+    return Pair(listener: listener, client: try #require(client as? UCXConnection), server: try #require(server as? UCXConnection))
+  }
+
+  /// UCX-PATH-1: the description names the transports UCX really chose.
+  /// With UCX 1.13 a listener (sockaddr) connection carries data only over
+  /// the connection manager's device, so even with `sm` allowed the lanes
+  /// are tcp/lo (UCX-PATH-2): the description is how users see it.
+  @Test("pathDescription names the UCX transports in use")
+  func pathDescription() async throws {
+    for (transport, expected) in [(Self.tcp, ["tcp/lo"]), (Self.sharedMemory, ["tcp/lo", "posix", "sysv", "cma"])] {
+      let pair = try await Self.pair(transport)
+      try await pair.client.sendTagged(1, [ArrowBytes(copying: [UInt8](repeating: 7, count: 1 << 20))])
+      _ = try await pair.server.receiveTagged(matching: 1, mask: .max)
+      let path = pair.client.pathDescription
+      print("ucx:// path with TLS=\(transport.config.options["TLS"]!): client \(path); server \(pair.server.pathDescription)")
+      #expect(expected.contains { path.contains($0) }, "\(path)")
+      await pair.close()
+    }
+  }
+
+  /// UCX-THREAD-2: an idle connection's progress thread sleeps.
+  @Test("an idle connection's progress threads use no CPU")
+  func idleThreadsSleep() async throws {
+    let pair = try await Self.pair(Self.tcp)
+    try await pair.client.sendFrame([ArrowBytes(copying: [1, 2, 3])])
+    _ = try await pair.server.receiveFrame()
+    let threads = [pair.client.progressThreadID, pair.server.progressThreadID]
+    let before = threads.map(Self.cpuTicks)
+    try await Task.sleep(for: .seconds(1))
+    let used = zip(threads.map(Self.cpuTicks), before).map { $0 - $1 }
+    // Clock ticks are 10 ms: a spinning thread would use about 100.
+    #expect(used.allSatisfy { $0 <= 5 }, "progress threads used \(used) ticks in 1 s idle")
+    await pair.close()
+  }
+
+  static func cpuTicks(_ thread: Int32) -> Int {
+    guard let stat = try? String(contentsOfFile: "/proc/self/task/\(thread)/stat", encoding: .utf8),
+          let end = stat.lastIndex(of: ")") else { return 0 }
+    let fields = stat[stat.index(after: end)...].split(separator: " ")
+    // After the command: state is field 3; utime and stime are 14 and 15.
+    return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
+  }
+
+  /// UCX-CONN-2: nothing listens → `.connectionRefused`, promptly.
+  @Test("connecting where nothing listens is refused within a second or two")
+  func refusedPromptly() async throws {
+    let listener = try await Self.tcp.listen(at: TransportAddress(scheme: "ucx", host: "127.0.0.1", port: 0))
+    let port = listener.address.port
+    await listener.close()
+    let start = ContinuousClock.now
+    do {
+      _ = try await Self.tcp.connect(to: Location(scheme: "ucx", host: "127.0.0.1", port: port, wantData: 0))
+      Issue.record("connected where nothing listens")
+    } catch {
+      #expect(error.code == .connectionRefused)
+    }
+    #expect(ContinuousClock.now - start < .seconds(3))
+  }
+
+  /// UCX-CLOSE-2: a peer that drops without the goodbye breaks the
+  /// connection: pending and later receives throw `.connectionClosed`.
+  @Test("a peer that vanishes without a goodbye gives connectionClosed", arguments: ["tcp", "tcp,sm,self"])
+  func vanishingPeer(transports: String) async throws {
+    let pair = try await Self.pair(UCXConformanceTests.transport(transports))
+    let pending = Task { try await pair.client.receiveTagged(matching: 0, mask: 0) }
+    try await Task.sleep(for: .milliseconds(50))
+    pair.server.reset()
+    do {
+      _ = try await pending.value
+      Issue.record("a receive ended without error after the peer vanished")
+    } catch {
+      #expect((error as? DissociatedIPCError)?.code == .connectionClosed, "\(error)")
+    }
+    await #expect(throws: DissociatedIPCError.self) { _ = try await pair.client.receiveFrame() }
+    await pair.close()
+  }
+
+  /// UCX-THREAD-3: polling progress passes the stream cases too.
+  @Test("polling progress threads", arguments: [ConformanceCaseName.fullStream, .maskMatching, .orderlyClose])
+  func polling(name: ConformanceCaseName) async throws {
+    let transport = UCXTransport(config: .init(options: ["TLS": "tcp,sm,self", "NET_DEVICES": "lo"], progressMode: .polling))
+    try await name.run(transport)
+  }
+
+  /// UCX-WIRE-1…3, checked the way the Arrow reference client reads a
+  /// stream: want_data as a tagged message carrying the ticket, metadata as
+  /// active messages with id 0 and no header, bodies as tagged messages
+  /// received by probing (sequence, mask 0x00000000FFFFFFFF).
+  @Test("a reference-style raw UCX client reads a stream from DissociatedServer")
+  func referenceStyleClient() async throws {
+    var catalog = StreamCatalog()
+    var builder = RecordBatchBuilder()
+    builder.append("id", [1, 2, nil, 4] as [Int64?])
+    let (batch, body) = builder.finish()
+    catalog.add("t", .messages([try OutgoingMessage(Message(header: .schema(builder.schema))),
+                                try OutgoingMessage(batch, body: body)]))
+    var registry = TransportRegistry()
+    registry.register(Self.tcp)
+    let server = try await DissociatedServer(listeningAt: "ucx://127.0.0.1:0", catalog: catalog, registry: registry)
+    let running = Task { await server.run() }
+    defer { running.cancel() }
+    let port = server.listener.address.port!
+
+    // The raw client runs on a thread of its own, as UCX wants.
+    let result: Result<RawStream, any Error> = await withCheckedContinuation { continuation in
+      startThread {
+        continuation.resume(returning: Result { try RawReferenceClient.fetch(port: port, wantData: ControlTag.combined, ticket: "t") })
+      }
+    }
+    let stream = try result.get()
+    #expect(stream.frames.count == 3, "schema, batch, end of stream")
+    #expect(stream.frames.first?.first == 1 && stream.frames.first?[1 ..< 5] == [0, 0, 0, 0], "schema frame, sequence 0")
+    #expect(stream.frames.last == [0, 2, 0, 0, 0], "end of stream after 2 messages")
+    #expect(stream.bodyTag == 1, "body tag: sequence 1, type 0")
+    #expect(stream.body == body.array)
+    await server.shutdown()
+  }
+}
+
+/// A few conformance cases by name (a parameter list that prints well).
+enum ConformanceCaseName: String, CaseIterable, Sendable, CustomTestStringConvertible {
+  case fullStream, maskMatching, orderlyClose
+  var testDescription: String { rawValue }
+
+  func run(_ transport: UCXTransport) async throws {
+    let testCase: ConformanceCase = switch self {
+    case .fullStream: .fullStream
+    case .maskMatching: .maskMatching
+    case .orderlyClose: .orderlyClose
+    }
+    try await testCase.run(using: ConformanceHarness(
+      transport: transport, listenAddress: TransportAddress(scheme: "ucx", host: "127.0.0.1", port: 0)))
+  }
+}
+
+struct RawStream: Sendable {
+  var frames: [[UInt8]] = []
+  var bodyTag: UInt64 = 0
+  var body: [UInt8] = []
+}
+
+/// The Arrow reference client's steps (cudf-flight-client.cc), written
+/// against this package's UCX handles: connect, send want_data + ticket as
+/// a tagged message, collect AM id 0 frames until the end of stream, probe
+/// for the body with mask 0x00000000FFFFFFFF, close.
+enum RawReferenceClient {
+  struct Failed: Error { let what: String }
+
+  static func fetch(port: UInt16, wantData: UInt64, ticket: String) throws -> RawStream {
+    let context = try UCXContext(options: ["TLS": "tcp", "NET_DEVICES": "lo"])
+    let worker = try UCXWorker(context: context)
+    var stream = RawStream()
+    try worker.setActiveMessageHandler(id: 0) { data in
+      guard case .inline(let bytes) = data else { return }
+      stream.frames.append(Array(bytes))
+    }
+    let endpoint = try UCXEndpoint(worker: worker, connectingTo: try SocketAddress.resolve(host: "127.0.0.1", port: port)) { _ in }
+    var sent = false
+    endpoint.sendTagged(wantData, [ArrowBytes(copying: Array(ticket.utf8))]) { sent = $0 == nil }
+    let deadline = monotonicMilliseconds() + 10_000
+    func progress(until done: () -> Bool) throws {
+      while !done() {
+        guard monotonicMilliseconds() < deadline else { throw Failed(what: "timed out") }
+        worker.progress()
+      }
+    }
+    try progress { sent }
+    try progress { stream.frames.last.map { $0.first == 0 } ?? false }
+    var probed: ProbedMessage?
+    try progress {
+      probed = worker.probe(tag: 1, mask: 0x0000_0000_FFFF_FFFF)
+      return probed != nil
+    }
+    let message = probed!
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(message.length, 1), alignment: 64)
+    defer { buffer.deallocate() }
+    var received = false
+    worker.receive(message, into: buffer, count: message.length) { received = $0 == nil }
+    try progress { received }
+    stream.bodyTag = message.senderTag
+    stream.body = Array(UnsafeRawBufferPointer(start: buffer, count: message.length))
+    endpoint.close()
+    // Let the disconnect's events drain before the worker goes.
+    let drain = monotonicMilliseconds() + 50
+    while monotonicMilliseconds() < drain { worker.progress() }
+    return stream
+  }
+}
