@@ -69,11 +69,21 @@ final class UCXConnection: TransportConnection {
 
   /// Connects to a listener at `address`; returns once the connection is
   /// up, or throws `.connectionRefused` (UCX-CONN-2).
-  static func connect(context: UCXContext, address: SocketAddress, peer: String,
+  /// The context (created on first use) and the name resolution run on
+  /// the connection's thread too, never on Swift's concurrency pool.
+  static func connect(runtime: Runtime, host: String, port: UInt16, peer: String,
                       config: UCXTransport.Config) async throws(DissociatedIPCError) -> UCXConnection {
     let connection = UCXConnection(config: config, peer: peer)
     let result: Result<Void, DissociatedIPCError> = await withCheckedContinuation { continuation in
       startThread {
+        let context: UCXContext
+        let address: SocketAddress
+        do throws(DissociatedIPCError) {
+          context = try runtime.context(config.options)
+          address = try SocketAddress.resolve(host: host, port: port)
+        } catch {
+          return continuation.resume(returning: .failure(error))
+        }
         connection.run(context: context, connectTimeout: config.connectTimeout, ready: { continuation.resume(returning: $0) }) {
           (worker, onError) throws(UCXFailure) in try UCXEndpoint(worker: worker, connectingTo: address, onError: onError)
         }

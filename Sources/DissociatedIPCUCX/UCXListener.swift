@@ -17,14 +17,17 @@ final class UCXListener: TransportListener {
   }
 
   /// Binds on `host:port` (port 0: a free one) on a thread of its own.
-  static func open(context: UCXContext, host: String, port: UInt16, config: UCXTransport.Config,
+  /// The context (created on first use) is made on that thread too.
+  static func open(runtime: Runtime, host: String, port: UInt16, config: UCXTransport.Config,
                    scheme: String) async throws(DissociatedIPCError) -> UCXListener {
     let result: Result<UCXListener, DissociatedIPCError> = await withCheckedContinuation { continuation in
       startThread {
+        let context: UCXContext
         let worker: UCXWorker
         let handle: UCXListenerHandle
         let requests = RequestQueue()
         do throws(DissociatedIPCError) {
+          context = try runtime.context(config.options)
           let socketAddress = try SocketAddress.resolve(host: host, port: port)
           do throws(UCXFailure) {
             worker = try UCXWorker(context: context)

@@ -82,8 +82,7 @@ public struct UCXTransport: DissociatedTransport {
   /// Listens on `host:port` (port 0 or none: a free port; host empty:
   /// 127.0.0.1, so that the published location is connectable, UCX-ADDR-1).
   public func listen(at address: TransportAddress) async throws(DissociatedIPCError) -> any TransportListener {
-    let context = try runtime.context(config.options)
-    return try await UCXListener.open(context: context, host: address.host.isEmpty ? "127.0.0.1" : address.host,
+    try await UCXListener.open(runtime: runtime, host: address.host.isEmpty ? "127.0.0.1" : address.host,
                                       port: address.port ?? 0, config: config, scheme: scheme)
   }
 
@@ -93,10 +92,8 @@ public struct UCXTransport: DissociatedTransport {
     guard let port = location.port, port != 0, !location.host.isEmpty else {
       throw DissociatedIPCError(.invalidLocation, "\(location): ucx:// needs a host and a port")
     }
-    let context = try runtime.context(config.options)
-    let address = try SocketAddress.resolve(host: location.host, port: port)
     let peer = location.host.contains(":") ? "[\(location.host)]:\(port)" : "\(location.host):\(port)"
-    return try await UCXConnection.connect(context: context, address: address, peer: peer, config: config)
+    return try await UCXConnection.connect(runtime: runtime, host: location.host, port: port, peer: peer, config: config)
   }
 }
 
