@@ -28,10 +28,16 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Bodies of at least this many bytes go as descriptors on transports with remote memory.")
   var rendezvousThreshold = ServerStreamConfig.defaults.rendezvousThreshold
 
+  @Option(help: "Bytes of descriptor bodies a client may hold before the server waits for free_data.")
+  var maxOutstandingBytes = ServerStreamConfig.defaults.maxOutstandingBytes
+
   @OptionGroup var common: CommonOptions
 
   func validate() throws {
     guard !files.isEmpty else { throw ValidationError("give at least one stream file") }
+    guard rendezvousThreshold > 0, maxOutstandingBytes > 0 else {
+      throw ValidationError("--rendezvous-threshold and --max-outstanding-bytes must be positive")
+    }
     for file in files where !FileManager.default.isReadableFile(atPath: file) {
       throw ValidationError("cannot read \(file)")
     }
@@ -47,6 +53,7 @@ struct Serve: AsyncParsableCommand {
     var config = DissociatedServer.Config.defaults
     config.logger = common.makeLogger("dipc.serve")
     config.stream.rendezvousThreshold = rendezvousThreshold
+    config.stream.maxOutstandingBytes = maxOutstandingBytes
     let server = try await DissociatedServer(listeningAt: listen, catalog: catalog, registry: .builtIn, config: config)
     // Unbuffered: scripts read the locations while the server runs.
     var lines = ""

@@ -37,9 +37,9 @@ enum Processes {
     /// ticket → (combined, metadata, data) locations.
     private(set) var locations: [String: [String: String]] = [:]
 
-    init(files: [String], listen: String) throws {
+    init(files: [String], listen: String, options: [String] = []) throws {
       process.executableURL = try Processes.dipc
-      process.arguments = ["serve"] + files + ["--listen", listen, "--split"]
+      process.arguments = ["serve"] + files + ["--listen", listen, "--split"] + options
       let output = Pipe()
       process.standardOutput = output
       process.standardError = FileHandle.standardError

@@ -21,7 +21,10 @@ package final class MessageInbox: Sendable {
   }
 
   private struct State {
-    var frames: [ArrowBytes] = []
+    /// Framed messages in arrival order; a received one is set to nil at
+    /// once, so the inbox never keeps a message (and the memory it views)
+    /// alive after handing it out.
+    var frames: [ArrowBytes?] = []
     var frameHead = 0
     var frameWaiters: [(id: UInt64, continuation: CheckedContinuation<ArrowBytes?, any Error>)] = []
     /// Unmatched tagged messages in arrival order; taken from the front in
@@ -149,7 +152,8 @@ package final class MessageInbox: Sendable {
       guard state.frameHead < state.frames.count else {
         return state.closed ? (state.error.map { .failure($0) } ?? .success(nil)) : nil
       }
-      let frame = state.frames[state.frameHead]
+      let frame = state.frames[state.frameHead]!
+      state.frames[state.frameHead] = nil
       state.frameHead += 1
       if state.frameHead > 64, state.frameHead * 2 > state.frames.count {
         state.frames.removeFirst(state.frameHead)
