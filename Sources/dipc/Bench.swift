@@ -11,10 +11,14 @@ struct Bench: AsyncParsableCommand {
     discussion: """
       Each round runs every case once, in turn, so a slow phase of a shared
       machine hits all of them alike. Cases:
-        bulk   --bulk-bytes in --batch-bytes batches (default 1 GiB in 1 MiB)
-        tiny   --tiny-batches batches of 2 rows
+        bulk     --bulk-bytes in --batch-bytes batches (default 1 GiB in 1 MiB);
+                 bodies go as descriptors where the transport has remote memory
+        copy     the same bodies inline (type 0), on transports with remote memory
+        tiny     --tiny-batches batches of 2 rows (also shown as µs per batch)
+        latency  median round trip of an 8-byte tagged message (1,000 of them)
       for each --transports scheme (server and client in this process, over
-      loopback), and the baselines: iperf3 -l BATCH (bulk), Arrow Flight
+      loopback), and the baselines: single-core memcpy of the bulk bytes,
+      iperf3 -l BATCH (bulk), Arrow Flight
       DoGet via pyarrow (bulk and tiny; needs Benchmarks/Baselines/
       flight_baseline.py, run from the repository root).
       """
@@ -45,15 +49,24 @@ struct Bench: AsyncParsableCommand {
     let schemes = transports.split(separator: ",").map(String.init)
     let baselineSet = Set(baselines.split(separator: ",").map(String.init))
     let bulkCount = max(1, bulkBytes / batchBytes)
+    let registry = TransportRegistry.builtIn
     var results: [String: [Measurement]] = [:]
     for round in 1 ... rounds {
       FileHandle.standardError.write(Data("round \(round)/\(rounds)\n".utf8))
       for scheme in schemes {
+        let remoteMemory = try registry.transport(forScheme: scheme).capabilities.remoteMemory
         results["\(scheme) bulk", default: []].append(
           try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8))
+        if remoteMemory {
+          // The same bodies inline (type 0): the transport's copy path.
+          results["\(scheme) copy", default: []].append(
+            try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, inline: true))
+        }
         results["\(scheme) tiny", default: []].append(
           try await Self.measure(scheme: scheme, batches: tinyBatches, rows: 2))
+        results["\(scheme) latency", default: []].append(try await Self.roundTrip(scheme: scheme))
       }
+      results["memcpy", default: []].append(Self.memcpy(bytes: bulkCount * batchBytes, chunk: batchBytes))
       if baselineSet.contains("iperf3") {
         results["iperf3 bulk", default: []].append(try Self.iperf3(bytes: bulkCount * batchBytes, length: batchBytes))
       }
@@ -75,8 +88,9 @@ struct Bench: AsyncParsableCommand {
   }
 
   /// A server and a client over `scheme` in this process; `batches`
-  /// batches of one int64 column of `rows` rows (the same body each time).
-  static func measure(scheme: String, batches: Int, rows: Int) async throws -> Measurement {
+  /// batches of one int64 column of `rows` rows (the same body each time),
+  /// sent inline (type 0) when `inline`, else as the server decides.
+  static func measure(scheme: String, batches: Int, rows: Int, inline: Bool = false) async throws -> Measurement {
     var builder = RecordBatchBuilder()
     builder.append("v", (0 ..< rows).map { Int64($0) as Int64? })
     let (message, body) = builder.finish()
@@ -84,7 +98,10 @@ struct Bench: AsyncParsableCommand {
     let batch = try OutgoingMessage(message, body: body)
     var catalog = StreamCatalog()
     catalog.add("bench", .messages([schema] + Array(repeating: batch, count: batches)))
-    let server = try await DissociatedServer(listeningAt: localListenURI(scheme), catalog: catalog, registry: .builtIn)
+    var config = DissociatedServer.Config.defaults
+    if inline { config.stream.rendezvousThreshold = .max }
+    let server = try await DissociatedServer(listeningAt: localListenURI(scheme), catalog: catalog, registry: .builtIn,
+                                             config: config)
     let running = Task { await server.run() }
     defer { running.cancel() }
     let started = ContinuousClock.now
@@ -100,6 +117,51 @@ struct Bench: AsyncParsableCommand {
     await server.shutdown()
     guard received == batches else { throw ValidationError("\(scheme): received \(received) of \(batches) batches") }
     return Measurement(seconds: elapsed, bytes: bytes, batches: received)
+  }
+
+  /// The median round trip of an 8-byte tagged message over one
+  /// connection of `scheme` (1,000 ping-pongs after 100 warm-up ones);
+  /// reported as `seconds` of one round trip.
+  static func roundTrip(scheme: String) async throws -> Measurement {
+    let transport = try TransportRegistry.builtIn.transport(forScheme: scheme)
+    let listener = try await transport.listen(at: TransportAddress(parsing: localListenURI(scheme)))
+    async let accepted = listener.accept()
+    let client = try await transport.connect(to: Location(parsing: "\(listener.address)?want_data=0"))
+    guard let server = try await accepted else { throw ValidationError("\(scheme): the listener closed") }
+    let ping = ArrowBytes(copying: [UInt8](repeating: 7, count: 8))
+    let echo = Task {
+      while let message = try await server.receiveTagged(matching: 0, mask: 0) {
+        try await server.sendTagged(message.tag, [message.payload])
+      }
+    }
+    var times: [Double] = []
+    for index in 0 ..< 1_100 {
+      let started = ContinuousClock.now
+      try await client.sendTagged(UInt64(index), [ping])
+      guard try await client.receiveTagged(matching: 0, mask: 0) != nil else { throw ValidationError("\(scheme): echo ended") }
+      if index >= 100 { times.append(seconds(ContinuousClock.now - started)) }
+    }
+    await client.close()
+    _ = try? await echo.value
+    await server.close()
+    await listener.close()
+    return Measurement(seconds: times.sorted()[times.count / 2], bytes: 8, batches: 1)
+  }
+
+  /// Single-core memcpy of `bytes` in `chunk`-byte copies, back and forth
+  /// between two buffers (the ceiling for any copy path).
+  static func memcpy(bytes: Int, chunk: Int) -> Measurement {
+    let buffers = (0 ..< 2).map { _ in UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 64) }
+    defer { for buffer in buffers { buffer.deallocate() } }
+    for buffer in buffers { buffer.initializeMemory(as: UInt8.self, repeating: 1, count: chunk) }
+    let copies = max(1, bytes / chunk)
+    let started = ContinuousClock.now
+    for index in 0 ..< copies {
+      buffers[(index + 1) % 2].copyMemory(from: buffers[index % 2], byteCount: chunk)
+      buffers[index % 2].storeBytes(of: UInt8(truncatingIfNeeded: index), as: UInt8.self)  // each copy moves new bytes
+    }
+    let elapsed = seconds(ContinuousClock.now - started)
+    return Measurement(seconds: elapsed, bytes: copies * chunk, batches: copies)
   }
 
   /// iperf3 moving the same bytes with writes of `length` bytes.
@@ -152,28 +214,41 @@ struct Bench: AsyncParsableCommand {
     }
     func rate(_ name: String) -> Double { median(results[name, default: []].map(\.bytesPerSecond)) }
     func batchRate(_ name: String) -> Double { median(results[name, default: []].map(\.batchesPerSecond)) }
+    func has(_ name: String) -> Bool { results[name] != nil }
+    func ratio(_ value: Double, _ baseline: String, _ reference: Double) -> String {
+      String(format: "%.2f× %@", value / reference, baseline)
+    }
     let gb = { (value: Double) in String(format: "%.2f GB/s", value / 1e9) }
-    let kb = { (value: Double) in String(format: "%.0f k batches/s", value / 1e3) }
     print("dipc bench: \(rounds) rounds, medians; bulk = \(formatBytes(Double(bulkBytes))) in "
-      + "\(formatBytes(Double(batchBytes))) batches, tiny = \(tinyBatches) batches of 2 rows")
+      + "\(formatBytes(Double(batchBytes))) batches (copy = the same bodies inline), tiny = \(tinyBatches) batches of 2 rows, "
+      + "latency = round trip of an 8-byte tagged message")
     var lines: [(String, String, String)] = []
     for scheme in schemes {
       let bulk = rate("\(scheme) bulk")
-      let tiny = batchRate("\(scheme) tiny")
       var bulkRatios: [String] = []
-      if results["iperf3 bulk"] != nil { bulkRatios.append(String(format: "%.2f× iperf3", bulk / rate("iperf3 bulk"))) }
-      if results["flight bulk"] != nil { bulkRatios.append(String(format: "%.2f× Flight", bulk / rate("flight bulk"))) }
+      if has("iperf3 bulk") { bulkRatios.append(ratio(bulk, "iperf3", rate("iperf3 bulk"))) }
+      if has("flight bulk") { bulkRatios.append(ratio(bulk, "Flight", rate("flight bulk"))) }
+      if scheme != "tcp", has("tcp bulk") { bulkRatios.append(ratio(bulk, "tcp://", rate("tcp bulk"))) }
+      bulkRatios.append(ratio(bulk, "memcpy", rate("memcpy")))
       lines.append(("\(scheme):// bulk", gb(bulk), bulkRatios.joined(separator: ", ")))
-      lines.append(("\(scheme):// tiny", kb(tiny),
-                    results["flight tiny"] != nil ? String(format: "%.2f× Flight", tiny / batchRate("flight tiny")) : ""))
+      if has("\(scheme) copy") {
+        let copy = rate("\(scheme) copy")
+        lines.append(("\(scheme):// copy", gb(copy), ratio(copy, "memcpy", rate("memcpy"))))
+      }
+      let tiny = batchRate("\(scheme) tiny")
+      lines.append(("\(scheme):// tiny", String(format: "%.0f k batches/s (%.2f µs each)", tiny / 1e3, 1e6 / tiny),
+                    has("flight tiny") ? ratio(tiny, "Flight", batchRate("flight tiny")) : ""))
+      let latency = median(results["\(scheme) latency", default: []].map(\.seconds))
+      lines.append(("\(scheme):// latency", String(format: "%.1f µs round trip", latency * 1e6), ""))
     }
-    if results["iperf3 bulk"] != nil { lines.append(("iperf3 bulk", gb(rate("iperf3 bulk")), "")) }
-    if results["flight bulk"] != nil {
+    lines.append(("memcpy (one core)", gb(rate("memcpy")), ""))
+    if has("iperf3 bulk") { lines.append(("iperf3 bulk", gb(rate("iperf3 bulk")), "")) }
+    if has("flight bulk") {
       lines.append(("Flight DoGet bulk", gb(rate("flight bulk")), ""))
-      lines.append(("Flight DoGet tiny", kb(batchRate("flight tiny")), ""))
+      lines.append(("Flight DoGet tiny", String(format: "%.0f k batches/s", batchRate("flight tiny") / 1e3), ""))
     }
     for (name, value, ratio) in lines {
-      print(name.padding(toLength: 20, withPad: " ", startingAt: 0) + value.padding(toLength: 22, withPad: " ", startingAt: 0) + ratio)
+      print(name.padding(toLength: 20, withPad: " ", startingAt: 0) + value.padding(toLength: 34, withPad: " ", startingAt: 0) + ratio)
     }
   }
 }
