@@ -18,9 +18,10 @@ struct CommonOptions: ParsableArguments {
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 /// Where a server of `scheme` listens on this machine with every default
-/// (a free port on 127.0.0.1 for tcp://, a fresh socket or name otherwise).
+/// (a free port on 127.0.0.1 for the socket-addressed tcp:// and ucx://, a
+/// fresh socket or name otherwise).
 func localListenURI(_ scheme: String) -> String {
-  scheme == "tcp" ? "tcp://127.0.0.1" : "\(scheme)://"
+  ["tcp", "ucx"].contains(scheme) ? "\(scheme)://127.0.0.1" : "\(scheme)://"
 }
 
 /// Formats `bytes` with a binary unit.
