@@ -514,6 +514,13 @@ func monotonicMilliseconds() -> Int64 {
   return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
 }
 
+/// Microseconds on the monotonic clock.
+func monotonicMicroseconds() -> Int64 {
+  var now = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &now)
+  return Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000
+}
+
 /// The kernel's id of the calling thread (for /proc/self/task/ID).
 func currentThreadID() -> Int32 { cucx_thread_id() }
 

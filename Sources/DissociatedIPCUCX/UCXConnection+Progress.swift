@@ -191,9 +191,13 @@ final class ProgressEngine {
 
   func loop() {
     let polling = connection.config.progressMode == .polling
+    let spin = connection.config.spinBeforeSleeping.microseconds
+    var idleSince: Int64?
     while true {
-      for command in connection.takeCommands() { handle(command) }
-      while worker.progress() {}
+      let commands = connection.takeCommands()
+      var busy = !commands.isEmpty
+      for command in commands { handle(command) }
+      while worker.progress() { busy = true }
       receiveControlMessages()
       if mustAcknowledge {
         mustAcknowledge = false
@@ -203,10 +207,16 @@ final class ProgressEngine {
       if pathStale { refreshPath() }
       if shouldStop() { return }
       if polling { continue }
+      // Spin a little before sleeping: a request/response exchange then
+      // costs no wake-up (UCX-THREAD-2).
+      let now = monotonicMicroseconds()
+      if busy || idleSince == nil { idleSince = now }
+      if now - idleSince! < spin { continue }
       guard connection.prepareToSleep() else { continue }
       let timeout = closeDeadline.map { Int32(clamping: max(1, $0 - monotonicMilliseconds())) } ?? -1
       worker.sleep(timeoutMilliseconds: timeout) { connection.hasCommands }
       connection.awake()
+      idleSince = nil
     }
   }
 
@@ -402,6 +412,12 @@ final class ProgressEngine {
 }
 
 extension Duration {
+  /// Whole microseconds.
+  var microseconds: Int64 {
+    let (seconds, attoseconds) = components
+    return seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+  }
+
   /// Whole milliseconds (at least 1 for a positive duration).
   var milliseconds: Int64 {
     let (seconds, attoseconds) = components

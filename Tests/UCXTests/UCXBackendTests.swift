@@ -73,11 +73,12 @@ struct UCXBackendTests {
   }
 
   /// UCX-CONN-2: nothing listens → `.connectionRefused`, promptly.
-  @Test("connecting where nothing listens is refused within a second or two")
+  @Test("connecting where nothing listens is refused promptly, not after a timeout")
   func refusedPromptly() async throws {
     let listener = try await Self.tcp.listen(at: TransportAddress(scheme: "ucx", host: "127.0.0.1", port: 0))
     let port = listener.address.port
     await listener.close()
+    let config = Self.tcp.config
     let start = ContinuousClock.now
     do {
       _ = try await Self.tcp.connect(to: Location(scheme: "ucx", host: "127.0.0.1", port: port, wantData: 0))
@@ -85,7 +86,8 @@ struct UCXBackendTests {
     } catch {
       #expect(error.code == .connectionRefused)
     }
-    #expect(ContinuousClock.now - start < .seconds(3))
+    // 0.01–0.06 s on an idle machine; seconds under a parallel build.
+    #expect(ContinuousClock.now - start < config.connectTimeout)
   }
 
   /// UCX-CLOSE-2: a peer that drops without the goodbye breaks the
