@@ -162,6 +162,15 @@ struct OutboundSegments {
     return .placed(reserve(blockSize, kind: kind, count: count)!, added: segment, retired: retired)
   }
 
+  /// Segment ids left for arenas: the last 256 stay for ring segments, so
+  /// a connection that announced very many buffers still has room for its
+  /// payloads (exposing then falls back to copying, SHM-ARENA-4).
+  mutating func takeArenaID() -> UInt16? {
+    guard nextID < UInt16.max - 256 else { return nil }
+    defer { nextID += 1 }
+    return nextID
+  }
+
   private mutating func reserve(_ blockSize: Int, kind: BlockKind, count: Int) -> Reservation? {
     for index in segments.indices {
       guard let offset = segments[index].ring.allocate(blockSize, kind: kind) else { continue }

@@ -8,11 +8,15 @@ final class MappedSegment: ArrowBytesOwner, @unchecked Sendable {
   let id: UInt16
   let base: UnsafeRawPointer
   let size: Int
+  /// A ``SharedMemoryBuffer`` described in place (kind 9): no block
+  /// headers, ranges at any offset (SHM-ARENA-2).
+  let isArena: Bool
 
-  init(id: UInt16, base: UnsafeRawPointer, size: Int) {
+  init(id: UInt16, base: UnsafeRawPointer, size: Int, isArena: Bool = false) {
     self.id = id
     self.base = base
     self.size = size
+    self.isArena = isArena
   }
 
   /// Whether `offset ..< offset + length` lies inside the segment

@@ -18,6 +18,8 @@ final class SharedMemoryConnection: TransportConnection {
     var parts: [ArrowBytes] = []
     /// A segment whose descriptor travels with the message.
     var segment: OutboundSegment?
+    /// A buffer whose descriptor travels with the message (kind 9).
+    var arena: SharedMemoryBuffer?
 
     var queuedBytes: Int { SharedMemoryWire.length(words: wordCount) + parts.reduce(0) { $0 + $1.count } }
   }
@@ -43,6 +45,8 @@ final class SharedMemoryConnection: TransportConnection {
     var spaceWaiters: [CheckedContinuation<Void, Never>] = []
     // The peer's segments, mapped.
     var peerSegments: [UInt16: MappedSegment] = [:]
+    // Buffers exposed in place (SHM-ARENA-*).
+    var arenas = ArenaTable()
     // Lifecycle.
     var closing = false
     var peerClosed = false
@@ -150,12 +154,35 @@ final class SharedMemoryConnection: TransportConnection {
   /// is over its limit. A failed send fails the connection.
   @discardableResult
   func submit(_ message: Outgoing) throws(DissociatedIPCError) -> Bool {
-    enum Outcome {
-      case sent, queued(wake: Bool, over: Bool), failed(DissociatedIPCError)
+    let outcome = try state.withLock { (state) throws(DissociatedIPCError) -> SubmitOutcome in
+      try enqueue(message, &state)
     }
-    let outcome = try state.withLock { (state) throws(DissociatedIPCError) -> Outcome in
-      try submit(message, &state)
+    return try complete(outcome)
+  }
+
+  /// What ``enqueue(_:_:)`` did; ``complete(_:)`` finishes it outside the lock.
+  enum SubmitOutcome {
+    case sent, queued(wake: Bool, over: Bool), failed(DissociatedIPCError)
+  }
+
+  /// The locked part of ``submit(_:)``: sends directly or queues.
+  func enqueue(_ message: Outgoing, _ state: inout State) throws(DissociatedIPCError) -> SubmitOutcome {
+    if let error = state.sendError { throw error }
+    if state.queue.isEmpty, !state.writerBusy, !state.descriptorClosed {
+      do throws(DissociatedIPCError) {
+        if try transmit(message, wait: false) { return .sent }
+      } catch {
+        return .failed(error)
+      }
     }
+    state.queue.append(message)
+    state.queuedBytes += message.queuedBytes
+    return .queued(wake: state.wakeWriter(), over: state.queuedBytes > config.writeQueueBytes)
+  }
+
+  /// The unlocked part of ``submit(_:)``: wakes the writer or fails.
+  @discardableResult
+  func complete(_ outcome: SubmitOutcome) throws(DissociatedIPCError) -> Bool {
     switch outcome {
     case .sent: return false
     case .queued(let wake, let over):
@@ -164,20 +191,6 @@ final class SharedMemoryConnection: TransportConnection {
     case .failed(let error):
       fail(error)
       throw error
-    }
-
-    func submit(_ message: Outgoing, _ state: inout State) throws(DissociatedIPCError) -> Outcome {
-      if let error = state.sendError { throw error }
-      if state.queue.isEmpty, !state.writerBusy, !state.descriptorClosed {
-        do throws(DissociatedIPCError) {
-          if try transmit(message, wait: false) { return .sent }
-        } catch {
-          return .failed(error)
-        }
-      }
-      state.queue.append(message)
-      state.queuedBytes += message.queuedBytes
-      return .queued(wake: state.wakeWriter(), over: state.queuedBytes > config.writeQueueBytes)
     }
   }
 
@@ -189,7 +202,7 @@ final class SharedMemoryConnection: TransportConnection {
       SharedMemoryWire.write(message.kind, tag: message.tag, words: message.words, count: message.wordCount,
                              into: header.baseAddress!)
       return try socket.send(header: UnsafeRawBufferPointer(header), parts: message.parts,
-                             passing: message.segment?.descriptor ?? -1, wait: wait)
+                             passing: message.segment?.descriptor ?? message.arena?.descriptor ?? -1, wait: wait)
     }
   }
 
@@ -375,12 +388,12 @@ final class SharedMemoryConnection: TransportConnection {
       }
       let lease = PayloadLease(segment: segment, address: address, connection: self)
       deliver(false, tag: tag, segment.view(offset: offset, length: length, owner: lease))
-    case .segmentAdded(let id, let size):
+    case .segmentAdded(let id, let size, let arena):
       guard descriptors.count == 1 else {
         throw DissociatedIPCError(.transportFailure, "a segment announced with \(descriptors.count) descriptors, not 1")
       }
       let base = try mapPeerSegment(descriptors.removeFirst(), size: size)
-      let segment = MappedSegment(id: id, base: base, size: size)
+      let segment = MappedSegment(id: id, base: base, size: size, isArena: arena)
       let added = state.withLock { state -> Bool in
         guard state.peerSegments[id] == nil else { return false }
         state.peerSegments[id] = segment
@@ -460,6 +473,7 @@ final class SharedMemoryConnection: TransportConnection {
       // This side's segments unmap once no copy into them runs; the peer's
       // once no view of them is left (SHM-MEM-3).
       state.outbound.removeAll()
+      state.arenas.removeAll()
       state.peerSegments.removeAll()
     }
     inbox.close()

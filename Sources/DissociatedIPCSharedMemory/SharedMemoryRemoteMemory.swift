@@ -2,15 +2,22 @@ internal import ArrowIPC
 internal import DissociatedIPC
 internal import Synchronization
 
-/// Remote memory of a shm:// connection (SHM-RM-*): exposing copies the
-/// bytes into this side's segment; fetching returns a view of the peer's
-/// segment, checked against the segment and the block's live header first.
+/// Remote memory of a shm:// connection (SHM-RM-*): bytes in a
+/// ``SharedMemoryBuffer`` are described in place (SHM-ARENA-*); other bytes
+/// are copied into this side's segment. Fetching returns a view of the
+/// peer's segment, checked against the segment (and, in a ring segment,
+/// the block's live header) first.
 struct SharedMemoryRemoteMemory: RemoteMemory {
   let connection: SharedMemoryConnection
 
-  /// Copies `bytes` into a block of this side's segments (waiting for room)
-  /// and describes it by one range.
+  /// Describes `bytes` in place when they lie in a ``SharedMemoryBuffer``;
+  /// otherwise copies them into a block of this side's segments (waiting
+  /// for room). One range either way.
   func expose(_ bytes: ArrowBytes) async throws(DissociatedIPCError) -> ExposedRegion {
+    if bytes.count > 0, let buffer = bytes.memoryOwner as? SharedMemoryBuffer, let offset = buffer.offset(of: bytes),
+       let region = try connection.exposeInPlace(bytes, buffer: buffer, offset: offset) {
+      return region
+    }
     let block = try await connection.reserve(bytes.count, kind: .exposed)
     bytes.withUnsafeBytes { source in
       if let base = source.baseAddress { block.pointer.copyMemory(from: base, byteCount: source.count) }
@@ -18,8 +25,11 @@ struct SharedMemoryRemoteMemory: RemoteMemory {
     return ExposedRegion(id: block.address, ranges: [RemoteRange(address: block.address, length: UInt64(bytes.count))])
   }
 
-  /// Marks the block dead and reuses its space.
+  /// Marks the block dead and reuses its space, or lets go of bytes
+  /// exposed in place (retiring their buffer's announcement when it is no
+  /// longer among the recently used ones).
   func release(_ region: UInt64) async {
+    if ArenaTable.isArenaRegion(region) { return connection.releaseInPlace(region) }
     _ = connection.freeSpace(CollectionOfOne(region), kind: .exposed)
   }
 
@@ -67,6 +77,13 @@ extension SharedMemoryConnection {
       DissociatedIPCError(.malformedDescriptor, "range \(range.address)+\(range.length): \(why)")
     }
     guard let segment else { throw malformed("segment \(id) was never shared on this connection") }
+    if segment.isArena {
+      // A buffer described in place: any range inside it (SHM-ARENA-2).
+      guard range.length <= UInt64(segment.size), segment.contains(offset: offset, length: Int(range.length)) else {
+        throw malformed("outside buffer segment \(id) of \(segment.size) bytes")
+      }
+      return segment.view(offset: offset, length: Int(range.length), owner: segment)
+    }
     guard range.length <= UInt64(segment.size), offset >= Ring.blockHeader, offset % 64 == 0,
           segment.contains(offset: offset, length: Int(range.length))
     else { throw malformed("outside segment \(id) of \(segment.size) bytes") }
@@ -77,4 +94,43 @@ extension SharedMemoryConnection {
     }
     return segment.view(offset: offset, length: Int(range.length), owner: segment)
   }
+}
+
+extension SharedMemoryConnection {
+  /// Exposes `bytes` (at `offset` in `buffer`) in place, announcing the
+  /// buffer first if this connection has not yet (SHM-ARENA-1); nil when it
+  /// must be copied instead (SHM-ARENA-4). The announcement is submitted
+  /// under the same lock, so it precedes anything that names it.
+  func exposeInPlace(_ bytes: ArrowBytes, buffer: SharedMemoryBuffer, offset: Int) throws(DissociatedIPCError) -> ExposedRegion? {
+    let (region, outcome) = try state.withLock { (state) throws(DissociatedIPCError) -> (ExposedRegion?, SubmitOutcome?) in
+      if let error = state.sendError { throw error }
+      switch state.arenas.expose(bytes, in: buffer, offset: offset, outbound: &state.outbound) {
+      case .copy:
+        return (nil, nil)
+      case .exposed(let region, nil):
+        return (region, nil)
+      case .exposed(let region, let arena?):
+        let message = Outgoing(kind: .arenaAdded, words: (UInt64(arena.id), UInt64(buffer.size)), wordCount: 2, arena: buffer)
+        return (region, try enqueue(message, &state))
+      }
+    }
+    if let outcome { try complete(outcome) }
+    return region
+  }
+
+  /// Lets go of an in-place region; retires arenas that fell out of the
+  /// idle set (SHM-ARENA-3).
+  func releaseInPlace(_ region: UInt64) {
+    let outcomes = state.withLock { state -> [SubmitOutcome] in
+      let retired = state.arenas.release(region)
+      guard state.sendError == nil else { return [] }
+      return retired.compactMap { id in
+        try? enqueue(Outgoing(kind: .segmentRetired, words: (UInt64(id), 0), wordCount: 1), &state)
+      }
+    }
+    for outcome in outcomes { _ = try? complete(outcome) }
+  }
+
+  /// Segments this side announced for buffers and has not retired (tests).
+  var announcedArenaCount: Int { state.withLock { $0.arenas.announcedCount } }
 }

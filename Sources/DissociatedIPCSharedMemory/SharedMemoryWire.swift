@@ -13,6 +13,7 @@ internal import DissociatedIPC
 /// kind 6 space returned     | address u64 × n (1 ≤ n ≤ 1024)
 /// kind 7 segment retired    | segment id u64
 /// kind 8 hello              | "DIPCSHM\0" | version u32 | flags u32   (first message each way)
+/// kind 9 arena added        | segment id u64 | size u64     + one descriptor (SCM_RIGHTS)
 /// ```
 /// An address is `segment id << 48 | offset` (SHM-ADDR-3).
 enum SharedMemoryWire {
@@ -35,6 +36,9 @@ enum SharedMemoryWire {
     case spaceReturned = 6
     case segmentRetired = 7
     case hello = 8
+    /// A ``SharedMemoryBuffer`` whose bytes are described in place: no
+    /// block headers, any offset (SHM-ARENA-2).
+    case arenaAdded = 9
   }
 
   // MARK: Addresses
@@ -82,7 +86,7 @@ enum SharedMemoryWire {
     case hello
     case inline(Kind, tag: UInt64, payloadOffset: Int, payloadLength: Int)
     case inSegment(Kind, tag: UInt64, address: UInt64, length: Int)
-    case segmentAdded(id: UInt16, size: Int)
+    case segmentAdded(id: UInt16, size: Int, arena: Bool)
     case spaceReturned(count: Int)
     case segmentRetired(id: UInt16)
   }
@@ -118,10 +122,10 @@ enum SharedMemoryWire {
       try expectBody(16)
       guard word(1) > 0, word(1) <= UInt64(Int.max) else { throw malformed("payload length \(word(1))") }
       return .inSegment(kind, tag: tag, address: word(0), length: Int(word(1)))
-    case .segmentAdded:
+    case .segmentAdded, .arenaAdded:
       try expectBody(16)
       guard word(1) > 0, word(1) <= 1 << offsetBits else { throw malformed("segment size \(word(1))") }
-      return .segmentAdded(id: try segmentID(word(0)), size: Int(word(1)))
+      return .segmentAdded(id: try segmentID(word(0)), size: Int(word(1)), arena: kind == .arenaAdded)
     case .spaceReturned:
       guard bodyLength > 0, bodyLength % 8 == 0, bodyLength / 8 <= maxReturnsPerMessage else {
         throw malformed("space returned with \(bodyLength) body bytes")

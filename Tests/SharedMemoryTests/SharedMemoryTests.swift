@@ -138,6 +138,8 @@ struct SharedMemoryTests {
     ("payload in an unknown segment", [RawPeer.hello, RawPeer.message(kind: 4, tag: 1, words: [7 << 48 | 64, 100])], .malformedDescriptor),
     ("bad length", [RawPeer.hello, RawPeer.message(kind: 3, words: [1 << 48])], .transportFailure),
     ("segment without a descriptor", [RawPeer.hello, RawPeer.message(kind: 5, words: [1, 4096])], .transportFailure),
+    ("buffer (arena) without a descriptor", [RawPeer.hello, RawPeer.message(kind: 9, words: [1, 4096])], .transportFailure),
+    ("buffer (arena) of size 0", [RawPeer.hello, RawPeer.message(kind: 9, words: [1, 0])], .transportFailure),
     ("space returned that was never given", [RawPeer.hello, RawPeer.message(kind: 6, words: [1 << 48 | 64])], .unknownFreeAddress),
     ("a second hello", [RawPeer.hello, RawPeer.hello], .transportFailure),
     ("retiring an unknown segment", [RawPeer.hello, RawPeer.message(kind: 7, words: [3])], .malformedDescriptor),

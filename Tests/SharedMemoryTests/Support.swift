@@ -60,6 +60,24 @@ func payload(_ count: Int, seed: UInt8) -> ArrowBytes {
   ArrowBytes(copying: (0 ..< count).map { UInt8(truncatingIfNeeded: $0 &* 31) ^ seed })
 }
 
+/// The whole text of a /proc file. Foundation's `String(contentsOfFile:)`
+/// may stop after the first read (the kernel returns a page at a time and
+/// reports size 0), so this reads until end of file.
+func readProcFile(_ path: String) -> String {
+  let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+  guard descriptor >= 0 else { return "" }
+  defer { _ = close(descriptor) }
+  var bytes: [UInt8] = []
+  var chunk = [UInt8](repeating: 0, count: 1 << 16)
+  while true {
+    let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+    if count < 0, errno == EINTR { continue }
+    guard count > 0 else { break }
+    bytes += chunk[..<count]
+  }
+  return String(decoding: bytes, as: UTF8.self)
+}
+
 /// What this process holds of one segment name and one socket path.
 struct Holdings: Equatable, CustomStringConvertible {
   /// Lines of /proc/self/maps that map a memfd named `name`.
@@ -71,9 +89,9 @@ struct Holdings: Equatable, CustomStringConvertible {
   var serverSockets: Int
 
   static func now(segmentName name: String, socketPath path: String) -> Holdings {
-    let maps = (try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8)) ?? ""
+    let maps = readProcFile("/proc/self/maps")
     let mappings = maps.split(separator: "\n").count { $0.hasSuffix("/memfd:\(name) (deleted)") }
-    let unix = (try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8)) ?? ""
+    let unix = readProcFile("/proc/net/unix")
     let inodes = Set(unix.split(separator: "\n").dropFirst().compactMap { line -> String? in
       let fields = line.split(separator: " ")
       return fields.count >= 8 && fields[7] == path ? String(fields[6]) : nil
