@@ -352,5 +352,55 @@ enum Cases {
     try check.expect(count == 3, "the known stream delivered \(count) items, expected 3")
     await server.shutdown()
   }
-}
 
+  static func foreignFreeData(_ harness: ConformanceHarness, _ check: Checker) async throws(ConformanceFailure) {
+    let messages = try StreamMaker.messages(batches: 40, largeRows: 0)
+    var catalog = StreamCatalog()
+    catalog.add("known", .messages(messages))
+    // A slow producer keeps the stream open while the free_data arrives.
+    catalog.add("slow", .producer({
+      AsyncThrowingStream { continuation in
+        let task = Task {
+          for message in messages {
+            continuation.yield(message)
+            try? await Task.sleep(for: .milliseconds(10))
+          }
+          continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+      }
+    }))
+    let server = try await check.step("start server") { () async throws(DissociatedIPCError) in
+      try await DissociatedServer(listeningAt: harness.listenAddress.description, catalog: catalog, registry: harness.registry)
+    }
+    let running = Task { await server.run() }
+    defer { running.cancel() }
+    let location = server.location(for: "slow")
+    let connection = try await check.step("connect") { () async throws(DissociatedIPCError) in
+      try await harness.transport.connect(to: location)
+    }
+    try await check.step("want_data, then free_data of an address never handed out") { () async throws(DissociatedIPCError) in
+      try await connection.sendTagged(location.wantData, [ArrowBytes(copying: Array("slow".utf8))])
+      try await connection.sendTagged(ControlTag.freeData, [ArrowBytes(copying: FreeDataPayload.encode([0xDEAD_BEEF]))])
+    }
+    var refused = false
+    while !refused {
+      let frame = try await check.step("receive metadata") { () async throws(DissociatedIPCError) in try await connection.receiveFrame() }
+      guard let frame else { break }
+      let decoded = try await check.step("decode frame") { () throws(DissociatedIPCError) in try MetadataFrame.decode(frame) }
+      guard case .error(let code, _) = decoded else { continue }
+      try check.expect(code == .unknownFreeAddress, "the server's error frame says \(code), expected unknownFreeAddress")
+      refused = true
+    }
+    await connection.close()
+    try check.expect(refused, "the stream ended without the server refusing the foreign free_data")
+    var count = 0
+    do throws(DissociatedIPCError) {
+      for try await _ in DissociatedClient(registry: harness.registry).stream(from: server.location(for: "known")) { count += 1 }
+    } catch {
+      throw check.fail("the server stopped serving after a foreign free_data: \(error)")
+    }
+    try check.expect(count == messages.count, "the known stream delivered \(count) items, expected \(messages.count)")
+    await server.shutdown()
+  }
+}

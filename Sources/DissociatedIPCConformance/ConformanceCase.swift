@@ -39,6 +39,10 @@ public enum ConformanceCase: String, CaseIterable, Sendable {
   /// An unknown ticket gets the server's typed error, and the server keeps
   /// serving others.
   case unknownTicket
+  /// free_data naming an address the server never handed to this client
+  /// ends that stream with the server's `unknownFreeAddress` error frame;
+  /// the server keeps serving others (DIPC-FREE-3).
+  case foreignFreeData
 
   /// Runs every case, stopping at the first failure.
   public static func runAll(using harness: ConformanceHarness) async throws(ConformanceFailure) {
@@ -87,6 +91,7 @@ public enum ConformanceCase: String, CaseIterable, Sendable {
     case .fullStream: try await Cases.fullStream(harness, check, twoConnections: false)
     case .twoConnectionTopology: try await Cases.fullStream(harness, check, twoConnections: true)
     case .unknownTicket: try await Cases.unknownTicket(harness, check)
+    case .foreignFreeData: try await Cases.foreignFreeData(harness, check)
     }
   }
 }

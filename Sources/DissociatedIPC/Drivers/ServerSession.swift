@@ -40,6 +40,8 @@ actor ServerSession {
           if Task.isCancelled { throw DissociatedIPCError(.cancelled, "the server stopped serving this stream") }
           break
         }
+        // The client may have failed or left while the source was awaited.
+        try checkStopped()
         try await send(try machine.message(next))
       }
       if let end = machine.sourceFinished() { try await connection.sendFrame(end.parts(using: &slab)) }
