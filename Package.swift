@@ -126,7 +126,7 @@ let package = Package(
     // "add your own backend" promise end to end.
     .testTarget(
       name: "TCPTests",
-      dependencies: ["DissociatedIPCTCP", "DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance"],
+      dependencies: ["DissociatedIPCTCP", "DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance", "TestSupport"],
       swiftSettings: strictSettings
     ),
     // The conformance suite and the backend's own tests over shm://.

@@ -76,6 +76,30 @@ struct DriverTests {
     }
   }
 
+  @Test("a client that leaves while the producer is silent ends the stream at once")
+  func clientLeavesDuringSilentProducer() async throws {
+    let messages = try StreamFixtures.messages(batches: 1)
+    var catalog = StreamCatalog()
+    catalog.add("quiet", .producer({
+      AsyncThrowingStream { continuation in
+        continuation.yield(messages[0])  // the schema, then nothing for a minute
+        let task = Task {
+          try? await Task.sleep(for: .seconds(60))
+          continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+      }
+    }))
+    try await Self.withServer(catalog) { server, client in
+      do {
+        var iterator = client.stream(from: server.location(for: "quiet")).makeAsyncIterator()
+        guard case .schema? = try await iterator.next() else { throw DissociatedIPCError(.unexpectedMessage, "no schema") }
+      }  // the iterator is dropped: the client closes its connection
+      for _ in 0 ..< 100 where server.streamCounts.active > 0 { try await Task.sleep(for: .milliseconds(20)) }
+      #expect(server.streamCounts.active == 0, "the stream still waits for its producer after the client left")
+    }
+  }
+
   @Test("a served stream file arrives byte for byte and is written out as an IPC stream")
   func fileSourceAndWriteOut() async throws {
     let messages = try StreamFixtures.messages(batches: 5)

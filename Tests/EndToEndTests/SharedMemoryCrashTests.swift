@@ -26,7 +26,7 @@ struct SharedMemoryCrashTests {
 
   /// Inode numbers of the memfd segments mapped into a process.
   static func mappedMemfdInodes(pid: Int32) -> Set<UInt64> {
-    let maps = (try? String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8)) ?? ""
+    let maps = readProcFile("/proc/\(pid)/maps")
     var inodes: Set<UInt64> = []
     for line in maps.split(separator: "\n") where line.contains("/memfd:") {
       let fields = line.split(separator: " ", omittingEmptySubsequences: true)
@@ -37,7 +37,7 @@ struct SharedMemoryCrashTests {
 
   /// The inode and path of the mapping of this process that holds `address`.
   static func mapping(containing address: UnsafeRawPointer) -> (inode: UInt64, path: String)? {
-    let maps = (try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8)) ?? ""
+    let maps = readProcFile("/proc/self/maps")
     let value = UInt(bitPattern: address)
     for line in maps.split(separator: "\n") {
       let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)

@@ -2,6 +2,7 @@ import ArrowIPC
 import DissociatedIPC
 import DissociatedIPCTCP
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -138,8 +139,7 @@ struct TCPFaultTests {
     let hexPort = ":" + String(repeating: "0", count: 4 - hex.count) + hex
     var inodes: Set<String> = []
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-      guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
-      for line in text.split(separator: "\n").dropFirst() {
+      for line in readProcFile(table).split(separator: "\n").dropFirst() {
         let fields = line.split(separator: " ")
         guard fields.count > 9, fields[1].hasSuffix(hexPort) || fields[2].hasSuffix(hexPort) else { continue }
         inodes.insert(String(fields[9]))

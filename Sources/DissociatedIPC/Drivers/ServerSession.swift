@@ -20,11 +20,22 @@ actor ServerSession {
     self.machine = machine
   }
 
+  /// The task sending the stream; cancelled when the client fails or
+  /// leaves, so a producer that yields rarely is not waited for.
+  private var sending: Task<Result<Void, DissociatedIPCError>, Never>?
+
   /// Sends the stream, then waits until the client returned every exposed
   /// region or went away.
   func run(_ source: MessageSource) async throws(DissociatedIPCError) {
     let control = Task { await self.receiveControl() }
     defer { control.cancel() }
+    let sending = Task { await self.send(source) }
+    self.sending = sending
+    let result = await withTaskCancellationHandler { await sending.value } onCancel: { sending.cancel() }
+    try result.get()
+  }
+
+  private func send(_ source: MessageSource) async -> Result<Void, DissociatedIPCError> {
     var iterator = source
     do throws(DissociatedIPCError) {
       while true {
@@ -32,28 +43,30 @@ actor ServerSession {
         try checkStopped()
         let next: OutgoingMessage?
         do { next = try await iterator.next() } catch {
+          try checkStopped()
           throw DissociatedIPCError(.sourceFailed, "the stream source failed: \(error)")
         }
+        // The client may have failed or left while the source was awaited.
+        try checkStopped()
         guard let next else {
           // A source stream ends early when its task is cancelled: that is
           // not the end of the data, so it must not become an end of stream.
           if Task.isCancelled { throw DissociatedIPCError(.cancelled, "the server stopped serving this stream") }
           break
         }
-        // The client may have failed or left while the source was awaited.
-        try checkStopped()
         try await send(try machine.message(next))
       }
       if let end = machine.sourceFinished() { try await connection.sendFrame(end.parts(using: &slab)) }
       while !machine.isFinished, !isStopped { await waitForChange() }
       if let failure { throw failure }
+      return .success(())
     } catch {
       if error.code != .connectionClosed, error.code != .streamTruncated {
         // Tell the client why, if it can still hear (DIPC-ERR-2).
         try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts)
       }
       await releaseAll()
-      throw error
+      return .failure(error)
     }
   }
 
@@ -107,6 +120,7 @@ actor ServerSession {
     }
     await releaseAll()
     wake()
+    sending?.cancel()  // a producer that is awaited now would hold the stream open
   }
 
   /// Releases every region the client still held (DIPC-FREE-4).
