@@ -13,6 +13,7 @@ struct Bench: AsyncParsableCommand {
       machine hits all of them alike. Cases:
         bulk     --bulk-bytes in --batch-bytes batches (default 1 GiB in 1 MiB);
                  bodies go as descriptors where the transport has remote memory
+                 (over shm:// the body lives in a SharedMemoryBuffer: no copy)
         copy     the same bodies inline (type 0), on transports with remote memory
         tiny     --tiny-batches batches of 2 rows (also shown as µs per batch)
         latency  median round trip of an 8-byte tagged message (1,000 of them)
@@ -93,9 +94,9 @@ struct Bench: AsyncParsableCommand {
   static func measure(scheme: String, batches: Int, rows: Int, inline: Bool = false) async throws -> Measurement {
     var builder = RecordBatchBuilder()
     builder.append("v", (0 ..< rows).map { Int64($0) as Int64? })
-    let (message, body) = builder.finish()
+    let (message, built) = builder.finish()
     let schema = try OutgoingMessage(Message(header: .schema(builder.schema)))
-    let batch = try OutgoingMessage(message, body: body)
+    let batch = try OutgoingMessage(message, body: scheme == "shm" && !inline ? try Self.shared(built) : built)
     var catalog = StreamCatalog()
     catalog.add("bench", .messages([schema] + Array(repeating: batch, count: batches)))
     var config = DissociatedServer.Config.defaults
@@ -117,6 +118,17 @@ struct Bench: AsyncParsableCommand {
     await server.shutdown()
     guard received == batches else { throw ValidationError("\(scheme): received \(received) of \(batches) batches") }
     return Measurement(seconds: elapsed, bytes: bytes, batches: received)
+  }
+
+  /// `body` copied once into a ``SharedMemoryBuffer``: what a producer
+  /// that writes its batches into shared memory serves over shm:// with no
+  /// copy at all.
+  static func shared(_ body: ArrowBytes) throws -> ArrowBytes {
+    let buffer = try SharedMemoryBuffer(capacity: max(body.count, 1))
+    body.withUnsafeBytes { source in
+      if let base = source.baseAddress { buffer.mutableBytes.baseAddress!.copyMemory(from: base, byteCount: source.count) }
+    }
+    return buffer.freeze(count: body.count)
   }
 
   /// The median round trip of an 8-byte tagged message over one
