@@ -524,6 +524,12 @@ func monotonicMicroseconds() -> Int64 {
 /// The kernel's id of the calling thread (for /proc/self/task/ID).
 func currentThreadID() -> Int32 { cucx_thread_id() }
 
+/// Gives the processor to another runnable thread (`sched_yield`).
+func yieldThread() { sched_yield() }
+
+/// Names the calling thread (at most 15 bytes; shown by top, gdb, /proc).
+func nameThread(_ name: String) { cucx_name_thread(String(name.prefix(15))) }
+
 /// Runs `body` on a new detached thread (never on Swift's concurrency pool).
 func startThread(_ body: @escaping @Sendable () -> Void) {
   final class Box: @unchecked Sendable {

@@ -9,6 +9,7 @@ extension UCXConnection {
   func run(context: UCXContext, connectTimeout: Duration?,
            ready: (Result<Void, DissociatedIPCError>) -> Void,
            open: (UCXWorker, @escaping (UCXFailure) -> Void) throws(UCXFailure) -> UCXEndpoint) {
+    nameThread("ucx-progress")
     let threadID = currentThreadID()
     shared.withLock { $0.threadID = threadID }
     let engine: ProgressEngine
@@ -206,7 +207,10 @@ final class ProgressEngine {
       matchReceives()
       if pathStale { refreshPath() }
       if shouldStop() { return }
-      if polling { continue }
+      if polling {
+        if !busy { yieldThread() }  // let other threads of a busy machine run
+        continue
+      }
       // Spin a little before sleeping: a request/response exchange then
       // costs no wake-up (UCX-THREAD-2).
       let now = monotonicMicroseconds()

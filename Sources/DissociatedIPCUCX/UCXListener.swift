@@ -22,6 +22,7 @@ final class UCXListener: TransportListener {
                    scheme: String) async throws(DissociatedIPCError) -> UCXListener {
     let result: Result<UCXListener, DissociatedIPCError> = await withCheckedContinuation { continuation in
       startThread {
+        nameThread("ucx-listener")
         let context: UCXContext
         let worker: UCXWorker
         let handle: UCXListenerHandle

@@ -108,11 +108,12 @@ struct UCXBackendTests {
     await pair.close()
   }
 
-  /// UCX-THREAD-3: polling progress passes the stream cases too.
-  @Test("polling progress threads", arguments: [ConformanceCaseName.fullStream, .maskMatching, .orderlyClose])
-  func polling(name: ConformanceCaseName) async throws {
+  /// UCX-THREAD-3: polling progress passes the stream cases too. One
+  /// after another, so that few threads spin at once on a small machine.
+  @Test("polling progress threads")
+  func polling() async throws {
     let transport = UCXTransport(config: .init(options: ["TLS": "tcp,sm,self", "NET_DEVICES": "lo"], progressMode: .polling))
-    try await name.run(transport)
+    for name in ConformanceCaseName.allCases { try await name.run(transport) }
   }
 
   /// UCX-WIRE-1…3, checked the way the Arrow reference client reads a
