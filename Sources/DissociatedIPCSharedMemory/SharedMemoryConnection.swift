@@ -22,6 +22,8 @@ final class SharedMemoryConnection: TransportConnection {
     var arena: SharedMemoryBuffer?
 
     var queuedBytes: Int { SharedMemoryWire.length(words: wordCount) + parts.reduce(0) { $0 + $1.count } }
+    /// Whether it may travel inside a batch (SHM-CTRL-6).
+    var batchable: Bool { kind.batchable && segment == nil && arena == nil }
   }
 
   struct State {
@@ -31,6 +33,9 @@ final class SharedMemoryConnection: TransportConnection {
     /// The writer thread holds messages taken from the queue: a direct
     /// send now would overtake them.
     var writerBusy = false
+    /// A task is sending directly, outside the lock: nothing else may
+    /// send (order), and the descriptor stays open (SHM-THREAD-2).
+    var directSending = false
     /// The writer sleeps on ``writerWake``; signal only then.
     var writerSleeping = false
     /// Space of the peer's segments to return (SHM-RING-3).
@@ -157,40 +162,74 @@ final class SharedMemoryConnection: TransportConnection {
     let outcome = try state.withLock { (state) throws(DissociatedIPCError) -> SubmitOutcome in
       try enqueue(message, &state)
     }
-    return try complete(outcome)
+    return try complete(outcome, message)
   }
 
-  /// What ``enqueue(_:_:)`` did; ``complete(_:)`` finishes it outside the lock.
+  /// What ``enqueue(_:_:)`` did; ``complete(_:_:)`` finishes it outside
+  /// the lock.
   enum SubmitOutcome {
-    case sent, queued(wake: Bool, over: Bool), failed(DissociatedIPCError)
+    case direct, queued(wake: Bool, over: Bool)
   }
 
-  /// The locked part of ``submit(_:)``: sends directly or queues.
+  /// Whether every message goes through the writer thread (batched,
+  /// SHM-THREAD-1); `DIPC_SHM_SEND=direct` or `writer` overrides, for
+  /// measuring.
+  static let defaultQueueEverything = false
+  static let queueEverything: Bool = {
+    switch environmentValue("DIPC_SHM_SEND") {
+    case "direct": false
+    case "writer": true
+    default: defaultQueueEverything
+    }
+  }()
+
+  /// The locked part of ``submit(_:)``: claims the socket for a direct
+  /// send, or queues.
   func enqueue(_ message: Outgoing, _ state: inout State) throws(DissociatedIPCError) -> SubmitOutcome {
     if let error = state.sendError { throw error }
-    if state.queue.isEmpty, !state.writerBusy, !state.descriptorClosed {
-      do throws(DissociatedIPCError) {
-        if try transmit(message, wait: false) { return .sent }
-      } catch {
-        return .failed(error)
-      }
+    if !Self.queueEverything, state.queue.isEmpty, !state.writerBusy, !state.directSending, !state.descriptorClosed {
+      state.directSending = true
+      return .direct
     }
     state.queue.append(message)
     state.queuedBytes += message.queuedBytes
     return .queued(wake: state.wakeWriter(), over: state.queuedBytes > config.writeQueueBytes)
   }
 
-  /// The unlocked part of ``submit(_:)``: wakes the writer or fails.
+  /// The unlocked part of ``submit(_:)``: the direct send (never
+  /// blocking: a message that would block goes first in the queue), or
+  /// waking the writer. A failed send fails the connection.
   @discardableResult
-  func complete(_ outcome: SubmitOutcome) throws(DissociatedIPCError) -> Bool {
+  func complete(_ outcome: SubmitOutcome, _ message: Outgoing) throws(DissociatedIPCError) -> Bool {
     switch outcome {
-    case .sent: return false
     case .queued(let wake, let over):
       if wake { writerWake.signal() }
       return over
-    case .failed(let error):
-      fail(error)
-      throw error
+    case .direct:
+      var failure: DissociatedIPCError?
+      var sent = false
+      do throws(DissociatedIPCError) {
+        sent = try transmit(message, wait: false)
+      } catch {
+        failure = error
+      }
+      let (wake, over) = state.withLock { state -> (Bool, Bool) in
+        state.directSending = false
+        if failure == nil, !sent {
+          state.queue.insert(message, at: 0)
+          state.queuedBytes += message.queuedBytes
+        }
+        let pending = !state.queue.isEmpty || !state.returns.isEmpty || state.closing || state.peerClosed || state.failure != nil
+        let wake = pending && state.wakeWriter()
+        closeDescriptorIfIdle(&state)
+        return (wake, state.queuedBytes > config.writeQueueBytes)
+      }
+      if wake { writerWake.signal() }
+      if let failure {
+        fail(failure)
+        throw failure
+      }
+      return over
     }
   }
 
@@ -261,13 +300,16 @@ final class SharedMemoryConnection: TransportConnection {
   }
 
   /// The writer thread: sends what direct sends could not, and returned
-  /// space, until the connection closes.
+  /// space, until the connection closes; consecutive small messages go
+  /// together in batch packets (SHM-CTRL-6).
   private func writeLoop() {
+    let packet = UnsafeMutableRawBufferPointer.allocate(byteCount: SharedMemoryWire.maxMessageLength, alignment: 64)
+    defer { packet.deallocate() }
     while true {
       let (batch, returns, stop) = state.withLock { state -> ([Outgoing], [UInt64], Bool) in
         if state.failure != nil { return ([], [], true) }
-        if state.queue.isEmpty, state.returns.isEmpty {
-          if state.closing || state.peerClosed { return ([], [], true) }
+        if state.directSending || (state.queue.isEmpty && state.returns.isEmpty) {
+          if !state.directSending, state.closing || state.peerClosed { return ([], [], true) }
           state.writerSleeping = true
           return ([], [], false)
         }
@@ -284,16 +326,17 @@ final class SharedMemoryConnection: TransportConnection {
         continue
       }
       do throws(DissociatedIPCError) {
-        for message in batch { _ = try transmit(message, wait: true) }
+        var messages = batch
         var start = 0
         while start < returns.count {
           let end = min(start + SharedMemoryWire.maxReturnsPerMessage, returns.count)
           var payload: [UInt8] = []
           payload.reserveCapacity(8 * (end - start))
           for address in returns[start ..< end] { withUnsafeBytes(of: address.littleEndian) { payload += $0 } }
-          _ = try transmit(Outgoing(kind: .spaceReturned, parts: [ArrowBytes(copying: payload)]), wait: true)
+          messages.append(Outgoing(kind: .spaceReturned, parts: [ArrowBytes(copying: payload)]))
           start = end
         }
+        try transmitAll(messages, packet: packet)
       } catch {
         fail(error)
         break
@@ -320,6 +363,49 @@ final class SharedMemoryConnection: TransportConnection {
     threadExited()
   }
 
+  /// Sends `messages` in order with blocking calls: runs of two or more
+  /// batchable messages that fit in one packet go as one batch (copied
+  /// into `packet`), the others alone.
+  private func transmitAll(_ messages: [Outgoing], packet: UnsafeMutableRawBufferPointer) throws(DissociatedIPCError) {
+    var index = 0
+    while index < messages.count {
+      var end = index
+      var total = SharedMemoryWire.headerLength
+      while end < messages.count, messages[end].batchable {
+        let size = SharedMemoryWire.batchedLength(messages[end].queuedBytes)
+        guard total + size <= packet.count else { break }
+        total += size
+        end += 1
+      }
+      guard end - index >= 2 else {
+        _ = try transmit(messages[index], wait: true)
+        index += 1
+        continue
+      }
+      let base = packet.baseAddress!
+      SharedMemoryWire.write(.batch, tag: 0, words: (0, 0), count: 0, into: base)
+      var position = SharedMemoryWire.headerLength
+      for message in messages[index ..< end] {
+        let length = message.queuedBytes
+        base.storeBytes(of: UInt64(length).littleEndian, toByteOffset: position, as: UInt64.self)
+        SharedMemoryWire.write(message.kind, tag: message.tag, words: message.words, count: message.wordCount,
+                               into: base + position + 8)
+        var cursor = position + 8 + SharedMemoryWire.length(words: message.wordCount)
+        for part in message.parts {
+          part.withUnsafeBytes { bytes in
+            if let source = bytes.baseAddress { (base + cursor).copyMemory(from: source, byteCount: bytes.count) }
+          }
+          cursor += part.count
+        }
+        let next = position + SharedMemoryWire.batchedLength(length)
+        if next > cursor { (base + cursor).initializeMemory(as: UInt8.self, repeating: 0, count: next - cursor) }
+        position = next
+      }
+      _ = try socket.send(header: UnsafeRawBufferPointer(rebasing: packet[..<total]), parts: [], passing: -1, wait: true)
+      index = end
+    }
+  }
+
   // MARK: Receiving
 
   func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
@@ -336,9 +422,12 @@ final class SharedMemoryConnection: TransportConnection {
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: SharedMemoryWire.maxMessageLength, alignment: 64)
     defer { buffer.deallocate() }
     var greeted = false
+    // Small received payloads are carved out of pooled 64 KiB chunks
+    // (one allocation per chunk, not per message).
+    var slab = SlabAllocator(pool: Self.receivePool)
     do throws(DissociatedIPCError) {
       while let received = try socket.receive(into: buffer) {
-        try handle(received, in: UnsafeRawBufferPointer(buffer), greeted: &greeted)
+        try handle(received, in: UnsafeRawBufferPointer(buffer), greeted: &greeted, slab: &slab)
         inbox.waitForRoom(below: config.readAheadBytes)
         if inbox.isClosed { break }  // closed locally: nobody will receive more
       }
@@ -350,8 +439,12 @@ final class SharedMemoryConnection: TransportConnection {
     threadExited()
   }
 
+  /// Chunks for received payloads, shared by every connection (warm,
+  /// already-faulted memory).
+  static let receivePool = BufferPool(maxPooledBytes: 16 << 20, minimumSize: SlabAllocator.chunkSize)
+
   private func handle(_ received: UnixSocket.Received, in buffer: UnsafeRawBufferPointer,
-                      greeted: inout Bool) throws(DissociatedIPCError) {
+                      greeted: inout Bool, slab: inout SlabAllocator) throws(DissociatedIPCError) {
     var descriptors = received.descriptors
     defer { for descriptor in descriptors { closeDescriptor(descriptor) } }
     guard !received.truncated else {
@@ -362,16 +455,30 @@ final class SharedMemoryConnection: TransportConnection {
     guard greeted == (message != .hello) else {
       throw DissociatedIPCError(.transportFailure, greeted ? "a second shm:// hello" : "the peer is not a shm:// Dissociated IPC endpoint (no hello)")
     }
+    if message == .hello {
+      greeted = true
+      return
+    }
     if case .segmentAdded = message {} else if !descriptors.isEmpty {
       throw DissociatedIPCError(.transportFailure, "a shm:// control message of kind \(bytes[0]) carried a descriptor")
     }
+    guard message == .batch else { return try dispatch(message, bytes, descriptors: &descriptors, slab: &slab) }
+    // A batch (SHM-CTRL-6): each entry is handled as if it came alone.
+    var none: [Int32] = []
+    for entry in try SharedMemoryWire.batchEntries(bytes) {
+      let inner = UnsafeRawBufferPointer(rebasing: bytes[entry])
+      try dispatch(try SharedMemoryWire.parse(inner), inner, descriptors: &none, slab: &slab)
+    }
+  }
+
+  /// Acts on one parsed message (`bytes` are its bytes).
+  private func dispatch(_ message: SharedMemoryWire.Message, _ bytes: UnsafeRawBufferPointer,
+                        descriptors: inout [Int32], slab: inout SlabAllocator) throws(DissociatedIPCError) {
     switch message {
-    case .hello:
-      greeted = true
+    case .hello, .batch:
+      break  // handled by the caller
     case .inline(let kind, let tag, let offset, let length):
-      let storage = AlignedStorage(capacity: length, zeroed: false)
-      if length > 0 { storage.mutableBytes.baseAddress!.copyMemory(from: bytes.baseAddress! + offset, byteCount: length) }
-      deliver(kind == .frame, tag: tag, storage.freeze(count: length))
+      deliver(kind == .frame, tag: tag, slab.copy(bytes.baseAddress! + offset, count: length))
     case .inSegment(let kind, let tag, let address, let length):
       let (id, offset) = SharedMemoryWire.split(address)
       guard let segment = state.withLock({ $0.peerSegments[id] }), segment.contains(offset: offset, length: length) else {
@@ -381,10 +488,9 @@ final class SharedMemoryConnection: TransportConnection {
         // A frame is copied out and its space returned at once: the inbox
         // keeps received frames referenced until it compacts its queue, so
         // a view would pin ring space the application released (SHM-RING-5).
-        let storage = AlignedStorage(capacity: length, zeroed: false)
-        storage.mutableBytes.baseAddress!.copyMemory(from: segment.base + offset, byteCount: length)
+        let frame = slab.copy(segment.base + offset, count: length)
         returnSpace(address)
-        return deliver(true, tag: 0, storage.freeze(count: length))
+        return deliver(true, tag: 0, frame)
       }
       let lease = PayloadLease(segment: segment, address: address, connection: self)
       deliver(false, tag: tag, segment.view(offset: offset, length: length, owner: lease))
@@ -487,10 +593,14 @@ final class SharedMemoryConnection: TransportConnection {
   /// The descriptor is closed only once both threads stopped, so no call
   /// can reach a descriptor number the kernel has reused (SHM-THREAD-2).
   private func threadExited() {
-    state.withLock { state in
-      guard state.readerDone, state.writerDone, !state.descriptorClosed else { return }
-      state.descriptorClosed = true
-      socket.close()
-    }
+    state.withLock { closeDescriptorIfIdle(&$0) }
+  }
+
+  /// Closes the descriptor when both threads stopped and no direct send
+  /// runs (SHM-THREAD-2).
+  func closeDescriptorIfIdle(_ state: inout State) {
+    guard state.readerDone, state.writerDone, !state.directSending, !state.descriptorClosed else { return }
+    state.descriptorClosed = true
+    socket.close()
   }
 }

@@ -102,7 +102,7 @@ extension SharedMemoryConnection {
   /// must be copied instead (SHM-ARENA-4). The announcement is submitted
   /// under the same lock, so it precedes anything that names it.
   func exposeInPlace(_ bytes: ArrowBytes, buffer: SharedMemoryBuffer, offset: Int) throws(DissociatedIPCError) -> ExposedRegion? {
-    let (region, outcome) = try state.withLock { (state) throws(DissociatedIPCError) -> (ExposedRegion?, SubmitOutcome?) in
+    let (region, outcome) = try state.withLock { (state) throws(DissociatedIPCError) -> (ExposedRegion?, (SubmitOutcome, Outgoing)?) in
       if let error = state.sendError { throw error }
       switch state.arenas.expose(bytes, in: buffer, offset: offset, outbound: &state.outbound) {
       case .copy:
@@ -111,24 +111,29 @@ extension SharedMemoryConnection {
         return (region, nil)
       case .exposed(let region, let arena?):
         let message = Outgoing(kind: .arenaAdded, words: (UInt64(arena.id), UInt64(buffer.size)), wordCount: 2, arena: buffer)
-        return (region, try enqueue(message, &state))
+        return (region, (try enqueue(message, &state), message))
       }
     }
-    if let outcome { try complete(outcome) }
+    if let outcome { try complete(outcome.0, outcome.1) }
     return region
   }
 
   /// Lets go of an in-place region; retires arenas that fell out of the
   /// idle set (SHM-ARENA-3).
   func releaseInPlace(_ region: UInt64) {
-    let outcomes = state.withLock { state -> [SubmitOutcome] in
+    let outcomes = state.withLock { state -> [(SubmitOutcome, Outgoing)] in
       let retired = state.arenas.release(region)
       guard state.sendError == nil else { return [] }
-      return retired.compactMap { id in
-        try? enqueue(Outgoing(kind: .segmentRetired, words: (UInt64(id), 0), wordCount: 1), &state)
+      // Queued behind anything a direct send holds; never sent directly
+      // here, as only one direct send may run at a time.
+      return retired.map { id in
+        let message = Outgoing(kind: .segmentRetired, words: (UInt64(id), 0), wordCount: 1)
+        state.queue.append(message)
+        state.queuedBytes += message.queuedBytes
+        return (.queued(wake: state.wakeWriter(), over: false), message)
       }
     }
-    for outcome in outcomes { _ = try? complete(outcome) }
+    for outcome in outcomes { _ = try? complete(outcome.0, outcome.1) }
   }
 
   /// Segments this side announced for buffers and has not retired (tests).

@@ -14,12 +14,14 @@ internal import DissociatedIPC
 /// kind 7 segment retired    | segment id u64
 /// kind 8 hello              | "DIPCSHM\0" | version u32 | flags u32   (first message each way)
 /// kind 9 arena added        | segment id u64 | size u64     + one descriptor (SCM_RIGHTS)
+/// kind 10 batch             | (length u32 | zero u32 | message | zero padding to 8) × n, n ≥ 1
 /// ```
+/// A batch holds whole messages of kinds 1, 2, 3, 4, 6 and 7 (SHM-CTRL-6).
 /// An address is `segment id << 48 | offset` (SHM-ADDR-3).
 enum SharedMemoryWire {
   static let headerLength = 16
   static let magic: [UInt8] = Array("DIPCSHM".utf8) + [0]
-  static let version: UInt32 = 1
+  static let version: UInt32 = 2
   /// The largest inline payload a sender may use; receivers accept
   /// messages up to ``maxMessageLength``.
   static let maxInlinePayload = 64 << 10
@@ -39,7 +41,20 @@ enum SharedMemoryWire {
     /// A ``SharedMemoryBuffer`` whose bytes are described in place: no
     /// block headers, any offset (SHM-ARENA-2).
     case arenaAdded = 9
+    /// Several messages in one packet (SHM-CTRL-6).
+    case batch = 10
+
+    /// Whether a message of this kind may travel inside a batch.
+    var batchable: Bool {
+      switch self {
+      case .frame, .tagged, .frameInSegment, .taggedInSegment, .spaceReturned, .segmentRetired: true
+      case .segmentAdded, .hello, .arenaAdded, .batch: false
+      }
+    }
   }
+
+  /// Bytes a message of `length` bytes takes inside a batch.
+  static func batchedLength(_ length: Int) -> Int { 8 + (length + 7) / 8 * 8 }
 
   // MARK: Addresses
 
@@ -89,6 +104,8 @@ enum SharedMemoryWire {
     case segmentAdded(id: UInt16, size: Int, arena: Bool)
     case spaceReturned(count: Int)
     case segmentRetired(id: UInt16)
+    /// A batch: its messages follow at `headerLength` (see ``batchEntries(_:)``).
+    case batch
   }
 
   /// Parses one received message (SHM-FAULT-2): the kind must be known,
@@ -134,6 +151,9 @@ enum SharedMemoryWire {
     case .segmentRetired:
       try expectBody(8)
       return .segmentRetired(id: try segmentID(word(0)))
+    case .batch:
+      guard bodyLength >= 8 else { throw malformed("an empty batch") }
+      return .batch
     case .hello:
       try expectBody(16)
       guard Array(bytes[headerLength ..< headerLength + 8]) == magic else { throw malformed("bad hello") }
@@ -143,6 +163,33 @@ enum SharedMemoryWire {
       }
       return .hello
     }
+  }
+
+  /// The messages of a batch (whose header was parsed already): each a
+  /// range of `bytes`, checked to lie inside it, be of a batchable kind,
+  /// and be followed only by zero padding.
+  static func batchEntries(_ bytes: UnsafeRawBufferPointer) throws(DissociatedIPCError) -> [Range<Int>] {
+    func malformed(_ why: String) -> DissociatedIPCError {
+      DissociatedIPCError(.transportFailure, "malformed shm:// batch: \(why)")
+    }
+    var entries: [Range<Int>] = []
+    var position = headerLength
+    while position < bytes.count {
+      guard bytes.count - position >= 8 else { throw malformed("\(bytes.count - position) trailing bytes") }
+      let prefix = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: position, as: UInt64.self))
+      let length = Int(prefix & 0xFFFF_FFFF)
+      guard prefix >> 32 == 0, length >= headerLength, length <= bytes.count - position - 8 else {
+        throw malformed("entry prefix \(prefix) at \(position)")
+      }
+      let start = position + 8
+      guard let kind = Kind(rawValue: bytes[start]), kind.batchable else { throw malformed("kind \(bytes[start]) inside a batch") }
+      let end = start + length
+      let padded = min(bytes.count, start + (length + 7) / 8 * 8)
+      guard bytes[end ..< padded].allSatisfy({ $0 == 0 }) else { throw malformed("non-zero padding at \(end)") }
+      entries.append(start ..< end)
+      position = padded
+    }
+    return entries
   }
 
   /// The `index`th address of a space-returned message.

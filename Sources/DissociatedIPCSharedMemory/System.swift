@@ -210,6 +210,9 @@ struct UnixSocket: Sendable {
   func close() { closeDescriptor(descriptor) }
 }
 
+/// The value of the environment variable `name`, if set.
+func environmentValue(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
+
 /// Closes a descriptor.
 func closeDescriptor(_ descriptor: Int32) { _ = Glibc.close(descriptor) }
 

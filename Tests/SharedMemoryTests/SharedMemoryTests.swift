@@ -143,6 +143,13 @@ struct SharedMemoryTests {
     ("space returned that was never given", [RawPeer.hello, RawPeer.message(kind: 6, words: [1 << 48 | 64])], .unknownFreeAddress),
     ("a second hello", [RawPeer.hello, RawPeer.hello], .transportFailure),
     ("retiring an unknown segment", [RawPeer.hello, RawPeer.message(kind: 7, words: [3])], .malformedDescriptor),
+    ("an empty batch", [RawPeer.hello, RawPeer.message(kind: 10)], .transportFailure),
+    ("a hello inside a batch", [RawPeer.hello, RawPeer.batch([RawPeer.hello])], .transportFailure),
+    ("a batch inside a batch", [RawPeer.hello, RawPeer.batch([RawPeer.batch([RawPeer.message(kind: 1)])])], .transportFailure),
+    ("a segment inside a batch", [RawPeer.hello, RawPeer.batch([RawPeer.message(kind: 5, words: [1, 4096])])], .transportFailure),
+    ("a batch entry longer than the batch", [RawPeer.hello, RawPeer.message(kind: 10, words: [4096]) + RawPeer.message(kind: 1)], .transportFailure),
+    ("a malformed message inside a batch", [RawPeer.hello, RawPeer.batch([RawPeer.message(kind: 2, tag: 1), RawPeer.message(kind: 1, tag: 5)])], .transportFailure),
+    ("an unknown segment inside a batch", [RawPeer.hello, RawPeer.batch([RawPeer.message(kind: 4, tag: 1, words: [7 << 48 | 64, 100])])], .malformedDescriptor),
   ])
   func malformed(_ what: String, _ messages: [[UInt8]], _ code: DissociatedIPCError.Code) async throws {
     let listener = try await SharedMemoryTransport().listen(at: TransportAddress(scheme: "shm"))
@@ -155,6 +162,47 @@ struct SharedMemoryTests {
         ($0 as? DissociatedIPCError)?.code == code
       }
       await connection.close()
+    }
+  }
+
+  @Test("the messages of a batch (kind 10) arrive in order, as if sent one by one")
+  func batchFromRawPeer() async throws {
+    let listener = try await SharedMemoryTransport().listen(at: TransportAddress(scheme: "shm"))
+    try await afterwards(listener.close) {
+      let peer = try RawPeer(path: listener.address.path)
+      defer { peer.close() }
+      peer.send(RawPeer.hello)
+      peer.send(RawPeer.batch([
+        RawPeer.message(kind: 1, bytes: [1, 2, 3]),
+        RawPeer.message(kind: 2, tag: 9, bytes: Array(repeating: 7, count: 13)),
+        RawPeer.message(kind: 1, bytes: []),
+      ]))
+      let connection = try #require(try await listener.accept())
+      #expect(try await connection.receiveFrame() == ArrowBytes(copying: [1, 2, 3]))
+      #expect(try await connection.receiveFrame() == ArrowBytes())
+      let tagged = try await connection.receiveTagged(matching: 9, mask: .max)
+      #expect(tagged?.payload == ArrowBytes(copying: Array(repeating: 7, count: 13)))
+      await connection.close()
+    }
+  }
+
+  @Test("many small messages sent at once arrive intact and in order (batched by the writer)")
+  func manySmallMessages() async throws {
+    try await Pair.with { pair in
+      let count = 5_000
+      let sender = Task {
+        for index in 0 ..< count {
+          try await pair.server.sendTagged(UInt64(index % 3), [payload(index % 200, seed: UInt8(truncatingIfNeeded: index))])
+          if index % 2 == 0 { try await pair.server.sendFrame([payload(index % 50 + 1, seed: 1)]) }
+        }
+      }
+      for index in 0 ..< count {
+        let message = try await pair.client.receiveTagged(matching: 0, mask: 0)
+        #expect(message?.tag == UInt64(index % 3))
+        #expect(message?.payload == payload(index % 200, seed: UInt8(truncatingIfNeeded: index)))
+        if index % 2 == 0 { #expect(try await pair.client.receiveFrame() == payload(index % 50 + 1, seed: 1)) }
+      }
+      try await sender.value
     }
   }
 

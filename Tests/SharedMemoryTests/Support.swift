@@ -132,7 +132,18 @@ struct RawPeer {
     return message + bytes
   }
 
-  static let hello = message(kind: 8, bytes: Array("DIPCSHM".utf8) + [0, 1, 0, 0, 0, 0, 0, 0, 0])
+  static let hello = message(kind: 8, bytes: Array("DIPCSHM".utf8) + [0, 2, 0, 0, 0, 0, 0, 0, 0])
+
+  /// A batch (kind 10) of `messages`: each prefixed by its length, padded
+  /// to 8 bytes.
+  static func batch(_ messages: [[UInt8]]) -> [UInt8] {
+    var bytes = message(kind: 10)
+    for entry in messages {
+      withUnsafeBytes(of: UInt64(entry.count).littleEndian) { bytes += $0 }
+      bytes += entry + [UInt8](repeating: 0, count: (8 - entry.count % 8) % 8)
+    }
+    return bytes
+  }
 
   /// Sends `bytes` as one message, with `passing` attached (SCM_RIGHTS)
   /// when given. The control message is laid out by hand: a 16-byte
