@@ -36,6 +36,9 @@ final class SharedMemoryConnection: TransportConnection {
     /// A task is sending directly, outside the lock: nothing else may
     /// send (order), and the descriptor stays open (SHM-THREAD-2).
     var directSending = false
+    /// When the last message was submitted (monotonic nanoseconds), to
+    /// tell a stream of messages from a lone one (SHM-THREAD-1).
+    var lastSubmit: UInt64 = 0
     /// The writer sleeps on ``writerWake``; signal only then.
     var writerSleeping = false
     /// Space of the peer's segments to return (SHM-RING-3).
@@ -171,15 +174,29 @@ final class SharedMemoryConnection: TransportConnection {
     case direct, queued(wake: Bool, over: Bool)
   }
 
-  /// Whether every message goes through the writer thread (batched,
-  /// SHM-THREAD-1); `DIPC_SHM_SEND=direct` or `writer` overrides, for
-  /// measuring.
-  static let defaultQueueEverything = false
-  static let queueEverything: Bool = {
+  /// When a message goes straight to the socket from the sending task
+  /// (SHM-THREAD-1).
+  enum SendPolicy {
+    /// Whenever nothing is queued or being sent (lowest latency).
+    case direct
+    /// Never: the writer thread sends everything, in batches.
+    case writer
+    /// When nothing is queued and the previous message was submitted at
+    /// least ``burstGap`` ago: a lone message goes at once, a stream of
+    /// them is batched by the writer.
+    case adaptive
+  }
+
+  /// Submissions closer together than this are a stream (SHM-THREAD-1).
+  static let burstGap: UInt64 = 20_000
+
+  /// The policy; `DIPC_SHM_SEND=direct|writer|adaptive` overrides the
+  /// default (adaptive), for measuring.
+  static let sendPolicy: SendPolicy = {
     switch environmentValue("DIPC_SHM_SEND") {
-    case "direct": false
-    case "writer": true
-    default: defaultQueueEverything
+    case "direct": .direct
+    case "writer": .writer
+    default: .adaptive
     }
   }()
 
@@ -187,7 +204,16 @@ final class SharedMemoryConnection: TransportConnection {
   /// send, or queues.
   func enqueue(_ message: Outgoing, _ state: inout State) throws(DissociatedIPCError) -> SubmitOutcome {
     if let error = state.sendError { throw error }
-    if !Self.queueEverything, state.queue.isEmpty, !state.writerBusy, !state.directSending, !state.descriptorClosed {
+    let direct: Bool
+    switch Self.sendPolicy {
+    case .direct: direct = true
+    case .writer: direct = false
+    case .adaptive:
+      let now = monotonicNanoseconds()
+      direct = now &- state.lastSubmit >= Self.burstGap
+      state.lastSubmit = now
+    }
+    if direct, state.queue.isEmpty, !state.writerBusy, !state.directSending, !state.descriptorClosed {
       state.directSending = true
       return .direct
     }

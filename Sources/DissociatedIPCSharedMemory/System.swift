@@ -213,6 +213,13 @@ struct UnixSocket: Sendable {
 /// The value of the environment variable `name`, if set.
 func environmentValue(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
 
+/// CLOCK_MONOTONIC in nanoseconds (a vDSO call, no system call).
+func monotonicNanoseconds() -> UInt64 {
+  var time = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &time)
+  return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
+}
+
 /// Closes a descriptor.
 func closeDescriptor(_ descriptor: Int32) { _ = Glibc.close(descriptor) }
 
