@@ -9,7 +9,9 @@ public import DissociatedIPC
 /// read-only, so the receiver reads them in place. Segments travel as
 /// descriptors (SCM_RIGHTS): nothing is ever named in `/dev/shm`, and
 /// nothing is left behind by a crashed process. Remote memory (body type 1)
-/// is offered: exposed bodies are fetched as views of the server's segment.
+/// is offered: exposed bodies are fetched as views of the server's segment;
+/// bodies a producer wrote into a ``SharedMemoryBuffer`` are described in
+/// place, with no copy at all.
 ///
 /// ```swift
 /// var registry = TransportRegistry.defaults
