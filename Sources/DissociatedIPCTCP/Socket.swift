@@ -206,21 +206,3 @@ struct Socket: Sendable {
   /// Closes the descriptor.
   func close() { _ = Glibc.close(descriptor) }
 }
-
-/// Runs `body` on a new detached thread (the backend's blocking readers,
-/// writers and acceptors never occupy the concurrency pool).
-func startThread(_ body: @escaping @Sendable () -> Void) {
-  final class Box: @unchecked Sendable {
-    let body: @Sendable () -> Void
-    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-  }
-  let box = Unmanaged.passRetained(Box(body)).toOpaque()
-  var thread = pthread_t()
-  let created = pthread_create(&thread, nil, { context in
-    let box = Unmanaged<Box>.fromOpaque(context!).takeRetainedValue()
-    box.body()
-    return nil
-  }, box)
-  precondition(created == 0, "pthread_create failed: \(created)")
-  pthread_detach(thread)
-}

@@ -45,8 +45,8 @@ final class TCPConnection: TransportConnection {
     self.inbox = MessageInbox(maxBufferedBytes: Int.max)
     socket.configure(bufferSize: config.socketBufferSize)
     enqueue(Outgoing(kind: nil, tag: 0, parts: [ArrowBytes(copying: TCPWire.hello)], size: TCPWire.helloLength))
-    startThread { [self] in readLoop() }
-    startThread { [self] in writeLoop() }
+    startDedicatedThread { [self] in readLoop() }
+    startDedicatedThread { [self] in writeLoop() }
   }
 
   var remoteMemory: (any RemoteMemory)? { nil }

@@ -529,19 +529,3 @@ func yieldThread() { sched_yield() }
 
 /// Names the calling thread (at most 15 bytes; shown by top, gdb, /proc).
 func nameThread(_ name: String) { cucx_name_thread(String(name.prefix(15))) }
-
-/// Runs `body` on a new detached thread (never on Swift's concurrency pool).
-func startThread(_ body: @escaping @Sendable () -> Void) {
-  final class Box: @unchecked Sendable {
-    let body: @Sendable () -> Void
-    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-  }
-  let box = Unmanaged.passRetained(Box(body)).toOpaque()
-  var thread = pthread_t()
-  let created = pthread_create(&thread, nil, { context in
-    Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
-    return nil
-  }, box)
-  precondition(created == 0, "pthread_create failed: \(created)")
-  pthread_detach(thread)
-}

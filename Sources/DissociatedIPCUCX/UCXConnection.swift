@@ -75,7 +75,7 @@ final class UCXConnection: TransportConnection {
                       config: UCXTransport.Config) async throws(DissociatedIPCError) -> UCXConnection {
     let connection = UCXConnection(config: config, peer: peer)
     let result: Result<Void, DissociatedIPCError> = await withCheckedContinuation { continuation in
-      startThread {
+      startDedicatedThread {
         let context: UCXContext
         let address: SocketAddress
         do throws(DissociatedIPCError) {
@@ -98,7 +98,7 @@ final class UCXConnection: TransportConnection {
   static func accept(context: UCXContext, request: UCXConnectionRequest, peer: String, config: UCXTransport.Config,
                      ready: @escaping @Sendable (UCXConnection) -> Void) {
     let connection = UCXConnection(config: config, peer: peer)
-    startThread {
+    startDedicatedThread {
       connection.run(context: context, connectTimeout: nil, ready: { if case .success = $0 { ready(connection) } }) {
         (worker, onError) throws(UCXFailure) in try UCXEndpoint(worker: worker, accepting: request, onError: onError)
       }

@@ -21,7 +21,7 @@ final class UCXListener: TransportListener {
   static func open(runtime: Runtime, host: String, port: UInt16, config: UCXTransport.Config,
                    scheme: String) async throws(DissociatedIPCError) -> UCXListener {
     let result: Result<UCXListener, DissociatedIPCError> = await withCheckedContinuation { continuation in
-      startThread {
+      startDedicatedThread {
         nameThread("ucx-listener")
         let context: UCXContext
         let worker: UCXWorker

@@ -8,7 +8,7 @@ import Testing
 /// ucx:// behaviour beyond the shared suite: the path it reports, idle
 /// progress threads, prompt refusal, broken peers, polling mode, and the
 /// wire mapping seen by a reference-style client.
-@Suite("ucx:// backend")
+@Suite("ucx:// backend", .serialized)
 struct UCXBackendTests {
   static let tcp = UCXConformanceTests.transport("tcp")
   static let sharedMemory = UCXConformanceTests.transport("tcp,sm,self")
@@ -137,7 +137,7 @@ struct UCXBackendTests {
 
     // The raw client runs on a thread of its own, as UCX wants.
     let result: Result<RawStream, any Error> = await withCheckedContinuation { continuation in
-      startThread {
+      startDedicatedThread {
         continuation.resume(returning: Result { try RawReferenceClient.fetch(port: port, wantData: ControlTag.combined, ticket: "t") })
       }
     }
