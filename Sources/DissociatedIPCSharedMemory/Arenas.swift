@@ -8,10 +8,19 @@ internal import DissociatedIPC
 /// ones, and is retired (its buffer no longer retained, the peer unmaps it)
 /// when it falls out of that set.
 struct ArenaTable {
+  /// A segment id a buffer is announced under, and the offsets exposed
+  /// through it and not released.
+  struct Alias {
+    let id: UInt16
+    var offsets: Set<Int> = []
+  }
+
   /// An announced buffer.
   struct Arena {
-    let id: UInt16
     let buffer: SharedMemoryBuffer
+    /// Usually one; more while the same offset is exposed several times at
+    /// once (SHM-ARENA-4).
+    var aliases: [Alias] = []
     /// Regions exposed from it and not released.
     var live = 0
   }
@@ -19,7 +28,8 @@ struct ArenaTable {
   /// An exposed region: the bytes stay retained until it is released.
   struct Region {
     let key: ObjectIdentifier
-    let address: UInt64
+    let alias: UInt16
+    let offset: Int
     let bytes: ArrowBytes
   }
 
@@ -28,73 +38,78 @@ struct ArenaTable {
   static let regionBase: UInt64 = 0xFFFF << SharedMemoryWire.offsetBits
   /// Idle arenas kept announced (SHM-ARENA-3).
   static let idleLimit = 4
+  /// Segment ids one buffer may be announced under at once (SHM-ARENA-4).
+  static let maxAliases = 512
 
   private var arenas: [ObjectIdentifier: Arena] = [:]
   private var regions: [UInt64: Region] = [:]
-  /// Addresses outstanding: the core refuses one address twice, so a range
-  /// exposed again while outstanding is copied instead.
-  private var addresses: Set<UInt64> = []
   /// Idle arenas, least recently used first.
   private var idle: [ObjectIdentifier] = []
   private var nextRegion: UInt64 = 0
 
   /// What exposing in place did.
   enum Exposure {
-    /// Exposed; `announce` is an arena to announce before the descriptor.
-    case exposed(ExposedRegion, announce: Arena?)
-    /// Not possible (the address is outstanding, or no segment id is
-    /// left): copy into the ring instead.
+    /// Exposed; `announce` is a segment id under which the buffer must be
+    /// announced before the descriptor.
+    case exposed(ExposedRegion, announce: UInt16?)
+    /// Not possible (no segment id or alias left): copy into the ring.
     case copy
   }
 
   /// Whether `region` is an in-place exposure's id.
   static func isArenaRegion(_ region: UInt64) -> Bool { region & regionBase == regionBase }
 
-  /// Exposes `bytes`, which lie at `offset` in `buffer`, announcing the
-  /// buffer if it is not announced yet.
+  /// Exposes `bytes`, which lie at `offset` in `buffer`. The peer's core
+  /// refuses one address outstanding twice, so an offset already exposed
+  /// through every alias of the buffer gets a new alias: the buffer is
+  /// announced again under a new segment id (the peer maps it once more;
+  /// still no copy).
   mutating func expose(_ bytes: ArrowBytes, in buffer: SharedMemoryBuffer, offset: Int,
                        outbound: inout OutboundSegments) -> Exposure {
     let key = ObjectIdentifier(buffer)
-    var announce: Arena?
-    if let arena = arenas[key] {
-      guard !addresses.contains(SharedMemoryWire.address(segment: arena.id, offset: offset)) else { return .copy }
-    } else {
-      guard let id = outbound.takeArenaID() else { return .copy }
-      announce = Arena(id: id, buffer: buffer)
-      arenas[key] = announce
+    var arena = arenas[key] ?? Arena(buffer: buffer)
+    var announce: UInt16?
+    var index = arena.aliases.firstIndex { !$0.offsets.contains(offset) }
+    if index == nil {
+      guard arena.aliases.count < Self.maxAliases, let id = outbound.takeArenaID() else { return .copy }
+      arena.aliases.append(Alias(id: id))
+      index = arena.aliases.count - 1
+      announce = id
     }
-    let id = arenas[key]!.id
-    arenas[key]!.live += 1
-    if arenas[key]!.live == 1, let index = idle.firstIndex(of: key) { idle.remove(at: index) }
-    let address = SharedMemoryWire.address(segment: id, offset: offset)
+    let alias = arena.aliases[index!].id
+    arena.aliases[index!].offsets.insert(offset)
+    arena.live += 1
+    if arena.live == 1, let position = idle.firstIndex(of: key) { idle.remove(at: position) }
+    arenas[key] = arena
     let region = Self.regionBase | nextRegion
     nextRegion += 1
-    addresses.insert(address)
-    regions[region] = Region(key: key, address: address, bytes: bytes)
+    regions[region] = Region(key: key, alias: alias, offset: offset, bytes: bytes)
+    let address = SharedMemoryWire.address(segment: alias, offset: offset)
     return .exposed(ExposedRegion(id: region, ranges: [RemoteRange(address: address, length: UInt64(bytes.count))]),
                     announce: announce)
   }
 
-  /// Releases `region`; returns the ids of arenas to retire now.
+  /// Releases `region`; returns the segment ids to retire now.
   mutating func release(_ region: UInt64) -> [UInt16] {
-    guard let released = regions.removeValue(forKey: region) else { return [] }
-    addresses.remove(released.address)
-    arenas[released.key]!.live -= 1
-    guard arenas[released.key]!.live == 0 else { return [] }
+    guard let released = regions.removeValue(forKey: region), var arena = arenas[released.key] else { return [] }
+    if let index = arena.aliases.firstIndex(where: { $0.id == released.alias }) {
+      arena.aliases[index].offsets.remove(released.offset)
+    }
+    arena.live -= 1
+    arenas[released.key] = arena
+    guard arena.live == 0 else { return [] }
     idle.append(released.key)
     var retired: [UInt16] = []
-    while idle.count > Self.idleLimit { retired.append(arenas.removeValue(forKey: idle.removeFirst())!.id) }
+    while idle.count > Self.idleLimit {
+      retired += arenas.removeValue(forKey: idle.removeFirst())!.aliases.map(\.id)
+    }
     return retired
   }
-
-  /// Announced arenas (for tests and diagnostics).
-  var announcedCount: Int { arenas.count }
 
   /// Forgets everything (the connection closed).
   mutating func removeAll() {
     arenas.removeAll()
     regions.removeAll()
-    addresses.removeAll()
     idle.removeAll()
   }
 }

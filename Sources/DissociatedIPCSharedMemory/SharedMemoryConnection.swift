@@ -252,7 +252,7 @@ final class SharedMemoryConnection: TransportConnection {
       }
       if wake { writerWake.signal() }
       if let failure {
-        fail(failure)
+        sendFailed(failure)
         throw failure
       }
       return over
@@ -364,7 +364,7 @@ final class SharedMemoryConnection: TransportConnection {
         }
         try transmitAll(messages, packet: packet)
       } catch {
-        fail(error)
+        sendFailed(error)
         break
       }
       let released = state.withLock { state -> [CheckedContinuation<Void, Never>] in
@@ -558,6 +558,30 @@ final class SharedMemoryConnection: TransportConnection {
       state.peerClosed = true
       defer { state.spaceWaiters = [] }
       return (state.spaceWaiters, state.wakeWriter())
+    }
+    for waiter in waiters { waiter.resume() }
+    if wake { writerWake.signal() }
+  }
+
+  /// A send failed. When the peer is gone (EPIPE, ECONNRESET: the
+  /// connectionClosed code) nothing more can be sent, but what the peer
+  /// sent before stays receivable and the reader sees the end (SHM-CLOSE-2):
+  /// a space return or free_data that loses the race with the peer's
+  /// orderly close must not discard a received end of stream. Any other
+  /// error fails the connection.
+  func sendFailed(_ error: DissociatedIPCError) {
+    guard error.code == .connectionClosed else { return fail(error) }
+    let (waiters, wake) = state.withLock { state -> ([CheckedContinuation<Void, Never>], Bool) in
+      guard state.failure == nil, !state.peerClosed else { return ([], false) }
+      state.peerClosed = true
+      state.queue.removeAll()
+      state.returns.removeAll()
+      state.queuedBytes = 0
+      defer {
+        state.spaceWaiters = []
+        state.blockedSenders = []
+      }
+      return (state.spaceWaiters + state.blockedSenders, state.wakeWriter())
     }
     for waiter in waiters { waiter.resume() }
     if wake { writerWake.signal() }

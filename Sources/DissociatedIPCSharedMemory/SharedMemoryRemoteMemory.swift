@@ -109,8 +109,8 @@ extension SharedMemoryConnection {
         return (nil, nil)
       case .exposed(let region, nil):
         return (region, nil)
-      case .exposed(let region, let arena?):
-        let message = Outgoing(kind: .arenaAdded, words: (UInt64(arena.id), UInt64(buffer.size)), wordCount: 2, arena: buffer)
+      case .exposed(let region, let id?):
+        let message = Outgoing(kind: .arenaAdded, words: (UInt64(id), UInt64(buffer.size)), wordCount: 2, arena: buffer)
         return (region, (try enqueue(message, &state), message))
       }
     }
@@ -136,6 +136,4 @@ extension SharedMemoryConnection {
     for outcome in outcomes { _ = try? complete(outcome.0, outcome.1) }
   }
 
-  /// Segments this side announced for buffers and has not retired (tests).
-  var announcedArenaCount: Int { state.withLock { $0.arenas.announcedCount } }
 }

@@ -152,12 +152,18 @@ struct SharedMemoryBufferTests {
           ($0 as? DissociatedIPCError)?.code == .malformedDescriptor
         }
       }
-      // The same range exposed again while outstanding is copied (the
-      // core refuses one address twice), and still arrives intact.
+      // The same range exposed again while outstanding (the core refuses
+      // one address twice) goes through a second announcement of the
+      // buffer under another segment id: another address, still no copy.
       let again = try await server.expose(bytes)
-      #expect(again.ranges.first?.address != valid.address)
+      let alias = try #require(again.ranges.first)
+      #expect(alias.address >> 48 != segment && alias.address & (1 << 48 - 1) == valid.address & (1 << 48 - 1))
       #expect(again.id != whole.id)
-      #expect(try await client.fetch(again.ranges) == bytes)
+      let aliased = try await client.fetch(again.ranges)
+      #expect(aliased == bytes)
+      let own = try #require(Self.mapping(containing: buffer.mutableBytes.baseAddress!))
+      let seen = try #require(Self.mapping(containing: aliased.unsafeBaseAddress!))
+      #expect(seen.inode == own.inode && seen.range != own.range)
       for region in [whole.id, part.id, again.id] { await server.release(region) }
     }
     #expect(Holdings.now(segmentName: name, socketPath: "").mappings == 0)
