@@ -206,6 +206,30 @@ struct SharedMemoryTests {
     }
   }
 
+  @Test("a send that finds the peer gone does not discard what the peer sent before (SHM-CLOSE-2)")
+  func sendAfterPeerClosedKeepsReceived() async throws {
+    let listener = try await SharedMemoryTransport().listen(at: TransportAddress(scheme: "shm"))
+    try await afterwards(listener.close) {
+      let peer = try RawPeer(path: listener.address.path)
+      peer.send(RawPeer.hello)
+      peer.send(RawPeer.message(kind: 1, bytes: [4, 5, 6]))
+      // The peer stops reading: our sends fail with EPIPE while its end of
+      // the stream has not come yet.
+      _ = shutdown(peer.descriptor, Int32(SHUT_RD))
+      let connection = try #require(try await listener.accept())
+      var failed = false
+      for _ in 0 ..< 1_000 where !failed {
+        do { try await connection.sendTagged(1, [payload(8, seed: 3)]) } catch { failed = true }
+        try await Task.sleep(for: .milliseconds(1))
+      }
+      #expect(failed, "sending to a peer that stopped reading never failed")
+      #expect(try await connection.receiveFrame() == ArrowBytes(copying: [4, 5, 6]))
+      peer.close()
+      #expect(try await connection.receiveFrame() == nil)
+      await connection.close()
+    }
+  }
+
   @Test("a passed descriptor that is not a sealed memfd is refused before it is mapped")
   func unsealedSegment() async throws {
     let listener = try await SharedMemoryTransport().listen(at: TransportAddress(scheme: "shm"))
