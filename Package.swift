@@ -132,7 +132,7 @@ let package = Package(
     // The conformance suite and the backend's own tests over shm://.
     .testTarget(
       name: "SharedMemoryTests",
-      dependencies: ["DissociatedIPCSharedMemory", "DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance"],
+      dependencies: ["DissociatedIPCSharedMemory", "DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance", "TestSupport"],
       swiftSettings: strictSettings
     ),
     // The conformance suite over ucx:// (UCX_TLS=tcp and tcp,sm,self).

@@ -89,8 +89,8 @@ final class SharedMemoryConnection: TransportConnection {
     self.socket = socket
     self.config = config
     pathDescription = "shm via \(path), peer pid \(socket.peerProcess().map(String.init) ?? "?")"
-    startThread { [self] in readLoop() }
-    startThread { [self] in writeLoop() }
+    startDedicatedThread { [self] in readLoop() }
+    startDedicatedThread { [self] in writeLoop() }
     do throws(DissociatedIPCError) {
       try submit(Outgoing(kind: .hello, words: Self.helloWords, wordCount: 2))
     } catch {

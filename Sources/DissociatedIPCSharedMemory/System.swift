@@ -293,20 +293,3 @@ func mapPeerSegment(_ descriptor: Int32, size: Int) throws(DissociatedIPCError) 
 func unmapSegment(_ base: UnsafeRawPointer, size: Int) { _ = munmap(UnsafeMutableRawPointer(mutating: base), size) }
 
 // MARK: Threads
-
-/// Runs `body` on a new detached thread (the backend's blocking readers,
-/// writers and acceptors never occupy the concurrency pool).
-func startThread(_ body: @escaping @Sendable () -> Void) {
-  final class Box: Sendable {
-    let body: @Sendable () -> Void
-    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-  }
-  let box = Unmanaged.passRetained(Box(body)).toOpaque()
-  var thread = pthread_t()
-  let created = pthread_create(&thread, nil, { context in
-    Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
-    return nil
-  }, box)
-  precondition(created == 0, "pthread_create failed: \(created)")
-  pthread_detach(thread)
-}

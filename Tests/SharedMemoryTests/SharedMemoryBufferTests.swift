@@ -2,6 +2,7 @@ import ArrowIPC
 import DissociatedIPC
 import DissociatedIPCSharedMemory
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(Glibc)

@@ -3,6 +3,8 @@ import DissociatedIPC
 import DissociatedIPCSharedMemory
 import Foundation
 
+import TestSupport
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -58,24 +60,6 @@ func config(_ change: (inout SharedMemoryTransport.Config) -> Void) -> SharedMem
 /// `count` bytes that encode `seed` and their position.
 func payload(_ count: Int, seed: UInt8) -> ArrowBytes {
   ArrowBytes(copying: (0 ..< count).map { UInt8(truncatingIfNeeded: $0 &* 31) ^ seed })
-}
-
-/// The whole text of a /proc file. Foundation's `String(contentsOfFile:)`
-/// may stop after the first read (the kernel returns a page at a time and
-/// reports size 0), so this reads until end of file.
-func readProcFile(_ path: String) -> String {
-  let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-  guard descriptor >= 0 else { return "" }
-  defer { _ = close(descriptor) }
-  var bytes: [UInt8] = []
-  var chunk = [UInt8](repeating: 0, count: 1 << 16)
-  while true {
-    let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-    if count < 0, errno == EINTR { continue }
-    guard count > 0 else { break }
-    bytes += chunk[..<count]
-  }
-  return String(decoding: bytes, as: UTF8.self)
 }
 
 /// What this process holds of one segment name and one socket path.
