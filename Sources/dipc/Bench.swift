@@ -18,7 +18,9 @@ struct Bench: AsyncParsableCommand {
         tiny     --tiny-batches batches of 2 rows (also shown as µs per batch)
         latency  median round trip of an 8-byte tagged message (1,000 of them)
       for each --transports scheme (server and client in this process, over
-      loopback), and the baselines: single-core memcpy of the bulk bytes,
+      loopback), and the baselines: single-core memcpy of the bulk bytes
+      (one hot source into destinations cycling through 64 MiB, as a
+      transport's ring or receive buffers are),
       iperf3 -l BATCH (bulk), Arrow Flight
       DoGet via pyarrow (bulk and tiny; needs Benchmarks/Baselines/
       flight_baseline.py, run from the repository root).
@@ -160,17 +162,26 @@ struct Bench: AsyncParsableCommand {
     return Measurement(seconds: times.sorted()[times.count / 2], bytes: 8, batches: 1)
   }
 
-  /// Single-core memcpy of `bytes` in `chunk`-byte copies, back and forth
-  /// between two buffers (the ceiling for any copy path).
+  /// Single-core memcpy of `bytes` in `chunk`-byte copies of one source
+  /// (the bench sends one body again and again) into destinations that
+  /// cycle through 64 MiB, as a transport's ring or receive buffers do: the
+  /// ceiling for any copy path. (Copying back and forth between two hot
+  /// buffers would measure the cache, not memory.)
   static func memcpy(bytes: Int, chunk: Int) -> Measurement {
-    let buffers = (0 ..< 2).map { _ in UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 64) }
-    defer { for buffer in buffers { buffer.deallocate() } }
-    for buffer in buffers { buffer.initializeMemory(as: UInt8.self, repeating: 1, count: chunk) }
+    let slots = max(1, (64 << 20) / chunk)
+    let source = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 64)
+    let targets = UnsafeMutableRawPointer.allocate(byteCount: slots * chunk, alignment: 64)
+    defer {
+      source.deallocate()
+      targets.deallocate()
+    }
+    source.initializeMemory(as: UInt8.self, repeating: 1, count: chunk)
+    targets.initializeMemory(as: UInt8.self, repeating: 0, count: slots * chunk)  // faulted in before timing
     let copies = max(1, bytes / chunk)
     let started = ContinuousClock.now
     for index in 0 ..< copies {
-      buffers[(index + 1) % 2].copyMemory(from: buffers[index % 2], byteCount: chunk)
-      buffers[index % 2].storeBytes(of: UInt8(truncatingIfNeeded: index), as: UInt8.self)  // each copy moves new bytes
+      source.storeBytes(of: UInt8(truncatingIfNeeded: index), as: UInt8.self)  // each copy moves new bytes
+      (targets + (index % slots) * chunk).copyMemory(from: source, byteCount: chunk)
     }
     let elapsed = seconds(ContinuousClock.now - started)
     return Measurement(seconds: elapsed, bytes: copies * chunk, batches: copies)
