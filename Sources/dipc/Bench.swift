@@ -21,7 +21,8 @@ struct Bench: AsyncParsableCommand {
       loopback), and the baselines: single-core memcpy of the bulk bytes
       (one hot source into destinations cycling through 64 MiB, as a
       transport's ring or receive buffers are),
-      iperf3 -l BATCH (bulk), Arrow Flight
+      iperf3 -l BATCH (bulk), ucx_perftest tag_bw and tag_lat over
+      UCX_TLS=tcp on lo (when ucx is measured; the path ucx:// takes), Arrow Flight
       DoGet via pyarrow (bulk and tiny; needs Benchmarks/Baselines/
       flight_baseline.py, run from the repository root).
       """
@@ -42,8 +43,8 @@ struct Bench: AsyncParsableCommand {
   @Option(help: "Batches in the tiny case.")
   var tinyBatches = 10_000
 
-  @Option(help: "Comma-separated baselines: iperf3, flight (empty for none).")
-  var baselines = "iperf3,flight"
+  @Option(help: "Comma-separated baselines: iperf3, flight, ucx_perftest (with ucx; empty for none).")
+  var baselines = "iperf3,flight,ucx_perftest"
 
   @Option(help: "The Flight baseline script.")
   var flightScript = "Benchmarks/Baselines/flight_baseline.py"
@@ -70,6 +71,11 @@ struct Bench: AsyncParsableCommand {
         results["\(scheme) latency", default: []].append(try await Self.roundTrip(scheme: scheme))
       }
       results["memcpy", default: []].append(Self.memcpy(bytes: bulkCount * batchBytes, chunk: batchBytes))
+      if baselineSet.contains("ucx_perftest"), schemes.contains("ucx") {
+        results["ucx_perftest bulk", default: []].append(
+          try Self.ucxPerftest(bandwidth: true, length: batchBytes, iterations: bulkCount))
+        results["ucx_perftest latency", default: []].append(try Self.ucxPerftest(bandwidth: false, length: 8, iterations: 10_000))
+      }
       if baselineSet.contains("iperf3") {
         results["iperf3 bulk", default: []].append(try Self.iperf3(bytes: bulkCount * batchBytes, length: batchBytes))
       }
@@ -189,20 +195,49 @@ struct Bench: AsyncParsableCommand {
 
   /// iperf3 moving the same bytes with writes of `length` bytes.
   static func iperf3(bytes: Int, length: Int) throws -> Measurement {
+    try withServerProcess(["iperf3", "-s", "-1", "-p"]) { port in
+      let output = try runProcess(["iperf3", "-c", "127.0.0.1", "-p", port, "-l", String(length), "-n", String(bytes), "-J"])
+      guard let json = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any],
+            let end = json["end"] as? [String: Any], let received = end["sum_received"] as? [String: Any],
+            let seconds = received["seconds"] as? Double, let transferred = received["bytes"] as? Double
+      else { throw ValidationError("cannot read iperf3's JSON output") }
+      return Measurement(seconds: seconds, bytes: Int(transferred), batches: bytes / length)
+    }
+  }
+
+  /// UCX's own benchmark over the path ucx:// uses here (UCX_TLS=tcp on
+  /// lo): `tag_bw` with `length`-byte messages (bandwidth), or `tag_lat`
+  /// with 8 bytes (`seconds` = the median round trip, twice the one-way
+  /// median it reports).
+  static func ucxPerftest(bandwidth: Bool, length: Int, iterations: Int) throws -> Measurement {
+    let environment = ["UCX_TLS=tcp", "UCX_NET_DEVICES=lo"]
+    return try withServerProcess(environment + ["ucx_perftest", "-p"]) { port in
+      let test = bandwidth ? ["-t", "tag_bw", "-s", String(length)] : ["-t", "tag_lat", "-s", "8"]
+      let output = try runProcess(environment + ["ucx_perftest", "127.0.0.1", "-p", port, "-n", String(iterations)] + test)
+      // "Final: iterations, 50%ile, average, overall overhead (µs), average, overall bandwidth (MB/s), …"
+      guard let final = output.split(separator: "\n").last(where: { $0.hasPrefix("Final:") })?.split(separator: " "),
+            final.count >= 7, let median = Double(final[2]), let megabytes = Double(final[6])
+      else { throw ValidationError("cannot read ucx_perftest's output: \(output)") }
+      let bytesPerSecond = megabytes * Double(1 << 20)
+      return bandwidth
+        ? Measurement(seconds: Double(length * iterations) / bytesPerSecond, bytes: length * iterations, batches: iterations)
+        : Measurement(seconds: 2 * median / 1e6, bytes: 8, batches: 1)
+    }
+  }
+
+  /// Runs `server` plus a random port as a background process while
+  /// `body` runs its client against that port.
+  static func withServerProcess<T>(_ server: [String], _ body: (String) throws -> T) throws -> T {
     let port = String(Int.random(in: 20_000 ..< 60_000))
-    let server = Process()
-    server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    server.arguments = ["iperf3", "-s", "-1", "-p", port]
-    server.standardOutput = FileHandle.nullDevice
-    try server.run()
-    defer { if server.isRunning { server.terminate() } }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = server + [port]
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    defer { if process.isRunning { process.terminate() } }
     Thread.sleep(forTimeInterval: 0.3)
-    let output = try runProcess(["iperf3", "-c", "127.0.0.1", "-p", port, "-l", String(length), "-n", String(bytes), "-J"])
-    guard let json = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any],
-          let end = json["end"] as? [String: Any], let received = end["sum_received"] as? [String: Any],
-          let seconds = received["seconds"] as? Double, let transferred = received["bytes"] as? Double
-    else { throw ValidationError("cannot read iperf3's JSON output") }
-    return Measurement(seconds: seconds, bytes: Int(transferred), batches: bytes / length)
+    return try body(port)
   }
 
   /// Arrow Flight DoGet through pyarrow.
@@ -252,6 +287,7 @@ struct Bench: AsyncParsableCommand {
       if has("iperf3 bulk") { bulkRatios.append(ratio(bulk, "iperf3", rate("iperf3 bulk"))) }
       if has("flight bulk") { bulkRatios.append(ratio(bulk, "Flight", rate("flight bulk"))) }
       if scheme != "tcp", has("tcp bulk") { bulkRatios.append(ratio(bulk, "tcp://", rate("tcp bulk"))) }
+      if scheme == "ucx", has("ucx_perftest bulk") { bulkRatios.append(ratio(bulk, "ucx_perftest", rate("ucx_perftest bulk"))) }
       bulkRatios.append(ratio(bulk, "memcpy", rate("memcpy")))
       lines.append(("\(scheme):// bulk", gb(bulk), bulkRatios.joined(separator: ", ")))
       if has("\(scheme) copy") {
@@ -262,16 +298,23 @@ struct Bench: AsyncParsableCommand {
       lines.append(("\(scheme):// tiny", String(format: "%.0f k batches/s (%.2f µs each)", tiny / 1e3, 1e6 / tiny),
                     has("flight tiny") ? ratio(tiny, "Flight", batchRate("flight tiny")) : ""))
       let latency = median(results["\(scheme) latency", default: []].map(\.seconds))
-      lines.append(("\(scheme):// latency", String(format: "%.1f µs round trip", latency * 1e6), ""))
+      let perftestLatency = median(results["ucx_perftest latency", default: []].map(\.seconds))
+      lines.append(("\(scheme):// latency", String(format: "%.1f µs round trip", latency * 1e6),
+                    scheme == "ucx" && has("ucx_perftest latency") ? ratio(latency, "ucx_perftest", perftestLatency) : ""))
     }
     lines.append(("memcpy (one core)", gb(rate("memcpy")), ""))
+    if has("ucx_perftest bulk") {
+      lines.append(("ucx_perftest tag_bw", gb(rate("ucx_perftest bulk")), "UCX_TLS=tcp, lo"))
+      lines.append(("ucx_perftest tag_lat", String(format: "%.1f µs round trip",
+                                                   median(results["ucx_perftest latency", default: []].map(\.seconds)) * 1e6), ""))
+    }
     if has("iperf3 bulk") { lines.append(("iperf3 bulk", gb(rate("iperf3 bulk")), "")) }
     if has("flight bulk") {
       lines.append(("Flight DoGet bulk", gb(rate("flight bulk")), ""))
       lines.append(("Flight DoGet tiny", String(format: "%.0f k batches/s", batchRate("flight tiny") / 1e3), ""))
     }
     for (name, value, ratio) in lines {
-      print(name.padding(toLength: 20, withPad: " ", startingAt: 0) + value.padding(toLength: 34, withPad: " ", startingAt: 0) + ratio)
+      print(name.padding(toLength: 22, withPad: " ", startingAt: 0) + value.padding(toLength: 34, withPad: " ", startingAt: 0) + ratio)
     }
   }
 }
