@@ -190,6 +190,26 @@ struct Socket: Sendable {
     }
   }
 
+  /// Writes what the socket takes now of `pieces` without blocking
+  /// (MSG_DONTWAIT); returns the bytes written, 0 when it would block.
+  func writeAvailable(_ pieces: [UnsafeRawBufferPointer]) throws(DissociatedIPCError) -> Int {
+    var vectors = pieces.prefix(1024).map {
+      iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count)
+    }
+    while true {
+      let written = vectors.withUnsafeMutableBufferPointer { vectors -> Int in
+        var message = msghdr()
+        message.msg_iov = vectors.baseAddress
+        message.msg_iovlen = vectors.count
+        return sendmsg(descriptor, &message, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+      }
+      if written >= 0 { return written }
+      if errno == EINTR { continue }
+      if errno == EAGAIN || errno == EWOULDBLOCK { return 0 }
+      throw Socket.error("sendmsg")
+    }
+  }
+
   /// Stops reading and/or writing; wakes a thread blocked in accept or recv.
   func shutdown(reading: Bool, writing: Bool) {
     let how = reading && writing ? Int32(SHUT_RDWR) : reading ? Int32(SHUT_RD) : Int32(SHUT_WR)

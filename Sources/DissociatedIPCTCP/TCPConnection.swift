@@ -29,6 +29,11 @@ final class TCPConnection: TransportConnection {
     var writerDone = false
     /// The writer thread sleeps on ``writerWake``; senders signal only then.
     var writerSleeping = false
+    /// The writer is sending messages it took from the queue: a direct
+    /// send now would overtake them.
+    var writerBusy = false
+    /// When the last message was submitted (TCP-SOCK-3).
+    var lastSubmit = ContinuousClock.now
   }
 
   private let socket: Socket
@@ -61,11 +66,14 @@ final class TCPConnection: TransportConnection {
     try await send(.tagged, tag: tag, parts)
   }
 
-  /// Queues a message for the writer; waits while the queue is over its
-  /// limit. Returns before the bytes reach the socket, as send(2) does.
+  /// Sends a lone small message at once (TCP-SOCK-3), else queues it for
+  /// the writer; waits while the queue is over its limit. Returns before
+  /// the bytes reach the peer, as send(2) does.
   private func send(_ kind: TCPWire.Kind, tag: UInt64, _ parts: [ArrowBytes]) async throws(DissociatedIPCError) {
     let length = parts.reduce(0) { $0 + $1.count }
-    guard let queued = enqueue(Outgoing(kind: kind, tag: tag, parts: parts, size: TCPWire.headerLength + length))
+    let message = Outgoing(kind: kind, tag: tag, parts: parts, size: TCPWire.headerLength + length)
+    if length <= Self.directSendLimit, try sendDirectly(message) { return }
+    guard let queued = enqueue(message)
     else { return try checkWritable() }
     guard queued > config.writeQueueBytes else { return }
     // Backpressure: wait until the writer has drained the queue enough.
@@ -78,6 +86,75 @@ final class TCPConnection: TransportConnection {
       if !wait { continuation.resume() }
     }
     try checkWritable()
+  }
+
+  /// Messages up to this size may be sent by the sending task itself.
+  static let directSendLimit = 64 << 10
+  /// A message submitted at least this long after the previous one is a
+  /// lone message (a request, a reply), not part of a stream.
+  static let loneMessageGap = Duration.microseconds(20)
+
+  /// Writes `message` from the calling task when it comes alone (the
+  /// previous one was submitted over ``loneMessageGap`` ago), the queue is
+  /// empty and the writer idle; what the socket does not take now is
+  /// queued first for the writer. False when the message must be queued.
+  private func sendDirectly(_ message: Outgoing) throws(DissociatedIPCError) -> Bool {
+    let now = ContinuousClock.now
+    let outcome = writeState.withLock { state -> Result<Bool, DissociatedIPCError>? in
+      defer { state.lastSubmit = now }
+      guard now - state.lastSubmit >= Self.loneMessageGap, state.queue.isEmpty, !state.writerBusy,
+            !state.closing, state.failure == nil
+      else { return nil }
+      let header = UnsafeMutableRawPointer.allocate(byteCount: TCPWire.headerLength, alignment: 8)
+      defer { header.deallocate() }
+      TCPWire.writeHeader(message.kind!, tag: message.tag, length: message.size - TCPWire.headerLength, into: header)
+      let parts = message.parts.filter { !$0.isEmpty }
+      let pieces = [UnsafeRawBufferPointer(start: header, count: TCPWire.headerLength)]
+        + parts.map { UnsafeRawBufferPointer(start: $0.unsafeBaseAddress, count: $0.count) }
+      let written: Int
+      do throws(DissociatedIPCError) {
+        written = try withExtendedLifetime(parts) { () throws(DissociatedIPCError) in try socket.writeAvailable(pieces) }
+      } catch {
+        return .failure(error)
+      }
+      guard written < message.size else { return .success(false) }
+      // The socket buffer is full: the rest goes first in the queue.
+      let remainder = Self.unsent(pieces: pieces, parts: parts, skipping: written)
+      state.queue.append(remainder)
+      state.queuedBytes += remainder.size
+      defer { state.writerSleeping = false }
+      return .success(state.writerSleeping)
+    }
+    switch outcome {
+    case nil: return false
+    case .failure(let error)?:
+      fail(error)
+      throw error
+    case .success(let wake)?:
+      if wake { writerWake.signal() }
+      return true
+    }
+  }
+
+  /// The bytes of a partly written message after its first `written`
+  /// bytes, as raw pieces (the header's rest copied, payloads sliced).
+  private static func unsent(pieces: [UnsafeRawBufferPointer], parts: [ArrowBytes], skipping written: Int) -> Outgoing {
+    var remaining: [ArrowBytes] = []
+    var skip = written
+    for (index, piece) in pieces.enumerated() {
+      if skip >= piece.count {
+        skip -= piece.count
+        continue
+      }
+      if index == 0 {
+        remaining.append(ArrowBytes(copying: UnsafeRawBufferPointer(rebasing: piece[skip...])))
+      } else {
+        let part = parts[index - 1]
+        remaining.append(try! part.slice(offset: skip, count: part.count - skip))
+      }
+      skip = 0
+    }
+    return Outgoing(kind: nil, tag: 0, parts: remaining, size: remaining.reduce(0) { $0 + $1.count })
   }
 
   private func checkWritable() throws(DissociatedIPCError) {
@@ -110,6 +187,7 @@ final class TCPConnection: TransportConnection {
         defer { state.queue.removeAll(keepingCapacity: true) }
         // Nothing to do: sleep until a sender, close() or fail() signals.
         state.writerSleeping = state.queue.isEmpty && !state.closing && state.failure == nil
+        state.writerBusy = !state.queue.isEmpty
         return (state.queue, state.closing, state.failure != nil)
       }
       if failed { break }
@@ -126,6 +204,7 @@ final class TCPConnection: TransportConnection {
         }
         let size = batch.reduce(0) { $0 + $1.size }
         let released = writeState.withLock { state -> [CheckedContinuation<Void, Never>] in
+          state.writerBusy = false
           state.queuedBytes -= size
           guard state.queuedBytes <= config.writeQueueBytes else { return [] }
           defer { state.blockedSenders = [] }
