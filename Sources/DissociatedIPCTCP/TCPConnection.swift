@@ -105,21 +105,25 @@ final class TCPConnection: TransportConnection {
       guard now - state.lastSubmit >= Self.loneMessageGap, state.queue.isEmpty, !state.writerBusy,
             !state.closing, state.failure == nil
       else { return nil }
-      let header = UnsafeMutableRawPointer.allocate(byteCount: TCPWire.headerLength, alignment: 8)
-      defer { header.deallocate() }
-      TCPWire.writeHeader(message.kind!, tag: message.tag, length: message.size - TCPWire.headerLength, into: header)
       let parts = message.parts.filter { !$0.isEmpty }
-      let pieces = [UnsafeRawBufferPointer(start: header, count: TCPWire.headerLength)]
-        + parts.map { UnsafeRawBufferPointer(start: $0.unsafeBaseAddress, count: $0.count) }
-      let written: Int
-      do throws(DissociatedIPCError) {
-        written = try withExtendedLifetime(parts) { () throws(DissociatedIPCError) in try socket.writeAvailable(pieces) }
-      } catch {
-        return .failure(error)
+      let attempt = withUnsafeTemporaryAllocation(byteCount: TCPWire.headerLength, alignment: 8) { header in
+        TCPWire.writeHeader(message.kind!, tag: message.tag, length: message.size - TCPWire.headerLength,
+                            into: header.baseAddress!)
+        let pieces = [UnsafeRawBufferPointer(header)]
+          + parts.map { UnsafeRawBufferPointer(start: $0.unsafeBaseAddress, count: $0.count) }
+        return Result { () throws(DissociatedIPCError) -> Outgoing? in
+          let written = try withExtendedLifetime(parts) { () throws(DissociatedIPCError) in try socket.writeAvailable(pieces) }
+          // What the socket did not take (the header's rest is copied out of this frame).
+          return written < message.size ? Self.unsent(pieces: pieces, parts: parts, skipping: written) : nil
+        }
       }
-      guard written < message.size else { return .success(false) }
+      let remainder: Outgoing
+      switch attempt {
+      case .failure(let error): return .failure(error)
+      case .success(nil): return .success(false)
+      case .success(let rest?): remainder = rest
+      }
       // The socket buffer is full: the rest goes first in the queue.
-      let remainder = Self.unsent(pieces: pieces, parts: parts, skipping: written)
       state.queue.append(remainder)
       state.queuedBytes += remainder.size
       defer { state.writerSleeping = false }
