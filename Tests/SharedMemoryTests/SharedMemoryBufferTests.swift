@@ -98,11 +98,7 @@ struct SharedMemoryBufferTests {
     #expect(Holdings.now(segmentName: ringName, socketPath: "").mappings == 0, "a body was copied through the ring")
     received.removeAll()
 
-    var now = Holdings.now(segmentName: bufferName, socketPath: path)
-    for _ in 0 ..< 250 where now != baseline || server.streamCounts.active > 0 {
-      try await Task.sleep(for: .milliseconds(20))
-      now = Holdings.now(segmentName: bufferName, socketPath: path)
-    }
+    let now = try await Holdings.settled(to: baseline, segmentName: bufferName, socketPath: path, server: server)
     #expect(now == baseline, "after the stream: \(now); before: \(baseline)")
     await server.shutdown()
     await running.value

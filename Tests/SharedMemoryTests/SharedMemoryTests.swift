@@ -365,11 +365,7 @@ struct SharedMemoryTests {
     missing.otherParameters = [.init("ticket", "nope")]
     await #expect(throws: DissociatedIPCError.self) { for try await _ in client.stream(from: missing) {} }
 
-    var now = Holdings.now(segmentName: name, socketPath: path)
-    for _ in 0 ..< 250 where now != baseline || server.streamCounts.active > 0 {
-      try await Task.sleep(for: .milliseconds(20))
-      now = Holdings.now(segmentName: name, socketPath: path)
-    }
+    var now = try await Holdings.settled(to: baseline, segmentName: name, socketPath: path, server: server)
     #expect(now == baseline, "after the streams: \(now); before: \(baseline)")
     await server.shutdown()
     await running.value

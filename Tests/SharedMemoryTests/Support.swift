@@ -90,6 +90,18 @@ struct Holdings: Equatable, CustomStringConvertible {
     return Holdings(mappings: mappings, segmentDescriptors: segments, serverSockets: sockets)
   }
 
+  /// What this process holds once `server`'s streams have ended and the
+  /// holdings are back to `baseline`, polled every 20 ms for up to 5 s.
+  static func settled(to baseline: Holdings, segmentName name: String, socketPath path: String,
+                      server: DissociatedServer) async throws -> Holdings {
+    var now = Holdings.now(segmentName: name, socketPath: path)
+    for _ in 0 ..< 250 where now != baseline || server.streamCounts.active > 0 {
+      try await Task.sleep(for: .milliseconds(20))
+      now = Holdings.now(segmentName: name, socketPath: path)
+    }
+    return now
+  }
+
   var description: String { "\(mappings) mappings, \(segmentDescriptors) segment descriptors, \(serverSockets) server sockets" }
 }
 
