@@ -157,24 +157,11 @@ struct Socket: Sendable {
 
   /// Writes every byte of `pieces` with scatter-gather writes (TCP-SOCK-2).
   func write(_ pieces: [UnsafeRawBufferPointer]) throws(DissociatedIPCError) {
-    var vectors = pieces.filter { $0.count > 0 }.map {
-      iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count)
-    }
+    var vectors = Self.vectors(pieces.filter { $0.count > 0 })
     var first = 0
     while first < vectors.count {
       let batch = min(vectors.count - first, 1024)  // Linux's UIO_MAXIOV
-      // sendmsg rather than writev: MSG_NOSIGNAL turns a closed peer into
-      // EPIPE instead of a process-killing SIGPIPE.
-      let written = vectors.withUnsafeMutableBufferPointer { vectors -> Int in
-        var message = msghdr()
-        message.msg_iov = vectors.baseAddress! + first
-        message.msg_iovlen = batch
-        return sendmsg(descriptor, &message, Int32(MSG_NOSIGNAL))
-      }
-      if written < 0 {
-        if errno == EINTR { continue }
-        throw Socket.error("writev")
-      }
+      guard let written = try send(&vectors, from: first, count: batch, flags: 0) else { continue }
       // Skip what was written, possibly part of a vector.
       var remaining = written
       while remaining > 0, first < vectors.count {
@@ -193,21 +180,31 @@ struct Socket: Sendable {
   /// Writes what the socket takes now of `pieces` without blocking
   /// (MSG_DONTWAIT); returns the bytes written, 0 when it would block.
   func writeAvailable(_ pieces: [UnsafeRawBufferPointer]) throws(DissociatedIPCError) -> Int {
-    var vectors = pieces.prefix(1024).map {
-      iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count)
-    }
+    var vectors = Self.vectors(Array(pieces.prefix(1024)))
     while true {
-      let written = vectors.withUnsafeMutableBufferPointer { vectors -> Int in
-        var message = msghdr()
-        message.msg_iov = vectors.baseAddress
-        message.msg_iovlen = vectors.count
-        return sendmsg(descriptor, &message, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
-      }
-      if written >= 0 { return written }
-      if errno == EINTR { continue }
-      if errno == EAGAIN || errno == EWOULDBLOCK { return 0 }
-      throw Socket.error("sendmsg")
+      if let written = try send(&vectors, from: 0, count: vectors.count, flags: Int32(MSG_DONTWAIT)) { return written }
     }
+  }
+
+  private static func vectors(_ pieces: [UnsafeRawBufferPointer]) -> [iovec] {
+    pieces.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
+  }
+
+  /// One sendmsg of `count` vectors from `first`: the bytes written, 0 when
+  /// a non-blocking send would block, nil when interrupted (try again).
+  /// sendmsg rather than writev: MSG_NOSIGNAL turns a closed peer into
+  /// EPIPE instead of a process-killing SIGPIPE.
+  private func send(_ vectors: inout [iovec], from first: Int, count: Int, flags: Int32) throws(DissociatedIPCError) -> Int? {
+    let written = vectors.withUnsafeMutableBufferPointer { vectors -> Int in
+      var message = msghdr()
+      message.msg_iov = vectors.baseAddress! + first
+      message.msg_iovlen = count
+      return sendmsg(descriptor, &message, Int32(MSG_NOSIGNAL) | flags)
+    }
+    if written >= 0 { return written }
+    if errno == EINTR { return nil }
+    if flags & Int32(MSG_DONTWAIT) != 0, errno == EAGAIN || errno == EWOULDBLOCK { return 0 }
+    throw Socket.error("sendmsg")
   }
 
   /// Stops reading and/or writing; wakes a thread blocked in accept or recv.
