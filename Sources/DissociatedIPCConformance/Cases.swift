@@ -22,18 +22,20 @@ enum Cases {
     let listener = try await check.step("listen") { () async throws(DissociatedIPCError) in
       try await harness.transport.listen(at: harness.listenAddress)
     }
-    let client = try await connect(harness, check, listener.address)
+    let client = try await connect(harness, check, listener.address, remoteHandle: listener.remoteHandle)
     guard let server = try await check.step("accept", { () async throws(DissociatedIPCError) in try await listener.accept() }) else {
       throw check.fail("accept returned nil on an open listener")
     }
     return Pair(listener: listener, client: client, server: server)
   }
 
-  static func connect(_ harness: ConformanceHarness, _ check: Checker,
-                      _ address: TransportAddress) async throws(ConformanceFailure) -> any TransportConnection {
+  /// Connects to `address`, with the listener's `remoteHandle` when it
+  /// publishes one (the backend reads the server's memory through it).
+  static func connect(_ harness: ConformanceHarness, _ check: Checker, _ address: TransportAddress,
+                      remoteHandle: [UInt8]? = nil) async throws(ConformanceFailure) -> any TransportConnection {
     try await check.step("connect to \(address)") { () async throws(DissociatedIPCError) in
       try await harness.transport.connect(to: Location(scheme: address.scheme, host: address.host, port: address.port,
-                                                       path: address.path, wantData: 0))
+                                                       path: address.path, wantData: 0, remoteHandle: remoteHandle))
     }
   }
 

@@ -407,6 +407,23 @@ final class UCXEndpoint {
     Completion.started(ucp_ep_flush_nbx(handle, &params), box)
   }
 
+  /// `ucp_ep_rkey_unpack` of a packed key (see ``UCXRemoteKey``).
+  fileprivate func unpack(_ packed: UnsafeRawPointer, into key: inout OpaquePointer?) -> ucs_status_t {
+    guard let handle else { return UCS_ERR_NOT_CONNECTED }
+    return ucp_ep_rkey_unpack(handle, packed, &key)
+  }
+
+  /// Reads `count` bytes at the peer's `address` (covered by `key`) into
+  /// `buffer` (`ucp_get_nbx`); `completion` runs once, on this thread.
+  func get(into buffer: UnsafeMutableRawPointer, count: Int, from address: UInt64, key: UCXRemoteKey,
+           completion: @escaping (UCXFailure?) -> Void) {
+    guard let handle else { return completion(UCXFailure(call: "ucp_get_nbx", status: UCS_ERR_NOT_CONNECTED)) }
+    let box = Unmanaged.passRetained(Completion("ucp_get_nbx", completion)).toOpaque()
+    var params = hostParams(user: box)
+    params.cb.send = { request, status, user in Completion.finish(request, status, user) }
+    Completion.started(ucp_get_nbx(handle, buffer, count, address, key.handle, &params), box)
+  }
+
   /// Releases the endpoint now (`UCP_EP_CLOSE_FLAG_FORCE`): outstanding
   /// operations complete with `UCS_ERR_CANCELED`; the peer sees a
   /// disconnect. Idempotent.
@@ -447,6 +464,87 @@ final class UCXEndpoint {
   }
 
   deinit { close() }
+}
+
+// MARK: Memory (body type 1)
+
+/// Host memory registered with a UCP context (`ucp_mem_map`) for remote
+/// reads: an anonymous mapping of `length` bytes whose pages are committed
+/// only when touched, and the packed rkey that lets a peer read it
+/// (UCX-RM-1). Unmapped, and unregistered, when the last reference goes.
+final class UCXMemoryRegistration: @unchecked Sendable {
+  // Sendable: the handles are immutable; `ucp_mem_unmap` is a context call
+  // (serialised by UCX with `mt_workers_shared`), made once, in deinit.
+  let context: UCXContext
+  let base: UnsafeMutableRawPointer
+  let length: Int
+  /// `ucp_rkey_pack`'s output, copied (the UCX buffer is released at once).
+  let packedKey: [UInt8]
+  private let memory: OpaquePointer
+
+  init(context: UCXContext, length: Int) throws(UCXFailure) {
+    self.context = context
+    self.length = length
+    // MAP_NORESERVE: the bound costs address space, not memory, until used.
+    let mapped = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+    guard let mapped, mapped != MAP_FAILED else { throw UCXFailure(call: "mmap(\(length))", status: UCS_ERR_NO_MEMORY) }
+    base = mapped
+    var params = ucp_mem_map_params_t()
+    params.field_mask = UInt64(UCP_MEM_MAP_PARAM_FIELD_ADDRESS.rawValue | UCP_MEM_MAP_PARAM_FIELD_LENGTH.rawValue)
+    params.address = mapped
+    params.length = length
+    var registered: OpaquePointer?
+    let status = ucp_mem_map(context.handle, &params, &registered)
+    guard status == UCS_OK, let registered else {
+      munmap(mapped, length)
+      throw UCXFailure(call: "ucp_mem_map", status: status)
+    }
+    memory = registered
+    var buffer: UnsafeMutableRawPointer?
+    var size = 0
+    let packed = ucp_rkey_pack(context.handle, registered, &buffer, &size)
+    guard packed == UCS_OK, let buffer else {
+      ucp_mem_unmap(context.handle, registered)
+      munmap(mapped, length)
+      throw UCXFailure(call: "ucp_rkey_pack", status: packed)
+    }
+    packedKey = Array(UnsafeRawBufferPointer(start: buffer, count: size))
+    ucp_rkey_buffer_release(buffer)
+  }
+
+  deinit {
+    ucp_mem_unmap(context.handle, memory)
+    munmap(base, length)
+  }
+}
+
+/// A peer's rkey unpacked on an endpoint (`ucp_ep_rkey_unpack`), destroyed
+/// with `ucp_rkey_destroy` in deinit. Used, and released, on the worker's
+/// thread only.
+final class UCXRemoteKey {
+  let handle: OpaquePointer
+
+  /// Zero bytes after the packed key: `ucp_ep_rkey_unpack` takes no length
+  /// and reads as far as the key's own fields say (a 64-bit memory-domain
+  /// map, a type byte, then per domain a length byte and up to 255 bytes),
+  /// so a damaged key must find zeros, not foreign memory, past its end.
+  private static let readSlack = 64 * 256 + 64
+
+  /// Unpacks `packed` (the peer's `ucp_rkey_pack` output) for `endpoint`.
+  init(_ packed: [UInt8], endpoint: UCXEndpoint) throws(UCXFailure) {
+    // The memory-type byte (after the 8-byte map) indexes UCX's tables
+    // unchecked: refuse one out of range instead of letting UCX read past them.
+    guard packed.count > 8, packed[8] < UInt8(UCS_MEMORY_TYPE_LAST.rawValue) else {
+      throw UCXFailure(call: "ucp_ep_rkey_unpack (memory type)", status: UCS_ERR_INVALID_PARAM)
+    }
+    var padded = packed + [UInt8](repeating: 0, count: Self.readSlack)
+    var key: OpaquePointer?
+    let status = padded.withUnsafeMutableBytes { bytes in endpoint.unpack(bytes.baseAddress!, into: &key) }
+    guard status == UCS_OK, let key else { throw UCXFailure(call: "ucp_ep_rkey_unpack", status: status) }
+    handle = key
+  }
+
+  deinit { ucp_rkey_destroy(handle) }
 }
 
 // MARK: Listener

@@ -4,9 +4,10 @@ internal import Synchronization
 
 extension UCXConnection {
   /// The progress thread: creates the worker and endpoint (`open`), waits
-  /// for a client connection to come up, reports `ready`, then runs
-  /// ``ProgressEngine/loop()`` until the connection is closed or broken.
-  func run(context: UCXContext, connectTimeout: Duration?,
+  /// for a client connection to come up, unpacks the rkeys of
+  /// `remoteHandle`, reports `ready`, then runs ``ProgressEngine/loop()``
+  /// until the connection is closed or broken.
+  func run(context: UCXContext, connectTimeout: Duration?, remoteHandle: [UInt8]?,
            ready: (Result<Void, DissociatedIPCError>) -> Void,
            open: (UCXWorker, @escaping (UCXFailure) -> Void) throws(UCXFailure) -> UCXEndpoint) {
     nameThread("ucx-progress")
@@ -28,6 +29,7 @@ extension UCXConnection {
       finish(failure: failure)
       return ready(.failure(failure))
     }
+    if let remoteHandle { engine.unpackRemoteKeys(remoteHandle) }
     engine.refreshPath()
     ready(.success(()))
     engine.loop()
@@ -52,7 +54,16 @@ extension UCXConnection {
       return (state.commands, state.blockedSenders, state.closeWaiters)
     }
     inbox.close(error: failure)
-    for case .receive(let receive) in commands { receive.resume(failure.map { .failure($0) } ?? .success(nil)) }
+    // The client is gone: its blocks return to the pool (UCX-RM-6).
+    exposedMemory?.close(owner: ObjectIdentifier(self))
+    let closed = failure ?? DissociatedIPCError(.connectionClosed, "the ucx:// connection is closed")
+    for command in commands {
+      switch command {
+      case .receive(let receive): receive.result.resume(failure.map { .failure($0) } ?? .success(nil))
+      case .fetch(let fetch): fetch.result.resume(.failure(closed))
+      case .frame, .tagged, .close, .reset: break
+      }
+    }
     for sender in senders { sender.resume() }
     for closer in closers { closer.resume() }
   }
@@ -104,6 +115,10 @@ extension UCXConnection {
   }
 
   func setPath(_ path: String) { shared.withLock { $0.path = path } }
+
+  func setRemoteRegions(_ regions: Result<[UCXRemoteHandle.Region], DissociatedIPCError>) {
+    shared.withLock { $0.remoteRegions = regions }
+  }
 }
 
 /// The state only the progress thread touches: the worker, the endpoint,
@@ -134,6 +149,10 @@ final class ProgressEngine {
   private var closeDeadline: Int64?
   private var pathRefreshesLeft = 2
   private var pathStale = false
+  /// The rkeys of the location's remote_handle, one per region (UCX-RM-2).
+  private var remoteKeys: [UCXRemoteKey] = []
+  /// Fetches whose gets are in flight (UCX-RM-5).
+  private var fetching: [ObjectIdentifier: PendingFetch] = [:]
   /// Where control messages (empty) are received.
   private let controlScratch = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8)
 
@@ -239,6 +258,17 @@ final class ProgressEngine {
       send(size) { endpoint, done in endpoint.sendTagged(tag, parts, completion: done) }
     case .receive(let receive):
       posted.append(receive)
+    case .fetch(let fetch):
+      guard let endpoint, !endpointDead, failure == nil else {
+        return fetch.result.resume(.failure(failure ?? DissociatedIPCError(.connectionClosed, "the ucx:// peer \(connection.peer) is gone")))
+      }
+      fetching[ObjectIdentifier(fetch)] = fetch
+      fetch.start(on: endpoint, keys: remoteKeys) { [unowned self] failed in
+        fetching[ObjectIdentifier(fetch)] = nil
+        if let failed, !failed.isCancellation {
+          fail(DissociatedIPCError(.connectionClosed, "ucx:// \(connection.peer): get failed: \(failed)"))
+        }
+      }
     case .reset:
       fail(DissociatedIPCError(.connectionClosed, "the ucx:// connection was reset locally"))
     case .close:
@@ -246,7 +276,7 @@ final class ProgressEngine {
       closeDeadline = monotonicMilliseconds() + connection.config.closeTimeout.milliseconds
       connection.refuseSends(DissociatedIPCError(.connectionClosed, "the ucx:// connection is closed"), failure: false)
       connection.inbox.close()
-      for receive in posted { receive.resume(.success(nil)) }
+      for receive in posted { receive.result.resume(.success(nil)) }
       posted = []
       if !endpointDead { endpoint?.sendTagged(UCXWire.goodbye, []) { _ in } }
     }
@@ -263,6 +293,27 @@ final class ProgressEngine {
     }
   }
 
+  // MARK: Remote memory
+
+  /// Decodes the location's remote_handle and unpacks its rkeys on the
+  /// endpoint; fetches fail with `.malformedDescriptor` if that fails
+  /// (UCX-RM-2).
+  func unpackRemoteKeys(_ handle: [UInt8]) {
+    do throws(DissociatedIPCError) {
+      let regions = try UCXRemoteHandle.decode(handle)
+      guard let endpoint else { throw DissociatedIPCError(.connectionClosed, "the ucx:// endpoint is gone") }
+      do throws(UCXFailure) {
+        remoteKeys = try regions.map { region throws(UCXFailure) in try UCXRemoteKey(region.packedKey, endpoint: endpoint) }
+      } catch {
+        throw DissociatedIPCError(.malformedDescriptor, "ucx:// remote_handle: its rkey does not unpack: \(error)")
+      }
+      connection.setRemoteRegions(.success(regions))
+    } catch {
+      remoteKeys = []
+      connection.setRemoteRegions(.failure(error))
+    }
+  }
+
   // MARK: Tagged receives
 
   /// Serves posted receives in posting order from the worker's unexpected
@@ -271,7 +322,7 @@ final class ProgressEngine {
     var index = 0
     while index < posted.count {
       let receive = posted[index]
-      if receive.isFinished {
+      if receive.result.isFinished {
         posted.remove(at: index)
         continue
       }
@@ -287,7 +338,7 @@ final class ProgressEngine {
       if peerSaidGoodbye || endpointDead {
         // Everything the peer sent before its goodbye has been matched
         // already (UCX-CLOSE-1): nothing more can arrive.
-        receive.resume(.success(nil))
+        receive.result.resume(.success(nil))
         posted.remove(at: index)
         continue
       }
@@ -301,10 +352,10 @@ final class ProgressEngine {
       if pathRefreshesLeft > 0 { pathStale = true }
       if let failed {
         let error = DissociatedIPCError(.connectionClosed, "ucx:// \(connection.peer): receive failed: \(failed)")
-        receive.resume(.failure(error))
+        receive.result.resume(.failure(error))
         if !failed.isCancellation { fail(error) }
       } else {
-        receive.resume(.success(TaggedMessage(tag: message.senderTag, payload: storage.freeze(count: message.length))))
+        receive.result.resume(.success(TaggedMessage(tag: message.senderTag, payload: storage.freeze(count: message.length))))
       }
     }
   }
@@ -384,22 +435,35 @@ final class ProgressEngine {
     failure = error
     connection.refuseSends(error, failure: true)
     connection.inbox.close(error: error)
-    for receive in posted { receive.resume(.failure(error)) }
+    for receive in posted { receive.result.resume(.failure(error)) }
     posted = []
+    // Their buffers stay with the gets' completions, which UCX may still
+    // run; they stay listed until then (see teardown).
+    for fetch in fetching.values { fetch.result.resume(.failure(error)) }
   }
 
   /// Releases the endpoint (outstanding operations complete as cancelled),
   /// then ends what still waits.
   func teardown() {
+    // UCX wants an rkey destroyed once its operations are flushed and
+    // before its endpoint: first, unless gets are in flight; then those
+    // were cancelled by the forced close (the worker, which owns the
+    // rkeys' memory, outlives both).
+    if fetching.isEmpty { remoteKeys = [] }
     endpoint?.close()
     endpoint = nil
+    remoteKeys = []
+    let closed = failure ?? DissociatedIPCError(.connectionClosed, "the ucx:// connection is closed")
+    for fetch in fetching.values { fetch.result.resume(.failure(closed)) }
+    fetching = [:]
     let end: Result<TaggedMessage?, DissociatedIPCError> = failure.map { .failure($0) } ?? .success(nil)
-    for receive in posted { receive.resume(end) }
+    for receive in posted { receive.result.resume(end) }
     posted = []
     for command in connection.takeCommands() {
       switch command {
       case .frame(_, let size), .tagged(_, _, let size): connection.sendsCompleted(size)
-      case .receive(let receive): receive.resume(end)
+      case .receive(let receive): receive.result.resume(end)
+      case .fetch(let fetch): fetch.result.resume(.failure(closed))
       case .close, .reset: break
       }
     }

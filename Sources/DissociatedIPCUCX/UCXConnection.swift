@@ -30,6 +30,7 @@ final class UCXConnection: TransportConnection {
     case frame([ArrowBytes], size: Int)
     case tagged(UInt64, [ArrowBytes], size: Int)
     case receive(PendingReceive)
+    case fetch(PendingFetch)
     case close
     case reset
   }
@@ -53,25 +54,33 @@ final class UCXConnection: TransportConnection {
     var path: String
     /// The progress thread's kernel id (tests read its CPU time).
     var threadID: Int32 = 0
+    /// The server regions a fetch may read, from the location's
+    /// remote_handle once its rkeys unpacked (UCX-RM-2), or why not.
+    var remoteRegions: Result<[UCXRemoteHandle.Region], DissociatedIPCError> =
+      .failure(DissociatedIPCError(.malformedDescriptor, "the ucx:// location has no remote_handle: the server's memory cannot be read"))
   }
 
   let shared: Mutex<Shared>
   let inbox: MessageInbox
   let config: UCXTransport.Config
   let peer: String
+  /// Server side: the listener's pool that ``remoteMemory`` exposes from.
+  let exposedMemory: ExposedMemoryPool?
 
-  private init(config: UCXTransport.Config, peer: String) {
+  private init(config: UCXTransport.Config, peer: String, exposedMemory: ExposedMemoryPool? = nil) {
     self.config = config
     self.peer = peer
+    self.exposedMemory = exposedMemory
     inbox = MessageInbox(maxBufferedBytes: config.maxQueuedFrameBytes)
     shared = Mutex(Shared(path: "ucx \(peer) (connecting)"))
   }
 
   /// Connects to a listener at `address`; returns once the connection is
-  /// up, or throws `.connectionRefused` (UCX-CONN-2).
+  /// up (and the rkeys of `remoteHandle` are unpacked, UCX-RM-2), or throws
+  /// `.connectionRefused` (UCX-CONN-2).
   /// The context (created on first use) and the name resolution run on
   /// the connection's thread too, never on Swift's concurrency pool.
-  static func connect(runtime: Runtime, host: String, port: UInt16, peer: String,
+  static func connect(runtime: Runtime, host: String, port: UInt16, peer: String, remoteHandle: [UInt8]?,
                       config: UCXTransport.Config) async throws(DissociatedIPCError) -> UCXConnection {
     let connection = UCXConnection(config: config, peer: peer)
     let result: Result<Void, DissociatedIPCError> = await withCheckedContinuation { continuation in
@@ -84,7 +93,8 @@ final class UCXConnection: TransportConnection {
         } catch {
           return continuation.resume(returning: .failure(error))
         }
-        connection.run(context: context, connectTimeout: config.connectTimeout, ready: { continuation.resume(returning: $0) }) {
+        connection.run(context: context, connectTimeout: config.connectTimeout, remoteHandle: remoteHandle,
+                       ready: { continuation.resume(returning: $0) }) {
           (worker, onError) throws(UCXFailure) in try UCXEndpoint(worker: worker, connectingTo: address, onError: onError)
         }
       }
@@ -95,17 +105,21 @@ final class UCXConnection: TransportConnection {
 
   /// Accepts a connection request on a thread of its own; `ready` gets the
   /// connection once its endpoint exists.
+  /// Its bodies are exposed from `exposedMemory` (UCX-RM-3).
   static func accept(context: UCXContext, request: UCXConnectionRequest, peer: String, config: UCXTransport.Config,
-                     ready: @escaping @Sendable (UCXConnection) -> Void) {
-    let connection = UCXConnection(config: config, peer: peer)
+                     exposedMemory: ExposedMemoryPool?, ready: @escaping @Sendable (UCXConnection) -> Void) {
+    let connection = UCXConnection(config: config, peer: peer, exposedMemory: exposedMemory)
+    exposedMemory?.open(owner: ObjectIdentifier(connection))
     startDedicatedThread {
-      connection.run(context: context, connectTimeout: nil, ready: { if case .success = $0 { ready(connection) } }) {
+      connection.run(context: context, connectTimeout: nil, remoteHandle: nil,
+                     ready: { if case .success = $0 { ready(connection) } }) {
         (worker, onError) throws(UCXFailure) in try UCXEndpoint(worker: worker, accepting: request, onError: onError)
       }
     }
   }
 
-  var remoteMemory: (any RemoteMemory)? { nil }
+  /// Remote memory when the backend exposes memory (UCX-RM-1).
+  var remoteMemory: (any RemoteMemory)? { config.exposedMemoryBytes > 0 ? UCXRemoteMemory(connection: self) : nil }
 
   var pathDescription: String { shared.withLock { $0.path } }
 
@@ -163,7 +177,7 @@ final class UCXConnection: TransportConnection {
     let receive = PendingReceive(tag: tag, mask: mask)
     let result: Result<TaggedMessage?, DissociatedIPCError> = await withTaskCancellationHandler {
       await withCheckedContinuation { continuation in
-        guard receive.install(continuation) else { return }
+        guard receive.result.install(continuation) else { return }
         // Finished: an orderly end gives nil, a broken connection its error.
         let (finished, sleeper) = shared.withLock { state -> (Result<TaggedMessage?, DissociatedIPCError>?, UCXWorker?) in
           if state.finished { return (state.failure.map { .failure($0) } ?? .success(nil), nil) }
@@ -171,10 +185,37 @@ final class UCXConnection: TransportConnection {
           return (nil, state.takeSleeper())
         }
         sleeper?.signal()
-        if let finished { receive.resume(finished) }
+        if let finished { receive.result.resume(finished) }
       }
     } onCancel: {
-      receive.resume(.failure(DissociatedIPCError(.cancelled, "receive cancelled")))
+      receive.result.resume(.failure(DissociatedIPCError(.cancelled, "receive cancelled")))
+    }
+    return try result.get()
+  }
+
+  // MARK: Remote memory
+
+  /// Reads `ranges` of the server's registered memory, checked against the
+  /// remote_handle's regions first, on the progress thread (UCX-RM-5).
+  func fetch(_ ranges: [RemoteRange]) async throws(DissociatedIPCError) -> ArrowBytes {
+    let regions = try shared.withLock { $0.remoteRegions }.get()
+    var pieces: [PendingFetch.Piece] = []
+    var total = 0
+    for range in ranges {
+      let key = try UCXRemoteHandle.region(of: range, in: regions)
+      pieces.append(PendingFetch.Piece(address: range.address, length: Int(range.length), offset: total, key: key))
+      total += Int(range.length)  // each range lies inside a region, so the sum cannot overflow
+    }
+    let fetch = PendingFetch(pieces: pieces, total: total, pool: config.receiveBufferPool)
+    let result: Result<ArrowBytes, DissociatedIPCError> = await withCheckedContinuation { continuation in
+      guard fetch.result.install(continuation) else { return }
+      let (finished, sleeper) = shared.withLock { state -> (Bool, UCXWorker?) in
+        if state.finished { return (true, nil) }
+        state.commands.append(.fetch(fetch))
+        return (false, state.takeSleeper())
+      }
+      sleeper?.signal()
+      if finished { fetch.result.resume(.failure(DissociatedIPCError(.connectionClosed, "the ucx:// connection is closed"))) }
     }
     return try result.get()
   }
@@ -240,43 +281,12 @@ extension UCXConnection.Shared {
 /// A posted tagged receive; resumed exactly once (by the progress thread,
 /// by cancellation, or at once when the connection has finished).
 final class PendingReceive: Sendable {
-  private enum State {
-    case idle
-    case waiting(CheckedContinuation<Result<TaggedMessage?, DissociatedIPCError>, Never>)
-    case finished
-  }
-
   let tag: UInt64
   let mask: UInt64
-  private let state = Mutex(State.idle)
+  let result = OneShot<TaggedMessage?>()
 
   init(tag: UInt64, mask: UInt64) {
     self.tag = tag
     self.mask = mask
-  }
-
-  /// Stores the continuation; false (and resumes it as cancelled) when the
-  /// receive was cancelled before.
-  func install(_ continuation: CheckedContinuation<Result<TaggedMessage?, DissociatedIPCError>, Never>) -> Bool {
-    let installed = state.withLock { state -> Bool in
-      guard case .idle = state else { return false }
-      state = .waiting(continuation)
-      return true
-    }
-    if !installed { continuation.resume(returning: .failure(DissociatedIPCError(.cancelled, "receive cancelled"))) }
-    return installed
-  }
-
-  /// True once resumed (or cancelled): the progress thread drops it.
-  var isFinished: Bool { state.withLock { if case .finished = $0 { true } else { false } } }
-
-  /// Resumes the caller, the first time only.
-  func resume(_ result: Result<TaggedMessage?, DissociatedIPCError>) {
-    let continuation = state.withLock { state -> CheckedContinuation<Result<TaggedMessage?, DissociatedIPCError>, Never>? in
-      defer { state = .finished }
-      if case .waiting(let continuation) = state { return continuation }
-      return nil
-    }
-    continuation?.resume(returning: result)
   }
 }

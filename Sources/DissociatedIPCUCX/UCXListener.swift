@@ -3,16 +3,23 @@ internal import Synchronization
 
 /// A UCP listener on a socket address, with its own worker and progress
 /// thread. Every connection request is accepted at once on a new
-/// connection thread (UCX-CONN-1) and queued for ``accept()``.
+/// connection thread (UCX-CONN-1) and queued for ``accept()``. Its
+/// connections expose bodies from one registered pool whose rkey is the
+/// listener's remote handle (UCX-RM-1).
 final class UCXListener: TransportListener {
   let address: TransportAddress
-  var remoteHandle: [UInt8]? { nil }
+  /// The registered memory its connections expose from; nil when the
+  /// backend exposes none (`exposedMemoryBytes` 0).
+  let exposedMemory: ExposedMemoryPool?
+  /// The pool's regions and rkey (UCX-RM-2).
+  var remoteHandle: [UInt8]? { exposedMemory?.remoteHandle }
   private let accepted = AcceptQueue<UCXConnection>()
   /// The listener's worker, to wake its thread; nil once it stopped.
   private let control: Mutex<(closed: Bool, worker: UCXWorker?)>
 
-  private init(address: TransportAddress, worker: UCXWorker) {
+  private init(address: TransportAddress, worker: UCXWorker, exposedMemory: ExposedMemoryPool?) {
     self.address = address
+    self.exposedMemory = exposedMemory
     control = Mutex((false, worker))
   }
 
@@ -26,6 +33,7 @@ final class UCXListener: TransportListener {
         let context: UCXContext
         let worker: UCXWorker
         let handle: UCXListenerHandle
+        let exposedMemory: ExposedMemoryPool?
         let requests = RequestQueue()
         do throws(DissociatedIPCError) {
           context = try runtime.context(config.options)
@@ -35,13 +43,16 @@ final class UCXListener: TransportListener {
             handle = try UCXListenerHandle(worker: worker, address: socketAddress) { request in
               requests.pending.withLock { $0.append(request) }
             }
+            exposedMemory = config.exposedMemoryBytes > 0
+              ? ExposedMemoryPool(registration: try UCXMemoryRegistration(context: context, length: config.exposedMemoryBytes)) : nil
           } catch {
             throw DissociatedIPCError(.transportFailure, "ucx:// cannot listen on \(host):\(port): \(error)")
           }
         } catch {
           return continuation.resume(returning: .failure(error))
         }
-        let listener = UCXListener(address: TransportAddress(scheme: scheme, host: host, port: handle.port), worker: worker)
+        let listener = UCXListener(address: TransportAddress(scheme: scheme, host: host, port: handle.port), worker: worker,
+                                   exposedMemory: exposedMemory)
         continuation.resume(returning: .success(listener))
         listener.run(context: context, worker: worker, handle: handle, requests: requests, config: config)
       }
@@ -63,7 +74,8 @@ final class UCXListener: TransportListener {
           continue
         }
         served += 1
-        UCXConnection.accept(context: context, request: request, peer: "accepted #\(served) on \(address)", config: config) {
+        UCXConnection.accept(context: context, request: request, peer: "accepted #\(served) on \(address)", config: config,
+                             exposedMemory: exposedMemory) {
           [accepted] connection in
           if !accepted.offer(connection) { connection.abort() }
         }

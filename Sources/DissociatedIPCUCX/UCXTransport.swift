@@ -10,8 +10,10 @@ internal import Synchronization
 /// listens with a UCP listener on `HOST:PORT`. Every connection has its own
 /// UCP worker, so the tags of different streams never meet, and its own
 /// progress thread, which sleeps on the worker's event descriptor while the
-/// connection is idle (or polls, see ``Config/progressMode``). No remote
-/// memory yet: every body travels as a tagged message (type 0).
+/// connection is idle (or polls, see ``Config/progressMode``). Large bodies
+/// go as body-type-1 descriptors: the server copies them into memory
+/// registered with `ucp_mem_map`, whose rkey travels in the location's
+/// `remote_handle`; the client reads them with `ucp_get_nbx`.
 ///
 /// ```swift
 /// var registry = TransportRegistry.defaults
@@ -54,16 +56,22 @@ public struct UCXTransport: DissociatedTransport {
     public var closeTimeout: Duration
     /// Recycles large receive buffers once their batches are released.
     public var receiveBufferPool: BufferPool
+    /// Bytes of registered memory a listener exposes bodies from (type 1);
+    /// exposes wait while it is full (UCX-RM-3). Pages are committed only
+    /// when used. 0: no remote memory, every body inline (type 0).
+    public var exposedMemoryBytes: Int
 
     /// Options from the environment, blocking progress, 64 MiB in flight,
-    /// 1 GiB of unread frames, 10 s to connect, 30 s to close.
+    /// 1 GiB of unread frames, 10 s to connect, 30 s to close, 512 MiB of
+    /// exposed memory per listener.
     public static var defaults: Config { Config() }
 
     /// Creates settings.
     public init(options: [String: String] = [:], progressMode: ProgressMode = .blocking,
                 spinBeforeSleeping: Duration = .zero, sendQueueBytes: Int = 64 << 20,
                 maxQueuedFrameBytes: Int = 1 << 30, connectTimeout: Duration = .seconds(10),
-                closeTimeout: Duration = .seconds(30), receiveBufferPool: BufferPool = BufferPool()) {
+                closeTimeout: Duration = .seconds(30), receiveBufferPool: BufferPool = BufferPool(),
+                exposedMemoryBytes: Int = 512 << 20) {
       self.options = options
       self.progressMode = progressMode
       self.spinBeforeSleeping = spinBeforeSleeping
@@ -72,13 +80,17 @@ public struct UCXTransport: DissociatedTransport {
       self.connectTimeout = connectTimeout
       self.closeTimeout = closeTimeout
       self.receiveBufferPool = receiveBufferPool
+      self.exposedMemoryBytes = exposedMemoryBytes
     }
   }
 
   /// `ucx`.
   public let scheme = "ucx"
-  /// No remote memory yet (phase 2: `ucp_mem_map` + rkeys).
-  public let capabilities = TransportCapabilities(remoteMemory: false, fetchesByMapping: false)
+  /// Remote memory unless ``Config/exposedMemoryBytes`` is 0; fetched
+  /// bodies are copies (`ucp_get_nbx`), not mappings.
+  public var capabilities: TransportCapabilities {
+    TransportCapabilities(remoteMemory: config.exposedMemoryBytes > 0, fetchesByMapping: false)
+  }
   /// The settings.
   public let config: Config
   private let runtime = Runtime()
@@ -94,13 +106,17 @@ public struct UCXTransport: DissociatedTransport {
   }
 
   /// Connects to the location's `host:port`; `.connectionRefused` when
-  /// nothing accepts there within ``Config/connectTimeout``.
+  /// nothing accepts there within ``Config/connectTimeout``. The rkeys of
+  /// its `remote_handle` are unpacked for ``RemoteMemory/fetch(_:)``; one
+  /// that does not decode or unpack makes fetches fail with
+  /// `.malformedDescriptor` (UCX-RM-2).
   public func connect(to location: Location) async throws(DissociatedIPCError) -> any TransportConnection {
     guard let port = location.port, port != 0, !location.host.isEmpty else {
       throw DissociatedIPCError(.invalidLocation, "\(location): ucx:// needs a host and a port")
     }
     let peer = location.host.contains(":") ? "[\(location.host)]:\(port)" : "\(location.host):\(port)"
-    return try await UCXConnection.connect(runtime: runtime, host: location.host, port: port, peer: peer, config: config)
+    return try await UCXConnection.connect(runtime: runtime, host: location.host, port: port, peer: peer,
+                                           remoteHandle: location.remoteHandle, config: config)
   }
 }
 

@@ -2,7 +2,7 @@ internal import ArrowIPC
 
 extension ArrowBytes {
   /// The little-endian integer at `offset`; the caller has checked the range.
-  func loadLittleEndian<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
+  package func loadLittleEndian<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
     precondition(offset >= 0 && offset + MemoryLayout<T>.size <= count)
     return withUnsafeBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: offset, as: T.self)) }
   }
@@ -10,7 +10,7 @@ extension ArrowBytes {
 
 extension Array where Element == UInt8 {
   /// Appends `value` as little-endian bytes.
-  mutating func appendLittleEndian<T: FixedWidthInteger>(_ value: T) {
+  package mutating func appendLittleEndian<T: FixedWidthInteger>(_ value: T) {
     Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
   }
 }
