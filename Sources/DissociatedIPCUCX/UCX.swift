@@ -524,22 +524,11 @@ final class UCXMemoryRegistration: @unchecked Sendable {
 final class UCXRemoteKey {
   let handle: OpaquePointer
 
-  /// Zero bytes after the packed key: `ucp_ep_rkey_unpack` takes no length
-  /// and reads as far as the key's own fields say (a 64-bit memory-domain
-  /// map, a type byte, then per domain a length byte and up to 255 bytes),
-  /// so a damaged key must find zeros, not foreign memory, past its end.
-  private static let readSlack = 64 * 256 + 64
-
   /// Unpacks `packed` (the peer's `ucp_rkey_pack` output) for `endpoint`.
+  /// UCX 1.13 crashes on a key it rejects (UCX-LIM-5): check its integrity first.
   init(_ packed: [UInt8], endpoint: UCXEndpoint) throws(UCXFailure) {
-    // The memory-type byte (after the 8-byte map) indexes UCX's tables
-    // unchecked: refuse one out of range instead of letting UCX read past them.
-    guard packed.count > 8, packed[8] < UInt8(UCS_MEMORY_TYPE_LAST.rawValue) else {
-      throw UCXFailure(call: "ucp_ep_rkey_unpack (memory type)", status: UCS_ERR_INVALID_PARAM)
-    }
-    var padded = packed + [UInt8](repeating: 0, count: Self.readSlack)
     var key: OpaquePointer?
-    let status = padded.withUnsafeMutableBytes { bytes in endpoint.unpack(bytes.baseAddress!, into: &key) }
+    let status = packed.withUnsafeBytes { bytes in endpoint.unpack(bytes.baseAddress!, into: &key) }
     guard status == UCS_OK, let key else { throw UCXFailure(call: "ucp_ep_rkey_unpack", status: status) }
     handle = key
   }

@@ -184,6 +184,8 @@ final class ProgressEngine {
       peerSaidGoodbye = true
       mustAcknowledge = true
       append(.end)
+      // A peer that said goodbye reads nothing more: its blocks are free (UCX-RM-6).
+      connection.exposedMemory?.close(owner: ObjectIdentifier(connection))
     }
   }
 

@@ -40,7 +40,8 @@ struct UCXRemoteMemory: RemoteMemory {
 // MARK: remote_handle
 
 /// The remote_handle of a ucx:// location (UCX-RM-2): one or more regions,
-/// each `[base u64][length u64][key length u32][packed rkey]`, little-endian.
+/// each `[base u64][length u64][key length u32][key checksum u64][packed
+/// rkey]`, little-endian; the checksum is the key's 64-bit FNV-1a.
 enum UCXRemoteHandle {
   /// A registered region of the server and the rkey that reads it.
   struct Region: Sendable, Equatable {
@@ -55,13 +56,21 @@ enum UCXRemoteHandle {
       bytes.appendLittleEndian(region.base)
       bytes.appendLittleEndian(region.length)
       bytes.appendLittleEndian(UInt32(region.packedKey.count))
+      bytes.appendLittleEndian(checksum(region.packedKey))
       bytes += region.packedKey
     }
     return bytes
   }
 
+  /// 64-bit FNV-1a: damage to a key in transit or by hand is caught before
+  /// UCX reads it (UCX-LIM-5).
+  static func checksum(_ bytes: [UInt8]) -> UInt64 {
+    bytes.reduce(0xCBF2_9CE4_8422_2325) { ($0 ^ UInt64($1)) &* 0x0000_0100_0000_01B3 }
+  }
+
   /// - Throws: `.malformedDescriptor` for bytes that are not a list of
-  ///   regions (truncated, empty, an empty key, a region that wraps around).
+  ///   regions (truncated, empty, an empty key, a key whose checksum
+  ///   differs, a region that wraps around).
   static func decode(_ bytes: [UInt8]) throws(DissociatedIPCError) -> [Region] {
     let view = ArrowBytes(copying: bytes)
     func malformed(_ why: String) -> DissociatedIPCError {
@@ -70,14 +79,17 @@ enum UCXRemoteHandle {
     var regions: [Region] = []
     var offset = 0
     while offset < bytes.count {
-      guard bytes.count - offset >= 20 else { throw malformed("truncated region at byte \(offset)") }
+      guard bytes.count - offset >= 28 else { throw malformed("truncated region at byte \(offset)") }
       let base = view.loadLittleEndian(UInt64.self, at: offset)
       let length = view.loadLittleEndian(UInt64.self, at: offset + 8)
       let keyLength = Int(view.loadLittleEndian(UInt32.self, at: offset + 16))
-      offset += 20
+      let keyChecksum = view.loadLittleEndian(UInt64.self, at: offset + 20)
+      offset += 28
       guard keyLength > 0, keyLength <= bytes.count - offset else { throw malformed("rkey of \(keyLength) bytes does not fit") }
       guard length > 0, base.addingReportingOverflow(length).overflow == false else { throw malformed("region wraps around") }
-      regions.append(Region(base: base, length: length, packedKey: Array(bytes[offset ..< offset + keyLength])))
+      let key = Array(bytes[offset ..< offset + keyLength])
+      guard checksum(key) == keyChecksum else { throw malformed("the rkey's checksum differs: it was damaged") }
+      regions.append(Region(base: base, length: length, packedKey: key))
       offset += keyLength
     }
     guard !regions.isEmpty else { throw malformed("no region") }

@@ -25,9 +25,12 @@ struct UCXBackendTests {
     }
   }
 
-  static func pair(_ transport: UCXTransport) async throws -> Pair {
+  /// A listener and a connected pair; the client's location carries
+  /// `remoteHandle(listener's handle)` (none by default).
+  static func pair(_ transport: UCXTransport, remoteHandle: ([UInt8]?) -> [UInt8]? = { _ in nil }) async throws -> Pair {
     let listener = try await transport.listen(at: TransportAddress(scheme: "ucx", host: "127.0.0.1", port: 0))
-    let client = try await transport.connect(to: Location(scheme: "ucx", host: "127.0.0.1", port: listener.address.port, wantData: 0))
+    let client = try await transport.connect(to: Location(scheme: "ucx", host: "127.0.0.1", port: listener.address.port, wantData: 0,
+                                                          remoteHandle: remoteHandle(listener.remoteHandle)))
     let server = try #require(try await listener.accept())
     return Pair(listener: listener, client: try #require(client as? UCXConnection), server: try #require(server as? UCXConnection))
   }

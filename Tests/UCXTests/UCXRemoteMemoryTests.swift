@@ -1,0 +1,282 @@
+import ArrowIPC
+import DissociatedIPC
+import DissociatedIPCConformance
+@testable import DissociatedIPCUCX
+import Synchronization
+import Testing
+
+/// Body type 1 over ucx:// (UCX-RM-*): descriptors read with gets, bad
+/// remote handles and ranges, a server that vanishes mid-get, and blocks
+/// and registrations that never leak. Serialized like every ucx:// suite
+/// (UCX-LIM-4).
+@Suite("ucx:// remote memory", .serialized)
+struct UCXRemoteMemoryTests {
+  static let transports = ["tcp", "tcp,sm,self"]
+
+  static func transport(_ transports: String, exposedMemoryBytes: Int = 512 << 20) -> UCXTransport {
+    UCXTransport(config: .init(options: ["TLS": transports, "NET_DEVICES": "lo"], exposedMemoryBytes: exposedMemoryBytes))
+  }
+
+  static func pool(_ pair: UCXBackendTests.Pair) throws -> ExposedMemoryPool {
+    try #require((pair.listener as? UCXListener)?.exposedMemory)
+  }
+
+  /// Expects `body` to throw a ``DissociatedIPCError`` with `code` whose
+  /// detail contains `detail`.
+  static func expectError<T>(_ code: DissociatedIPCError.Code, containing detail: String,
+                             _ body: () async throws -> T) async {
+    do {
+      _ = try await body()
+      Issue.record("no error; expected \(code)")
+    } catch {
+      let error = error as? DissociatedIPCError
+      #expect(error?.code == code, "\(String(describing: error))")
+      #expect(error?.detail.contains(detail) == true, "\(String(describing: error))")
+    }
+  }
+
+  /// UCX-RM-1…5 through the driver's wire steps: a large body of a served
+  /// stream arrives as a type-1 descriptor, a get reads it, free_data
+  /// frees its block.
+  @Test("a large body travels as a descriptor, is read with a get, and free_data frees its block", arguments: transports)
+  func descriptorRoundTrip(transports: String) async throws {
+    let body = Payload.bytes(count: 1 << 20, seed: 7)
+    var builder = RecordBatchBuilder()
+    builder.append("v", body.withUnsafeBytes { Array($0.bindMemory(to: Int64.self)) }.map { $0 as Int64? })
+    let (message, built) = builder.finish()
+    var catalog = StreamCatalog()
+    catalog.add("t", .messages([try OutgoingMessage(Message(header: .schema(builder.schema))), try OutgoingMessage(message, body: built)]))
+    let transport = Self.transport(transports)
+    var registry = TransportRegistry()
+    registry.register(transport)
+    let server = try await DissociatedServer(listeningAt: "ucx://127.0.0.1:0", catalog: catalog, registry: registry)
+    let running = Task { await server.run() }
+    defer { running.cancel() }
+    let pool = try #require((server.listener as? UCXListener)?.exposedMemory)
+    let location = server.location(for: "t")
+    #expect(location.remoteHandle == pool.remoteHandle)
+
+    let connection = try await transport.connect(to: location)
+    try await connection.sendTagged(location.wantData, [ArrowBytes(copying: Array("t".utf8))])
+    let tagged = try #require(try await connection.receiveTagged(matching: 1, mask: 0x0000_0000_FFFF_FFFF))
+    #expect(Tag(rawValue: tagged.tag).bodyType == BodyType(rawValue: 1), "the body went inline: \(Tag(rawValue: tagged.tag))")
+    let descriptor = try BodyDescriptor.decode(tagged.payload, maxRanges: 16)
+    #expect(pool.outstandingBlocks == 1)
+    let fetched = try await #require(connection.remoteMemory).fetch(descriptor.ranges)
+    #expect(fetched == built)
+    try await connection.sendTagged(ControlTag.freeData, [ArrowBytes(copying: FreeDataPayload.encode(descriptor.ranges.map(\.address)))])
+    #expect(await Self.settles { pool.outstandingBlocks == 0 }, "the block outlived its free_data")
+    await connection.close()
+    await server.shutdown()
+  }
+
+  /// UCX-RM-2, UCX-LIM-5: a remote_handle that is garbage, damaged or
+  /// missing makes fetches fail with `.malformedDescriptor`; UCX never
+  /// sees a damaged key.
+  @Test("a garbage, damaged, truncated or missing remote_handle makes fetches fail with malformedDescriptor", arguments: transports)
+  func badRemoteHandles(transports: String) async throws {
+    let damaged: [(String, ([UInt8]?) -> [UInt8]?, String)] = [
+      ("garbage", { _ in [0xDE, 0xAD, 0xBE, 0xEF, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25] },
+       "does not fit"),
+      ("one rkey byte flipped", { handle in
+        var bytes = handle!
+        bytes[bytes.count - 1] ^= 0xFF
+        return bytes
+      }, "checksum"),
+      ("truncated", { handle in Array(handle!.dropLast()) }, "does not fit"),
+      ("missing", { _ in nil }, "no remote_handle"),
+    ]
+    for (name, transform, detail) in damaged {
+      let pair = try await UCXBackendTests.pair(Self.transport(transports), remoteHandle: transform)
+      let region = try await #require(pair.server.remoteMemory).expose(ArrowBytes(copying: [1, 2, 3]))
+      await Self.expectError(.malformedDescriptor, containing: detail) {
+        try await #require(pair.client.remoteMemory).fetch(region.ranges)
+      }
+      print("remote_handle \(name): refused as expected")
+      await pair.close()
+    }
+  }
+
+  /// UCX-RM-5: ranges are checked against the handle's region before any
+  /// get is issued.
+  @Test("ranges outside the registered region are malformedDescriptor, before any get")
+  func rangesOutsideTheRegion() async throws {
+    let pair = try await UCXBackendTests.pair(Self.transport("tcp")) { $0 }
+    let registration = try Self.pool(pair).registration
+    let base = UInt64(UInt(bitPattern: registration.base))
+    let end = base + UInt64(registration.length)
+    let outside = [
+      RemoteRange(address: base, length: 8),  // its block header would lie before the region
+      RemoteRange(address: base - 4096, length: 8),
+      RemoteRange(address: end, length: 8),
+      RemoteRange(address: end - 64, length: 65),
+      RemoteRange(address: base + 72, length: 8),  // not 64-byte aligned
+      RemoteRange(address: UInt64.max - 63, length: 128),  // wraps around
+    ]
+    let memory = try #require(pair.client.remoteMemory)
+    for range in outside {
+      await Self.expectError(.malformedDescriptor, containing: "outside the remote_handle's regions") {
+        try await memory.fetch([range])
+      }
+    }
+    // A range inside the region but in no live block: read, then refused.
+    await Self.expectError(.malformedDescriptor, containing: "not inside a live exposed block") {
+      try await memory.fetch([RemoteRange(address: base + 4096, length: 8)])
+    }
+    await pair.close()
+  }
+
+  /// UCX-RM-5, UCX-CLOSE-2: a server that drops its endpoint while a large
+  /// get is in flight ends the fetch with `.connectionClosed`, promptly.
+  @Test("the server vanishing mid-get ends the fetch with connectionClosed, no hang", arguments: transports)
+  func serverVanishesMidGet(transports: String) async throws {
+    let pair = try await UCXBackendTests.pair(Self.transport(transports)) { $0 }
+    let pool = try Self.pool(pair)
+    let region = try await #require(pair.server.remoteMemory).expose(Payload.bytes(count: 256 << 20, seed: 3))
+    let memory = try #require(pair.client.remoteMemory)
+    let fetch = Task { try await memory.fetch(region.ranges) }
+    try await Task.sleep(for: .milliseconds(5))
+    pair.server.reset()
+    let outcome = await Self.result(of: fetch, within: .seconds(20))
+    switch outcome {
+    case nil: Issue.record("the fetch hung after the server vanished")
+    case .success?: Issue.record("the 256 MiB get finished within 5 ms, before the reset: make it larger")
+    case .failure(let error)?: #expect((error as? DissociatedIPCError)?.code == .connectionClosed, "\(error)")
+    }
+    #expect(await Self.settles { pool.outstandingBlocks == 0 }, "the vanished connection's block was not freed")
+    await pair.close()
+  }
+
+  /// UCX-RM-6: blocks are freed by release or when their connection goes;
+  /// the registration is unmapped once the listener and its connections
+  /// are gone.
+  @Test("no block or registration outlives release, disconnect and close", arguments: transports)
+  func nothingLeaks(transports: String) async throws {
+    let (weakPool, weakRegistration) = try await Self.exposeReleaseAndDisconnect(Self.transport(transports))
+    #expect(await Self.settles { weakPool.value == nil && weakRegistration.value == nil },
+            "the pool or its registration outlived the listener and its connections")
+  }
+
+  static func exposeReleaseAndDisconnect(_ transport: UCXTransport) async throws
+    -> (Weak<ExposedMemoryPool>, Weak<UCXMemoryRegistration>) {
+    let first = try await UCXBackendTests.pair(transport) { $0 }
+    let pool = try Self.pool(first)
+    let second = try await transport.connect(to: Location(
+      scheme: "ucx", host: "127.0.0.1", port: first.listener.address.port, wantData: 0, remoteHandle: first.listener.remoteHandle))
+    let secondServer = try #require(try await first.listener.accept())
+    var regions: [ExposedRegion] = []
+    for seed in 0 ..< 3 {
+      regions.append(try await #require(first.server.remoteMemory).expose(Payload.bytes(count: 100_000, seed: UInt64(seed))))
+    }
+    for seed in 3 ..< 5 {
+      let region = try await #require(secondServer.remoteMemory).expose(Payload.bytes(count: 100_000, seed: UInt64(seed)))
+      #expect(try await #require(second.remoteMemory).fetch(region.ranges) == Payload.bytes(count: 100_000, seed: UInt64(seed)))
+    }
+    #expect(pool.outstandingBlocks == 5)
+    // Another connection's release does not free these blocks.
+    for region in regions { await try #require(secondServer.remoteMemory).release(region.id) }
+    #expect(pool.outstandingBlocks == 5)
+    for region in regions { await try #require(first.server.remoteMemory).release(region.id) }
+    #expect(pool.outstandingBlocks == 2)
+    await second.close()  // the client goes without freeing its two
+    #expect(await Self.settles { pool.outstandingBlocks == 0 }, "blocks outlived their client")
+    await secondServer.close()
+    await first.close()
+    return (Weak(pool), Weak(pool.registration))
+  }
+
+  /// UCX-RM-3: a full pool makes exposes wait for releases; a body larger
+  /// than the pool is `.limitExceeded`; a waiting expose ends when its
+  /// connection goes.
+  @Test("exposes wait for room in a full pool, and end when their connection goes")
+  func exposeWaitsForRoom() async throws {
+    let pair = try await UCXBackendTests.pair(Self.transport("tcp", exposedMemoryBytes: 1 << 20)) { $0 }
+    let memory = try #require(pair.server.remoteMemory)
+    let first = try await memory.expose(Payload.bytes(count: 600_000, seed: 1))
+    let waiting = Task { try await memory.expose(Payload.bytes(count: 600_000, seed: 2)) }
+    #expect(await Self.result(of: waiting, within: .milliseconds(200)) == nil, "the second expose did not wait for room")
+    await memory.release(first.id)
+    let second = try #require(await Self.result(of: waiting, within: .seconds(5))).get()
+    #expect(try await #require(pair.client.remoteMemory).fetch(second.ranges) == Payload.bytes(count: 600_000, seed: 2))
+    await Self.expectError(.limitExceeded, containing: "exceeds") { try await memory.expose(Payload.bytes(count: 2 << 20, seed: 3)) }
+    let stuck = Task { try await memory.expose(Payload.bytes(count: 600_000, seed: 4)) }
+    #expect(await Self.result(of: stuck, within: .milliseconds(100)) == nil)
+    pair.server.reset()
+    await Self.expectError(.connectionClosed, containing: "closed") { try await stuck.value }
+    await pair.close()
+  }
+
+  @Test("the block allocator fits first, splits and coalesces")
+  func blockAllocator() {
+    var allocator = BlockAllocator(capacity: 1000, granule: 64)  // 960 usable
+    #expect(allocator.allocate(128) == 0)
+    #expect(allocator.allocate(256) == 128)
+    #expect(allocator.allocate(512) == 384)
+    #expect(allocator.allocate(128) == nil)
+    allocator.free(offset: 128, size: 256)
+    #expect(allocator.allocate(320) == nil)
+    allocator.free(offset: 0, size: 128)
+    #expect(allocator.free.count == 2, "\(allocator.free)")
+    #expect(allocator.allocate(384) == 0)
+    allocator.free(offset: 0, size: 384)
+    allocator.free(offset: 384, size: 512)
+    #expect(allocator.free.count == 1 && allocator.free[0] == (0, 960), "\(allocator.free)")
+  }
+
+  // MARK: Helpers
+
+  /// Polls `condition` for up to 5 s.
+  static func settles(_ condition: () -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + .seconds(5)
+    while !condition() {
+      guard ContinuousClock.now < deadline else { return false }
+      try? await Task.sleep(for: .milliseconds(10))
+    }
+    return true
+  }
+
+  /// `task`'s result, or nil if it has not finished within `limit` (the
+  /// task keeps running).
+  static func result<T: Sendable>(of task: Task<T, any Error>, within limit: Duration) async -> Result<T, any Error>? {
+    let race = Race<Result<T, any Error>?>()
+    return await withCheckedContinuation { continuation in
+      race.start(continuation)
+      Task { race.finish(await task.result) }
+      Task {
+        try? await Task.sleep(for: limit)
+        race.finish(nil)
+      }
+    }
+  }
+}
+
+/// Resumes one waiter with whichever value comes first.
+final class Race<Value: Sendable>: Sendable {
+  private let waiting = Mutex<CheckedContinuation<Value, Never>?>(nil)
+  func start(_ continuation: CheckedContinuation<Value, Never>) { waiting.withLock { $0 = continuation } }
+  func finish(_ value: Value) { waiting.withLock { $0.take() }?.resume(returning: value) }
+}
+
+/// A weak reference (to see that an object was freed).
+final class Weak<T: AnyObject>: @unchecked Sendable {
+  // Sendable: only read after the referent's owners are gone.
+  weak var value: T?
+  init(_ value: T) { self.value = value }
+}
+
+/// Deterministic test bytes.
+enum Payload {
+  static func bytes(count: Int, seed: UInt64) -> ArrowBytes {
+    let storage = AlignedStorage(capacity: count, zeroed: false)
+    var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+    let words = storage.mutableBytes.bindMemory(to: UInt64.self)
+    for index in words.indices {
+      state ^= state << 13
+      state ^= state >> 7
+      state ^= state << 17
+      words[index] = state
+    }
+    for index in words.count * 8 ..< count { storage.mutableBytes[index] = UInt8(truncatingIfNeeded: state >> (index % 8)) }
+    return storage.freeze(count: count)
+  }
+}
