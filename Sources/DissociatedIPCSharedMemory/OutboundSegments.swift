@@ -117,6 +117,8 @@ struct Ring {
 /// larger one); otherwise the sender must wait for space to come back.
 struct OutboundSegments {
   private var segments: [(segment: OutboundSegment, ring: Ring)] = []
+  /// The largest segment growth adds for payloads that fit in it.
+  static let largestGrownSegment = 64 << 20
   private var nextID: UInt16 = 1
   private(set) var totalBytes = 0
 
@@ -143,8 +145,13 @@ struct OutboundSegments {
   mutating func place(_ count: Int, kind: BlockKind, config: SharedMemoryTransport.Config) throws(DissociatedIPCError) -> Placement {
     let blockSize = Ring.blockSize(payload: count)
     if let reservation = reserve(blockSize, kind: kind, count: count) { return .placed(reservation, added: nil, retired: []) }
-    let newSize = max(config.segmentSize, (blockSize + pageSize - 1) / pageSize * pageSize)
     let emptyBytes = segments.reduce(0) { $0 + ($1.ring.isEmpty ? $1.segment.size : 0) }
+    // Segments added later double the total, up to 64 MiB each and within
+    // the budget, so a client that holds many batches costs few segments
+    // (SHM-RING-2).
+    let grown = min(max(totalBytes, config.segmentSize), max(Self.largestGrownSegment, config.segmentSize),
+                    config.maxSharedBytes - (totalBytes - emptyBytes))
+    let newSize = max(grown / pageSize * pageSize, (blockSize + pageSize - 1) / pageSize * pageSize)
     // A payload larger than the bound still goes when nothing is in use.
     guard totalBytes - emptyBytes + newSize <= config.maxSharedBytes || emptyBytes == totalBytes else { return .full }
     var retired: [UInt16] = []

@@ -29,7 +29,9 @@ public struct SharedMemoryTransport: DissociatedTransport {
     /// larger ones go through the shared segment (SHM-RING-4). At most
     /// 64 KiB.
     public var inlineLimit: Int
-    /// The size of each outbound segment, created on first use.
+    /// The size of the first outbound segment, created on first use;
+    /// segments added later double the total, up to 64 MiB each
+    /// (SHM-RING-2).
     public var segmentSize: Int
     /// The most segment bytes one connection's sender may hold; past it,
     /// a sender waits for the peer to return space (SHM-RING-2).
@@ -47,10 +49,10 @@ public struct SharedMemoryTransport: DissociatedTransport {
     /// (`/memfd:NAME`), to tell them apart when debugging.
     public var segmentName: String
 
-    /// Mode 0600, 16 KiB inline, 64 MiB segments, 1 GiB shared per
+    /// Mode 0600, 16 KiB inline, an 8 MiB first segment, 1 GiB shared per
     /// connection, 64 MiB read ahead, 8 MiB write queue, 4 GiB messages.
     public static var defaults: Config {
-      Config(socketMode: 0o600, inlineLimit: 16 << 10, segmentSize: 64 << 20, maxSharedBytes: 1 << 30,
+      Config(socketMode: 0o600, inlineLimit: 16 << 10, segmentSize: 8 << 20, maxSharedBytes: 1 << 30,
              readAheadBytes: 64 << 20, writeQueueBytes: 8 << 20, maxMessageSize: 4 << 30, segmentName: "dipc-shm")
     }
 

@@ -19,8 +19,9 @@ struct Bench: AsyncParsableCommand {
         latency  median round trip of an 8-byte tagged message (1,000 of them)
       for each --transports scheme (server and client in this process, over
       loopback), and the baselines: single-core memcpy of the bulk bytes
-      (one hot source into destinations cycling through 64 MiB, as a
-      transport's ring or receive buffers are),
+      (one hot source into destinations cycling through 64 MiB, beyond the
+      caches; with shm, also through the shm:// ring's first segment, 8 MiB,
+      which the caches may hold),
       iperf3 -l BATCH (bulk), ucx_perftest tag_bw and tag_lat over
       UCX_TLS=tcp on lo (when ucx is measured; the path ucx:// takes), Arrow Flight
       DoGet via pyarrow (bulk and tiny; needs Benchmarks/Baselines/
@@ -70,7 +71,11 @@ struct Bench: AsyncParsableCommand {
           try await Self.measure(scheme: scheme, batches: tinyBatches, rows: 2))
         results["\(scheme) latency", default: []].append(try await Self.roundTrip(scheme: scheme))
       }
-      results["memcpy", default: []].append(Self.memcpy(bytes: bulkCount * batchBytes, chunk: batchBytes))
+      results["memcpy", default: []].append(Self.memcpy(bytes: bulkCount * batchBytes, chunk: batchBytes, span: 64 << 20))
+      if schemes.contains("shm") {
+        results["memcpy ring", default: []].append(
+          Self.memcpy(bytes: bulkCount * batchBytes, chunk: batchBytes, span: Self.ringSpan))
+      }
       if baselineSet.contains("ucx_perftest"), schemes.contains("ucx") {
         results["ucx_perftest bulk", default: []].append(
           try Self.ucxPerftest(bandwidth: true, length: batchBytes, iterations: bulkCount))
@@ -168,13 +173,17 @@ struct Bench: AsyncParsableCommand {
     return Measurement(seconds: times.sorted()[times.count / 2], bytes: 8, batches: 1)
   }
 
+  /// The span of the shm:// ring's first segment, which its copy path
+  /// cycles through.
+  static let ringSpan = SharedMemoryTransport.Config.defaults.segmentSize
+
   /// Single-core memcpy of `bytes` in `chunk`-byte copies of one source
   /// (the bench sends one body again and again) into destinations that
-  /// cycle through 64 MiB, as a transport's ring or receive buffers do: the
-  /// ceiling for any copy path. (Copying back and forth between two hot
-  /// buffers would measure the cache, not memory.)
-  static func memcpy(bytes: Int, chunk: Int) -> Measurement {
-    let slots = max(1, (64 << 20) / chunk)
+  /// cycle through `span` bytes, as a transport's ring or receive buffers
+  /// do: 64 MiB measures memory bandwidth; a span the caches hold
+  /// measures the cache.
+  static func memcpy(bytes: Int, chunk: Int, span: Int) -> Measurement {
+    let slots = max(1, span / chunk)
     let source = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 64)
     let targets = UnsafeMutableRawPointer.allocate(byteCount: slots * chunk, alignment: 64)
     defer {
@@ -292,7 +301,9 @@ struct Bench: AsyncParsableCommand {
       lines.append(("\(scheme):// bulk", gb(bulk), bulkRatios.joined(separator: ", ")))
       if has("\(scheme) copy") {
         let copy = rate("\(scheme) copy")
-        lines.append(("\(scheme):// copy", gb(copy), ratio(copy, "memcpy", rate("memcpy"))))
+        var copyRatios = [ratio(copy, "memcpy", rate("memcpy"))]
+        if has("memcpy ring") { copyRatios.append(ratio(copy, "memcpy into \(formatBytes(Double(Self.ringSpan)))", rate("memcpy ring"))) }
+        lines.append(("\(scheme):// copy", gb(copy), copyRatios.joined(separator: ", ")))
       }
       let tiny = batchRate("\(scheme) tiny")
       lines.append(("\(scheme):// tiny", String(format: "%.0f k batches/s (%.2f µs each)", tiny / 1e3, 1e6 / tiny),
@@ -302,7 +313,8 @@ struct Bench: AsyncParsableCommand {
       lines.append(("\(scheme):// latency", String(format: "%.1f µs round trip", latency * 1e6),
                     scheme == "ucx" && has("ucx_perftest latency") ? ratio(latency, "ucx_perftest", perftestLatency) : ""))
     }
-    lines.append(("memcpy (one core)", gb(rate("memcpy")), ""))
+    lines.append(("memcpy (one core)", gb(rate("memcpy")), "into 64 MiB"))
+    if has("memcpy ring") { lines.append(("memcpy (one core)", gb(rate("memcpy ring")), "into \(formatBytes(Double(Self.ringSpan))) (the shm:// ring)")) }
     if has("ucx_perftest bulk") {
       lines.append(("ucx_perftest tag_bw", gb(rate("ucx_perftest bulk")), "UCX_TLS=tcp, lo"))
       lines.append(("ucx_perftest tag_lat", String(format: "%.1f µs round trip",

@@ -311,6 +311,29 @@ struct SharedMemoryTests {
     }
   }
 
+  @Test("a receiver holding many messages costs few segments: added segments double the total")
+  func segmentsGrowGeometrically() async throws {
+    let name = "dipc-shm-grow-\(getpid())"
+    let transport = SharedMemoryTransport(config: config {
+      $0.segmentSize = 1 << 20
+      $0.maxSharedBytes = 64 << 20
+      $0.segmentName = name
+    })
+    try await Pair.with(transport) { pair in
+      var held: [TaggedMessage] = []
+      // 12 MiB held in 256 KiB messages: segments of 1, 1, 2, 4 and 8 MiB
+      // (fixed 1 MiB segments would take 13).
+      for index in 0 ..< 48 {
+        try await pair.server.sendTagged(UInt64(index), [payload(256 << 10, seed: UInt8(index))])
+        held.append(try #require(try await pair.client.receiveTagged(matching: UInt64(index), mask: .max)))
+      }
+      let mappings = Holdings.now(segmentName: name, socketPath: "").mappings
+      // Each segment is mapped by the sender and by the receiver.
+      #expect(mappings == 2 * 5, "\(mappings) mappings for 12 MiB held")
+      #expect(held.last?.payload == payload(256 << 10, seed: 47))
+    }
+  }
+
   @Test("a sender waiting for space fails with connectionClosed when the connection closes")
   func closeWakesWaitingSender() async throws {
     try await Pair.with(SharedMemoryTransport(config: config {
