@@ -331,28 +331,30 @@ final class SharedMemoryConnection: TransportConnection {
   private func writeLoop() {
     let packet = UnsafeMutableRawBufferPointer.allocate(byteCount: SharedMemoryWire.maxMessageLength, alignment: 64)
     defer { packet.deallocate() }
+    // Swapped with the state's queues each round, so taking a round's
+    // messages allocates nothing.
+    var messages: [Outgoing] = []
+    var returns: [UInt64] = []
     while true {
-      let (batch, returns, stop) = state.withLock { state -> ([Outgoing], [UInt64], Bool) in
-        if state.failure != nil { return ([], [], true) }
+      let stop = state.withLock { state -> Bool in
+        if state.failure != nil { return true }
         if state.directSending || (state.queue.isEmpty && state.returns.isEmpty) {
-          if !state.directSending, state.closing || state.peerClosed { return ([], [], true) }
+          if !state.directSending, state.closing || state.peerClosed { return true }
           state.writerSleeping = true
-          return ([], [], false)
+          return false
         }
         state.writerBusy = true
-        defer {
-          state.queue.removeAll(keepingCapacity: true)
-          state.returns.removeAll(keepingCapacity: true)
-        }
-        return (state.queue, state.returns, false)
+        swap(&state.queue, &messages)
+        swap(&state.returns, &returns)
+        return false
       }
       if stop { break }
-      if batch.isEmpty, returns.isEmpty {
+      if messages.isEmpty, returns.isEmpty {
         writerWake.wait()
         continue
       }
+      let queuedBytes = messages.reduce(0) { $0 + $1.queuedBytes }
       do throws(DissociatedIPCError) {
-        var messages = batch
         var start = 0
         while start < returns.count {
           let end = min(start + SharedMemoryWire.maxReturnsPerMessage, returns.count)
@@ -367,9 +369,12 @@ final class SharedMemoryConnection: TransportConnection {
         sendFailed(error)
         break
       }
+      // Sent: let go of the payloads (and any segment) before sleeping.
+      messages.removeAll(keepingCapacity: true)
+      returns.removeAll(keepingCapacity: true)
       let released = state.withLock { state -> [CheckedContinuation<Void, Never>] in
         state.writerBusy = false
-        state.queuedBytes -= batch.reduce(0) { $0 + $1.queuedBytes }
+        state.queuedBytes -= queuedBytes
         guard state.queuedBytes <= config.writeQueueBytes else { return [] }
         defer { state.blockedSenders = [] }
         return state.blockedSenders

@@ -189,9 +189,13 @@ struct UnixSocket: Sendable {
         }
       }
       guard received >= 0 else { throw systemError("recvmsg") }
-      var descriptors = [Int32](repeating: -1, count: Int(Self.maxReceivedDescriptors))
-      let count = dipc_cmsg_take_fds(&message, &descriptors, Self.maxReceivedDescriptors)
-      descriptors.removeLast(descriptors.count - Int(count))
+      // Most messages carry no descriptor: allocate an array only for those that do.
+      var descriptors: [Int32] = []
+      if message.msg_controllen > 0 {
+        descriptors = [Int32](repeating: -1, count: Int(Self.maxReceivedDescriptors))
+        let count = dipc_cmsg_take_fds(&message, &descriptors, Self.maxReceivedDescriptors)
+        descriptors.removeLast(descriptors.count - Int(count))
+      }
       if received == 0, descriptors.isEmpty { return nil }  // SEQPACKET: 0 bytes is the peer's close
       let truncated = message.msg_flags & Int32(MSG_TRUNC) != 0 || message.msg_flags & Int32(MSG_CTRUNC) != 0
       return Received(length: received, truncated: truncated, descriptors: descriptors)

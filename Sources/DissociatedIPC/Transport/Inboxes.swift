@@ -94,6 +94,9 @@ package final class MessageInbox: Sendable {
   /// consumer stops the reader and the transport's flow control takes
   /// over. Returns at once when the inbox is closed.
   package func waitForRoom(below limit: Int) {
+    // Checked first without a semaphore: the reader calls this after every
+    // message and rarely has to wait.
+    guard state.withLock({ $0.bufferedBytes >= limit && !$0.closed }) else { return }
     let semaphore = DispatchSemaphore(value: 0)
     let mustWait = state.withLock { state -> Bool in
       guard state.bufferedBytes >= limit, !state.closed else { return false }
