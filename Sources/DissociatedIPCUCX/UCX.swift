@@ -611,6 +611,13 @@ func monotonicMicroseconds() -> Int64 {
 /// The kernel's id of the calling thread (for /proc/self/task/ID).
 func currentThreadID() -> Int32 { cucx_thread_id() }
 
+/// Runs `handler` when the process exits (`atexit`), before the library
+/// destructors of UCX, which was loaded earlier.
+func atProcessExit(_ handler: @convention(c) () -> Void) { atexit(handler) }
+
+/// Sleeps the calling thread for `microseconds`.
+func sleepThread(microseconds: UInt32) { usleep(microseconds) }
+
 /// Gives the processor to another runnable thread (`sched_yield`).
 func yieldThread() { sched_yield() }
 

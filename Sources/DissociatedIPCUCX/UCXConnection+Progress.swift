@@ -6,13 +6,29 @@ extension UCXConnection {
   /// The progress thread: creates the worker and endpoint (`open`), waits
   /// for a client connection to come up, unpacks the rkeys of
   /// `remoteHandle`, reports `ready`, then runs ``ProgressEngine/loop()``
-  /// until the connection is closed or broken.
+  /// until the connection is closed or broken. The worker is destroyed
+  /// before anyone waiting is woken (UCX-CLOSE-4).
   func run(context: UCXContext, connectTimeout: Duration?, remoteHandle: [UInt8]?,
            ready: (Result<Void, DissociatedIPCError>) -> Void,
            open: (UCXWorker, @escaping (UCXFailure) -> Void) throws(UCXFailure) -> UCXEndpoint) {
     nameThread("ucx-progress")
     let threadID = currentThreadID()
     shared.withLock { $0.threadID = threadID }
+    ProgressThreads.started(ObjectIdentifier(self), close: { [weak self] in self?.abort() }, reset: { [weak self] in self?.reset() })
+    let (failure, connected) = runEngine(context: context, connectTimeout: connectTimeout, remoteHandle: remoteHandle,
+                                         ready: ready, open: open)
+    ProgressThreads.ended(ObjectIdentifier(self))
+    finish(failure: failure)
+    if !connected, let failure { ready(.failure(failure)) }
+  }
+
+  /// Everything of `run` that needs the worker; the worker and the engine
+  /// are released when it returns. Returns the failure, and whether the
+  /// connection came up (then `ready` was called).
+  private func runEngine(context: UCXContext, connectTimeout: Duration?, remoteHandle: [UInt8]?,
+                         ready: (Result<Void, DissociatedIPCError>) -> Void,
+                         open: (UCXWorker, @escaping (UCXFailure) -> Void) throws(UCXFailure) -> UCXEndpoint)
+    -> (DissociatedIPCError?, connected: Bool) {
     let engine: ProgressEngine
     do throws(UCXFailure) {
       let worker = try UCXWorker(context: context)
@@ -20,21 +36,20 @@ extension UCXConnection {
       try engine.installHandlers()
       engine.endpoint = try open(worker) { [unowned engine] failure in engine.endpointFailed(failure) }
     } catch {
-      finish(failure: DissociatedIPCError(.connectionRefused, "ucx:// \(peer): \(error)"))
-      return ready(.failure(DissociatedIPCError(.connectionRefused, "ucx:// \(peer): \(error)")))
+      return (DissociatedIPCError(.connectionRefused, "ucx:// \(peer): \(error)"), false)
     }
     shared.withLock { $0.worker = engine.worker }
+    defer { shared.withLock { $0.worker = nil } }
     if let connectTimeout, let failure = engine.waitUntilConnected(timeout: connectTimeout) {
       engine.teardown()
-      finish(failure: failure)
-      return ready(.failure(failure))
+      return (failure, false)
     }
     if let remoteHandle { engine.unpackRemoteKeys(remoteHandle) }
     engine.refreshPath()
     ready(.success(()))
     engine.loop()
     engine.teardown()
-    finish(failure: engine.failure)
+    return (engine.failure, true)
   }
 
   /// The thread has stopped: fail or end everything still waiting.

@@ -30,34 +30,49 @@ final class UCXListener: TransportListener {
     let result: Result<UCXListener, DissociatedIPCError> = await withCheckedContinuation { continuation in
       startDedicatedThread {
         nameThread("ucx-listener")
-        let context: UCXContext
-        let worker: UCXWorker
-        let handle: UCXListenerHandle
-        let exposedMemory: ExposedMemoryPool?
-        let requests = RequestQueue()
-        do throws(DissociatedIPCError) {
-          context = try runtime.context(config.options)
-          let socketAddress = try SocketAddress.resolve(host: host, port: port)
-          do throws(UCXFailure) {
-            worker = try UCXWorker(context: context)
-            handle = try UCXListenerHandle(worker: worker, address: socketAddress) { request in
-              requests.pending.withLock { $0.append(request) }
-            }
-            exposedMemory = config.exposedMemoryBytes > 0
-              ? ExposedMemoryPool(registration: try UCXMemoryRegistration(context: context, length: config.exposedMemoryBytes)) : nil
-          } catch {
-            throw DissociatedIPCError(.transportFailure, "ucx:// cannot listen on \(host):\(port): \(error)")
-          }
-        } catch {
-          return continuation.resume(returning: .failure(error))
+        let served = serve(runtime: runtime, host: host, port: port, config: config, scheme: scheme) {
+          continuation.resume(returning: $0)
         }
-        let listener = UCXListener(address: TransportAddress(scheme: scheme, host: host, port: handle.port), worker: worker,
-                                   exposedMemory: exposedMemory)
-        continuation.resume(returning: .success(listener))
-        listener.run(context: context, worker: worker, handle: handle, requests: requests, config: config)
+        // Its worker is gone now (the locals of `serve`).
+        if let served { ProgressThreads.ended(served) }
       }
     }
     return try result.get()
+  }
+
+  /// The listener thread's work: binds, reports the listener (or the
+  /// failure) to `opened`, accepts until closed. Returns the listener's
+  /// identity in ``ProgressThreads``, nil when it never opened.
+  private static func serve(runtime: Runtime, host: String, port: UInt16, config: UCXTransport.Config, scheme: String,
+                            opened: (Result<UCXListener, DissociatedIPCError>) -> Void) -> ObjectIdentifier? {
+    let context: UCXContext
+    let worker: UCXWorker
+    let handle: UCXListenerHandle
+    let exposedMemory: ExposedMemoryPool?
+    let requests = RequestQueue()
+    do throws(DissociatedIPCError) {
+      context = try runtime.context(config.options)
+      let socketAddress = try SocketAddress.resolve(host: host, port: port)
+      do throws(UCXFailure) {
+        worker = try UCXWorker(context: context)
+        handle = try UCXListenerHandle(worker: worker, address: socketAddress) { request in
+          requests.pending.withLock { $0.append(request) }
+        }
+        exposedMemory = config.exposedMemoryBytes > 0
+          ? ExposedMemoryPool(registration: try UCXMemoryRegistration(context: context, length: config.exposedMemoryBytes)) : nil
+      } catch {
+        throw DissociatedIPCError(.transportFailure, "ucx:// cannot listen on \(host):\(port): \(error)")
+      }
+    } catch {
+      opened(.failure(error))
+      return nil
+    }
+    let listener = UCXListener(address: TransportAddress(scheme: scheme, host: host, port: handle.port), worker: worker,
+                               exposedMemory: exposedMemory)
+    ProgressThreads.started(ObjectIdentifier(listener), close: { [weak listener] in listener?.stop() }, reset: {})
+    opened(.success(listener))
+    listener.run(context: context, worker: worker, handle: handle, requests: requests, config: config)
+    return ObjectIdentifier(listener)
   }
 
   /// The listener thread: accepts requests until closed, then rejects
@@ -91,7 +106,10 @@ final class UCXListener: TransportListener {
     await accepted.next()
   }
 
-  func close() async {
+  func close() async { stop() }
+
+  /// Stops accepting now (see ``close()``).
+  private func stop() {
     let worker = control.withLock { state -> UCXWorker? in
       state.closed = true
       return state.worker

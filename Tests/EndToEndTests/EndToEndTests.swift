@@ -2,20 +2,34 @@ import Foundation
 import TestSupport
 import Testing
 
-/// `dipc serve` and `dipc fetch` in separate processes over tcp:// and
-/// shm://; pyarrow checks every fetched file against the source (content
-/// hash).
+/// `dipc serve` and `dipc fetch` in separate processes over tcp://, shm://
+/// and ucx:// (UCX_TLS=tcp and tcp,sm,self on lo, set in both processes'
+/// environment); pyarrow checks every fetched file against the source
+/// (content hash).
 @Suite("End to end: dipc serve | dipc fetch", .serialized)
 struct EndToEndTests {
-  /// Where the server listens, per transport under test.
-  static let listenAddresses = ["tcp://127.0.0.1:0", "shm://"]
+  /// Where the server listens, and the environment of both processes.
+  struct Setup: Sendable, CustomTestStringConvertible {
+    var listen: String
+    var environment: [String: String] = [:]
+    var testDescription: String { ([listen] + Processes.assignments(environment)).joined(separator: " ") }
+  }
 
-  static func fetchAll(topology: String, listen: String) throws {
+  /// The transports under test.
+  static let setups = [
+    Setup(listen: "tcp://127.0.0.1:0"),
+    Setup(listen: "shm://"),
+    Setup(listen: "ucx://127.0.0.1:0", environment: ["UCX_TLS": "tcp", "UCX_NET_DEVICES": "lo"]),
+    Setup(listen: "ucx://127.0.0.1:0", environment: ["UCX_TLS": "tcp,sm,self", "UCX_NET_DEVICES": "lo"]),
+  ]
+
+  static func fetchAll(topology: String, setup: Setup) throws {
     let corpus = try Processes.corpus.get()
     let files = try FileManager.default.contentsOfDirectory(atPath: corpus.path)
       .filter { $0.hasSuffix(".arrows") }.sorted()
     #expect(files.count >= 60)
-    let server = try Processes.Server(files: files.map { corpus.appendingPathComponent($0).path }, listen: listen)
+    let server = try Processes.Server(files: files.map { corpus.appendingPathComponent($0).path }, listen: setup.listen,
+                                      environment: setup.environment)
     defer { server.stop() }
     let output = FileManager.default.temporaryDirectory.appendingPathComponent("dipc-e2e-\(UUID())")
     try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
@@ -26,9 +40,10 @@ struct EndToEndTests {
       let target = output.appendingPathComponent(file).path
       let locations = server.locations[file] ?? [:]
       if topology == "split" {
-        try Processes.run(dipc, ["fetch", locations["metadata"]!, "--data", locations["data"]!, "--out", target])
+        try Processes.run(dipc, ["fetch", locations["metadata"]!, "--data", locations["data"]!, "--out", target],
+                          environment: setup.environment)
       } else {
-        try Processes.run(dipc, ["fetch", locations["combined"]!, "--out", target])
+        try Processes.run(dipc, ["fetch", locations["combined"]!, "--out", target], environment: setup.environment)
       }
       pairs += [corpus.appendingPathComponent(file).path, target]
     }
@@ -41,11 +56,11 @@ struct EndToEndTests {
     }
   }
 
-  @Test("the pyarrow corpus fetched over one connection per stream equals the source", arguments: listenAddresses)
-  func combined(listen: String) throws { try Self.fetchAll(topology: "combined", listen: listen) }
+  @Test("the pyarrow corpus fetched over one connection per stream equals the source", arguments: setups)
+  func combined(setup: Setup) throws { try Self.fetchAll(topology: "combined", setup: setup) }
 
-  @Test("the pyarrow corpus fetched from separate metadata and data locations equals the source", arguments: listenAddresses)
-  func split(listen: String) throws { try Self.fetchAll(topology: "split", listen: listen) }
+  @Test("the pyarrow corpus fetched from separate metadata and data locations equals the source", arguments: setups)
+  func split(setup: Setup) throws { try Self.fetchAll(topology: "split", setup: setup) }
 
   @Test("fetching an unknown ticket fails with the server's typed error, and the server keeps serving")
   func unknownTicket() throws {

@@ -25,10 +25,17 @@ enum Processes {
     return folder
   }
 
-  /// Runs `executable` with `arguments` to completion; returns standard output.
+  /// Runs `executable` with `arguments` to completion, with `environment`
+  /// added to this process's; returns standard output.
   @discardableResult
-  static func run(_ executable: URL, _ arguments: [String]) throws -> String {
-    try ChildProcess.run([executable.path] + arguments)
+  static func run(_ executable: URL, _ arguments: [String], environment: [String: String] = [:]) throws -> String {
+    // ChildProcess starts programs through /usr/bin/env, which takes NAME=VALUE first.
+    try ChildProcess.run(assignments(environment) + [executable.path] + arguments)
+  }
+
+  /// `NAME=VALUE` for each variable, sorted by name.
+  static func assignments(_ environment: [String: String]) -> [String] {
+    environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
   }
 
   /// A running `dipc serve`, stopped with SIGINT by ``stop()``.
@@ -37,9 +44,11 @@ enum Processes {
     /// ticket → (combined, metadata, data) locations.
     private(set) var locations: [String: [String: String]] = [:]
 
-    init(files: [String], listen: String, options: [String] = []) throws {
+    /// Serves `files` at `listen`, with `environment` added to this process's.
+    init(files: [String], listen: String, options: [String] = [], environment: [String: String] = [:]) throws {
       process.executableURL = try Processes.dipc
       process.arguments = ["serve"] + files + ["--listen", listen, "--split"] + options
+      process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
       let output = Pipe()
       process.standardOutput = output
       process.standardError = FileHandle.standardError

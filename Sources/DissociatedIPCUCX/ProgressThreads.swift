@@ -1,0 +1,32 @@
+internal import Synchronization
+
+/// The progress threads (connections and listeners) still running in this
+/// process. At exit they are closed, then reset, and waited for (at most
+/// a second each step), so that no worker is torn down while UCX's library
+/// destructors run: that corrupted UCX's state (UCX-CLOSE-4).
+enum ProgressThreads {
+  private struct Entry {
+    let close: @Sendable () -> Void
+    let reset: @Sendable () -> Void
+  }
+
+  private static let live = Mutex<[ObjectIdentifier: Entry]>([:])
+  private static let exitHook: Void = atProcessExit { ProgressThreads.stopAll() }
+
+  /// A thread started for `owner`; `close` and `reset` stop it.
+  static func started(_ owner: ObjectIdentifier, close: @escaping @Sendable () -> Void, reset: @escaping @Sendable () -> Void) {
+    exitHook
+    live.withLock { $0[owner] = Entry(close: close, reset: reset) }
+  }
+
+  /// The thread of `owner` released its worker.
+  static func ended(_ owner: ObjectIdentifier) { _ = live.withLock { $0.removeValue(forKey: owner) } }
+
+  private static func stopAll() {
+    for step in [\Entry.close, \Entry.reset] {
+      for entry in live.withLock({ Array($0.values) }) { entry[keyPath: step]() }
+      let deadline = monotonicMilliseconds() + 1000
+      while monotonicMilliseconds() < deadline, !live.withLock({ $0.isEmpty }) { sleepThread(microseconds: 1000) }
+    }
+  }
+}
