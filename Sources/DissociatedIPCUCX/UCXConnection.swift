@@ -203,9 +203,13 @@ final class UCXConnection: TransportConnection {
     var total = 0
     for range in ranges {
       let key = try UCXRemoteHandle.region(of: range, in: regions)
+      guard range.length <= UInt64(Int.max - total) else {
+        throw DissociatedIPCError(.malformedDescriptor, "ranges of more than \(Int.max) bytes in all")
+      }
       pieces.append(PendingFetch.Piece(address: range.address, length: Int(range.length), offset: total, key: key))
-      total += Int(range.length)  // each range lies inside a region, so the sum cannot overflow
+      total += Int(range.length)
     }
+    guard !pieces.isEmpty else { return ArrowBytes() }
     let fetch = PendingFetch(pieces: pieces, total: total, pool: config.receiveBufferPool)
     let result: Result<ArrowBytes, DissociatedIPCError> = await withCheckedContinuation { continuation in
       guard fetch.result.install(continuation) else { return }

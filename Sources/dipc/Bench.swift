@@ -22,8 +22,9 @@ struct Bench: AsyncParsableCommand {
       (one hot source into destinations cycling through 64 MiB, beyond the
       caches; with shm, also through the shm:// ring's first segment, 8 MiB,
       which the caches may hold),
-      iperf3 -l BATCH (bulk), ucx_perftest tag_bw and tag_lat over
-      UCX_TLS=tcp on lo (when ucx is measured; the path ucx:// takes), Arrow Flight
+      iperf3 -l BATCH (bulk), ucx_perftest tag_bw, tag_lat and (when ucx://
+      has remote memory, as its bulk bodies are then read with gets) ucp_get
+      over UCX_TLS=tcp on lo (when ucx is measured; the path ucx:// takes), Arrow Flight
       DoGet via pyarrow (bulk and tiny; needs Benchmarks/Baselines/
       flight_baseline.py, run from the repository root).
       """
@@ -78,8 +79,12 @@ struct Bench: AsyncParsableCommand {
       }
       if baselineSet.contains("ucx_perftest"), schemes.contains("ucx") {
         results["ucx_perftest bulk", default: []].append(
-          try Self.ucxPerftest(bandwidth: true, length: batchBytes, iterations: bulkCount))
-        results["ucx_perftest latency", default: []].append(try Self.ucxPerftest(bandwidth: false, length: 8, iterations: 10_000))
+          try Self.ucxPerftest("tag_bw", length: batchBytes, iterations: bulkCount))
+        if try registry.transport(forScheme: "ucx").capabilities.remoteMemory {
+          results["ucx_perftest get", default: []].append(
+            try Self.ucxPerftest("ucp_get", length: batchBytes, iterations: bulkCount))
+        }
+        results["ucx_perftest latency", default: []].append(try Self.ucxPerftest("tag_lat", length: 8, iterations: 10_000))
       }
       if baselineSet.contains("iperf3") {
         results["iperf3 bulk", default: []].append(try Self.iperf3(bytes: bulkCount * batchBytes, length: batchBytes))
@@ -215,14 +220,15 @@ struct Bench: AsyncParsableCommand {
   }
 
   /// UCX's own benchmark over the path ucx:// uses here (UCX_TLS=tcp on
-  /// lo): `tag_bw` with `length`-byte messages (bandwidth), or `tag_lat`
-  /// with 8 bytes (`seconds` = the median round trip, twice the one-way
-  /// median it reports).
-  static func ucxPerftest(bandwidth: Bool, length: Int, iterations: Int) throws -> Measurement {
+  /// lo): `test` with `length`-byte messages — `tag_bw` or `ucp_get`
+  /// (bandwidth), or `tag_lat` (`seconds` = the median round trip, twice
+  /// the one-way median it reports).
+  static func ucxPerftest(_ test: String, length: Int, iterations: Int) throws -> Measurement {
     let environment = ["UCX_TLS=tcp", "UCX_NET_DEVICES=lo"]
+    let bandwidth = test != "tag_lat"
     return try withServerProcess(environment + ["ucx_perftest", "-p"]) { port in
-      let test = bandwidth ? ["-t", "tag_bw", "-s", String(length)] : ["-t", "tag_lat", "-s", "8"]
-      let output = try runProcess(environment + ["ucx_perftest", "127.0.0.1", "-p", port, "-n", String(iterations)] + test)
+      let arguments = ["-t", test, "-s", String(length)]
+      let output = try runProcess(environment + ["ucx_perftest", "127.0.0.1", "-p", port, "-n", String(iterations)] + arguments)
       // "Final: iterations, 50%ile, average, overall overhead (µs), average, overall bandwidth (MB/s), …"
       guard let final = output.split(separator: "\n").last(where: { $0.hasPrefix("Final:") })?.split(separator: " "),
             final.count >= 7, let median = Double(final[2]), let megabytes = Double(final[6])
@@ -296,13 +302,15 @@ struct Bench: AsyncParsableCommand {
       if has("iperf3 bulk") { bulkRatios.append(ratio(bulk, "iperf3", rate("iperf3 bulk"))) }
       if has("flight bulk") { bulkRatios.append(ratio(bulk, "Flight", rate("flight bulk"))) }
       if scheme != "tcp", has("tcp bulk") { bulkRatios.append(ratio(bulk, "tcp://", rate("tcp bulk"))) }
-      if scheme == "ucx", has("ucx_perftest bulk") { bulkRatios.append(ratio(bulk, "ucx_perftest", rate("ucx_perftest bulk"))) }
+      if scheme == "ucx", has("ucx_perftest bulk") { bulkRatios.append(ratio(bulk, "ucx_perftest tag_bw", rate("ucx_perftest bulk"))) }
+      if scheme == "ucx", has("ucx_perftest get") { bulkRatios.append(ratio(bulk, "ucx_perftest ucp_get", rate("ucx_perftest get"))) }
       bulkRatios.append(ratio(bulk, "memcpy", rate("memcpy")))
       lines.append(("\(scheme):// bulk", gb(bulk), bulkRatios.joined(separator: ", ")))
       if has("\(scheme) copy") {
         let copy = rate("\(scheme) copy")
         var copyRatios = [ratio(copy, "memcpy", rate("memcpy"))]
         if has("memcpy ring") { copyRatios.append(ratio(copy, "memcpy into \(formatBytes(Double(Self.ringSpan)))", rate("memcpy ring"))) }
+        if scheme == "ucx", has("ucx_perftest bulk") { copyRatios.append(ratio(copy, "ucx_perftest tag_bw", rate("ucx_perftest bulk"))) }
         lines.append(("\(scheme):// copy", gb(copy), copyRatios.joined(separator: ", ")))
       }
       let tiny = batchRate("\(scheme) tiny")
@@ -317,6 +325,7 @@ struct Bench: AsyncParsableCommand {
     if has("memcpy ring") { lines.append(("memcpy (one core)", gb(rate("memcpy ring")), "into \(formatBytes(Double(Self.ringSpan))) (the shm:// ring)")) }
     if has("ucx_perftest bulk") {
       lines.append(("ucx_perftest tag_bw", gb(rate("ucx_perftest bulk")), "UCX_TLS=tcp, lo"))
+      if has("ucx_perftest get") { lines.append(("ucx_perftest ucp_get", gb(rate("ucx_perftest get")), "UCX_TLS=tcp, lo")) }
       lines.append(("ucx_perftest tag_lat", String(format: "%.1f µs round trip",
                                                    median(results["ucx_perftest latency", default: []].map(\.seconds)) * 1e6), ""))
     }

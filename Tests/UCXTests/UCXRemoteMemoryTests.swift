@@ -119,6 +119,7 @@ struct UCXRemoteMemoryTests {
         try await memory.fetch([range])
       }
     }
+    #expect(try await memory.fetch([]).isEmpty, "no ranges: no get, no bytes")
     // A range inside the region but in no live block: read, then refused.
     await Self.expectError(.malformedDescriptor, containing: "not inside a live exposed block") {
       try await memory.fetch([RemoteRange(address: base + 4096, length: 8)])
