@@ -377,7 +377,14 @@ final class OneShot<Value: Sendable>: Sendable {
   }
 
   /// True once resumed.
-  var isFinished: Bool { state.withLock { if case .idle = $0 { false } else if case .waiting = $0 { false } else { true } } }
+  var isFinished: Bool {
+    state.withLock { state in
+      switch state {
+      case .idle, .waiting: false
+      case .early, .finished: true
+      }
+    }
+  }
 
   /// Hands `outcome` over, the first time only.
   func resume(_ outcome: Outcome) {
