@@ -175,9 +175,9 @@ struct UCXRemoteMemoryTests {
     }
     #expect(pool.outstandingBlocks == 5)
     // Another connection's release does not free these blocks.
-    for region in regions { await try #require(secondServer.remoteMemory).release(region.id) }
+    for region in regions { try await #require(secondServer.remoteMemory).release(region.id) }
     #expect(pool.outstandingBlocks == 5)
-    for region in regions { await try #require(first.server.remoteMemory).release(region.id) }
+    for region in regions { try await #require(first.server.remoteMemory).release(region.id) }
     #expect(pool.outstandingBlocks == 2)
     await second.close()  // the client goes without freeing its two
     #expect(await Self.settles { pool.outstandingBlocks == 0 }, "blocks outlived their client")
