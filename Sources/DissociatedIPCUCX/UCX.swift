@@ -438,32 +438,50 @@ final class UCXEndpoint {
     ucp_request_free(request)
   }
 
-  /// UCX's own description of the endpoint's lanes (`ucp_ep_print_info`),
-  /// reduced to the transports and devices in use, e.g. `tcp/lo, posix/memory`.
-  func transports() -> String {
-    guard let handle else { return "closed" }
+  /// UCX's own description of the endpoint's lanes (`ucp_ep_print_info`
+  /// written to a memstream); nil once closed or when it cannot be read.
+  func lanes() -> UCXLanes? {
+    guard let handle else { return nil }
     var buffer: UnsafeMutablePointer<CChar>?
     var size = 0
-    guard let stream = open_memstream(&buffer, &size) else { return "unknown" }
+    guard let stream = open_memstream(&buffer, &size) else { return nil }
     ucp_ep_print_info(handle, stream)
     fclose(stream)
     defer { free(buffer) }
-    guard let buffer else { return "unknown" }
-    return UCXEndpoint.summarize(String(cString: buffer))
-  }
-
-  /// `tl/device` of every `lane[…]` line, in lane order, without repeats.
-  static func summarize(_ info: String) -> String {
-    var seen: [String] = []
-    for line in info.split(separator: "\n") where line.contains("lane[") {
-      guard let token = line.split(separator: " ").first(where: { $0.contains("/") && $0.contains(":") }) else { continue }
-      let name = String(token.split(separator: ":", maxSplits: 1).last ?? token)
-      if !seen.contains(name) { seen.append(name) }
-    }
-    return seen.isEmpty ? "no lanes yet" : seen.joined(separator: ", ")
+    guard let buffer else { return nil }
+    return UCXLanes(parsing: String(cString: buffer))
   }
 
   deinit { close() }
+}
+
+/// What `ucp_ep_print_info` says about an endpoint's lanes.
+struct UCXLanes: Equatable {
+  /// `tl/device` of every `lane[…]` line, in lane order, without repeats;
+  /// connection-manager lanes (`cm rdmacm`, no device) are left out
+  /// (UCX-PATH-1).
+  var transports: [String] = []
+  /// UCX reads remote memory with native gets: it lists get protocols
+  /// (`get[…]` lines, one per RMA lane) and a lane runs a transport other
+  /// than tcp. Otherwise `ucp_get_nbx` is emulated with active messages
+  /// that the peer's progress thread answers (UCX-RM-7, UCX-RM-8).
+  var nativeGets = false
+
+  init(parsing info: String) {
+    var listsGets = false
+    for line in info.split(separator: "\n") {
+      if line.contains("lane["),
+         let token = line.split(separator: " ").first(where: { $0.contains("/") && $0.contains(":") }) {
+        let name = String(token.split(separator: ":", maxSplits: 1).last ?? token)
+        if !transports.contains(name) { transports.append(name) }
+      }
+      if line.contains(" get[") { listsGets = true }
+    }
+    nativeGets = listsGets && transports.contains { !$0.hasPrefix("tcp/") }
+  }
+
+  /// The transports joined with commas, e.g. `tcp/lo.0, posix/memory.0`.
+  var summary: String { transports.isEmpty ? "no lanes yet" : transports.joined(separator: ", ") }
 }
 
 // MARK: Memory (body type 1)

@@ -129,7 +129,12 @@ extension UCXConnection {
     for sender in senders { sender.resume() }
   }
 
-  func setPath(_ path: String) { shared.withLock { $0.path = path } }
+  func setLanes(_ lanes: UCXLanes) {
+    shared.withLock { state in
+      state.path = "ucx \(peer) over \(lanes.summary)"
+      state.nativeGets = lanes.nativeGets
+    }
+  }
 
   func setRemoteRegions(_ regions: Result<[UCXRemoteHandle.Region], DissociatedIPCError>) {
     shared.withLock { $0.remoteRegions = regions }
@@ -487,12 +492,15 @@ final class ProgressEngine {
     if failure == nil { connection.inbox.close() }
   }
 
-  /// The transports UCX chose for the endpoint's lanes (UCX-PATH-1).
+  /// The transports UCX chose for the endpoint's lanes (UCX-PATH-1), and
+  /// whether they read remote memory natively (UCX-RM-8). A server
+  /// connection's lanes are known once its endpoint exists, before it is
+  /// handed to `accept`.
   func refreshPath() {
     pathStale = false
     pathRefreshesLeft -= 1
-    guard let endpoint else { return }
-    connection.setPath("ucx \(connection.peer) over \(endpoint.transports())")
+    guard let lanes = endpoint?.lanes() else { return }
+    connection.setLanes(lanes)
   }
 }
 

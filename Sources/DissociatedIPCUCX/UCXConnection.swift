@@ -58,18 +58,23 @@ final class UCXConnection: TransportConnection {
     /// remote_handle once its rkeys unpacked (UCX-RM-2), or why not.
     var remoteRegions: Result<[UCXRemoteHandle.Region], DissociatedIPCError> =
       .failure(DissociatedIPCError(.malformedDescriptor, "the ucx:// location has no remote_handle: the server's memory cannot be read"))
+    /// The endpoint's lanes read remote memory natively (UCX-RM-8).
+    var nativeGets = false
   }
 
   let shared: Mutex<Shared>
   let inbox: MessageInbox
   let config: UCXTransport.Config
   let peer: String
+  /// Accepted by a listener (else connected by a client).
+  let isServer: Bool
   /// Server side: the listener's pool that ``remoteMemory`` exposes from.
   let exposedMemory: ExposedMemoryPool?
 
-  private init(config: UCXTransport.Config, peer: String, exposedMemory: ExposedMemoryPool? = nil) {
+  private init(config: UCXTransport.Config, peer: String, isServer: Bool, exposedMemory: ExposedMemoryPool? = nil) {
     self.config = config
     self.peer = peer
+    self.isServer = isServer
     self.exposedMemory = exposedMemory
     inbox = MessageInbox(maxBufferedBytes: config.maxQueuedFrameBytes)
     shared = Mutex(Shared(path: "ucx \(peer) (connecting)"))
@@ -82,7 +87,7 @@ final class UCXConnection: TransportConnection {
   /// the connection's thread too, never on Swift's concurrency pool.
   static func connect(runtime: Runtime, host: String, port: UInt16, peer: String, remoteHandle: [UInt8]?,
                       config: UCXTransport.Config) async throws(DissociatedIPCError) -> UCXConnection {
-    let connection = UCXConnection(config: config, peer: peer)
+    let connection = UCXConnection(config: config, peer: peer, isServer: false)
     let result: Result<Void, DissociatedIPCError> = await withCheckedContinuation { continuation in
       startDedicatedThread {
         let context: UCXContext
@@ -108,7 +113,7 @@ final class UCXConnection: TransportConnection {
   /// Its bodies are exposed from `exposedMemory` (UCX-RM-3).
   static func accept(context: UCXContext, request: UCXConnectionRequest, peer: String, config: UCXTransport.Config,
                      exposedMemory: ExposedMemoryPool?, ready: @escaping @Sendable (UCXConnection) -> Void) {
-    let connection = UCXConnection(config: config, peer: peer, exposedMemory: exposedMemory)
+    let connection = UCXConnection(config: config, peer: peer, isServer: true, exposedMemory: exposedMemory)
     exposedMemory?.open(owner: ObjectIdentifier(connection))
     startDedicatedThread {
       connection.run(context: context, connectTimeout: nil, remoteHandle: nil,
@@ -118,8 +123,18 @@ final class UCXConnection: TransportConnection {
     }
   }
 
-  /// Remote memory when the backend exposes memory (UCX-RM-1).
-  var remoteMemory: (any RemoteMemory)? { config.exposedMemoryBytes > 0 ? UCXRemoteMemory(connection: self) : nil }
+  /// A client always fetches whatever descriptor arrives; a server offers
+  /// remote memory, so that its bodies go as descriptors, only as
+  /// ``UCXTransport/Config/descriptorBodies`` says (UCX-RM-8).
+  var remoteMemory: (any RemoteMemory)? {
+    guard isServer else { return UCXRemoteMemory(connection: self) }
+    guard exposedMemory != nil else { return nil }
+    switch config.descriptorBodies {
+    case .always: return UCXRemoteMemory(connection: self)
+    case .automatic: return shared.withLock { $0.nativeGets } ? UCXRemoteMemory(connection: self) : nil
+    case .never: return nil
+    }
+  }
 
   var pathDescription: String { shared.withLock { $0.path } }
 

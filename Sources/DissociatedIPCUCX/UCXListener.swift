@@ -9,7 +9,7 @@ internal import Synchronization
 final class UCXListener: TransportListener {
   let address: TransportAddress
   /// The registered memory its connections expose from; nil when the
-  /// backend exposes none (`exposedMemoryBytes` 0).
+  /// backend exposes none (`exposedMemoryBytes` 0, `descriptorBodies` `.never`).
   let exposedMemory: ExposedMemoryPool?
   /// The pool's regions and rkey (UCX-RM-2).
   var remoteHandle: [UInt8]? { exposedMemory?.remoteHandle }
@@ -58,7 +58,7 @@ final class UCXListener: TransportListener {
         handle = try UCXListenerHandle(worker: worker, address: socketAddress) { request in
           requests.pending.withLock { $0.append(request) }
         }
-        exposedMemory = config.exposedMemoryBytes > 0
+        exposedMemory = config.exposesMemory
           ? ExposedMemoryPool(registration: try UCXMemoryRegistration(context: context, length: config.exposedMemoryBytes)) : nil
       } catch {
         throw DissociatedIPCError(.transportFailure, "ucx:// cannot listen on \(host):\(port): \(error)")

@@ -10,10 +10,11 @@ internal import Synchronization
 /// listens with a UCP listener on `HOST:PORT`. Every connection has its own
 /// UCP worker, so the tags of different streams never meet, and its own
 /// progress thread, which sleeps on the worker's event descriptor while the
-/// connection is idle (or polls, see ``Config/progressMode``). Large bodies
-/// go as body-type-1 descriptors: the server copies them into memory
-/// registered with `ucp_mem_map`, whose rkey travels in the location's
-/// `remote_handle`; the client reads them with `ucp_get_nbx`.
+/// connection is idle (or polls, see ``Config/progressMode``). Where UCX
+/// reads remote memory natively (see ``Config/descriptorBodies``), large
+/// bodies go as body-type-1 descriptors: the server copies them into
+/// memory registered with `ucp_mem_map`, whose rkey travels in the
+/// location's `remote_handle`; the client reads them with `ucp_get_nbx`.
 ///
 /// ```swift
 /// var registry = TransportRegistry.defaults
@@ -28,6 +29,21 @@ public struct UCXTransport: DissociatedTransport {
     /// Spin on `ucp_worker_progress`: lowest latency, one busy core per
     /// connection.
     case polling
+  }
+
+  /// When a server sends large bodies as descriptors (body type 1, read by
+  /// the client with `ucp_get_nbx`) rather than inline (UCX-RM-8).
+  public enum DescriptorBodies: Sendable, Hashable {
+    /// When the connection's lanes read remote memory natively (shared
+    /// memory, RDMA). Over tcp lanes UCX emulates gets with active
+    /// messages, and descriptors were 4.6× slower than inline bodies.
+    case automatic
+    /// Whenever the driver's rendezvous threshold says so, on any lanes.
+    case always
+    /// Never: every body inline and no registered memory (as
+    /// ``Config/exposedMemoryBytes`` 0). Clients still fetch descriptors
+    /// that other servers send.
+    case never
   }
 
   /// Settings of the backend.
@@ -60,10 +76,13 @@ public struct UCXTransport: DissociatedTransport {
     /// exposes wait while it is full (UCX-RM-3). Pages are committed only
     /// when used. 0: no remote memory, every body inline (type 0).
     public var exposedMemoryBytes: Int
+    /// When bodies go as descriptors; `.automatic` by default: only where
+    /// gets are native (UCX-RM-8).
+    public var descriptorBodies: DescriptorBodies
 
     /// Options from the environment, blocking progress, 64 MiB in flight,
     /// 1 GiB of unread frames, 10 s to connect, 30 s to close, 512 MiB of
-    /// exposed memory per listener.
+    /// exposed memory per listener, descriptors only where gets are native.
     public static var defaults: Config { Config() }
 
     /// Creates settings.
@@ -71,7 +90,7 @@ public struct UCXTransport: DissociatedTransport {
                 spinBeforeSleeping: Duration = .zero, sendQueueBytes: Int = 64 << 20,
                 maxQueuedFrameBytes: Int = 1 << 30, connectTimeout: Duration = .seconds(10),
                 closeTimeout: Duration = .seconds(30), receiveBufferPool: BufferPool = BufferPool(),
-                exposedMemoryBytes: Int = 512 << 20) {
+                exposedMemoryBytes: Int = 512 << 20, descriptorBodies: DescriptorBodies = .automatic) {
       self.options = options
       self.progressMode = progressMode
       self.spinBeforeSleeping = spinBeforeSleeping
@@ -81,15 +100,21 @@ public struct UCXTransport: DissociatedTransport {
       self.closeTimeout = closeTimeout
       self.receiveBufferPool = receiveBufferPool
       self.exposedMemoryBytes = exposedMemoryBytes
+      self.descriptorBodies = descriptorBodies
     }
+
+    /// A listener registers memory and publishes its remote_handle.
+    var exposesMemory: Bool { exposedMemoryBytes > 0 && descriptorBodies != .never }
   }
 
   /// `ucx`.
   public let scheme = "ucx"
-  /// Remote memory unless ``Config/exposedMemoryBytes`` is 0; fetched
-  /// bodies are copies (`ucp_get_nbx`), not mappings.
+  /// Remote memory unless ``Config/exposedMemoryBytes`` is 0 or
+  /// ``Config/descriptorBodies`` is `.never`; fetched bodies are copies
+  /// (`ucp_get_nbx`), not mappings. With `.automatic`, a server connection
+  /// whose lanes have no native gets offers none (UCX-RM-8).
   public var capabilities: TransportCapabilities {
-    TransportCapabilities(remoteMemory: config.exposedMemoryBytes > 0, fetchesByMapping: false)
+    TransportCapabilities(remoteMemory: config.exposesMemory, fetchesByMapping: false)
   }
   /// The settings.
   public let config: Config

@@ -12,9 +12,12 @@ struct Bench: AsyncParsableCommand {
       Each round runs every case once, in turn, so a slow phase of a shared
       machine hits all of them alike. Cases:
         bulk     --bulk-bytes in --batch-bytes batches (default 1 GiB in 1 MiB);
-                 bodies go as descriptors where the transport has remote memory
-                 (over shm:// the body lives in a SharedMemoryBuffer: no copy)
+                 bodies go as the server decides by default: as descriptors where
+                 the transport has remote memory (over shm:// the body lives in a
+                 SharedMemoryBuffer: no copy; ucx:// only where gets are native)
         copy     the same bodies inline (type 0), on transports with remote memory
+        get      ucx:// only: the same bodies as descriptors (type 1) read with
+                 ucp_get, forced (descriptorBodies .always) whatever the lanes
         tiny     --tiny-batches batches of 2 rows (also shown as µs per batch)
         latency  median round trip of an 8-byte tagged message (1,000 of them)
       for each --transports scheme (server and client in this process, over
@@ -22,9 +25,8 @@ struct Bench: AsyncParsableCommand {
       (one hot source into destinations cycling through 64 MiB, beyond the
       caches; with shm, also through the shm:// ring's first segment, 8 MiB,
       which the caches may hold),
-      iperf3 -l BATCH (bulk), ucx_perftest tag_bw, tag_lat and (when ucx://
-      has remote memory, as its bulk bodies are then read with gets) ucp_get
-      over UCX_TLS=tcp on lo (when ucx is measured; the path ucx:// takes), Arrow Flight
+      iperf3 -l BATCH (bulk), ucx_perftest tag_bw, tag_lat and ucp_get (beside
+      ucx:// get) over UCX_TLS=tcp on lo (when ucx is measured; the path ucx:// takes), Arrow Flight
       DoGet via pyarrow (bulk and tiny; needs Benchmarks/Baselines/
       flight_baseline.py, run from the repository root).
       """
@@ -68,6 +70,10 @@ struct Bench: AsyncParsableCommand {
           results["\(scheme) copy", default: []].append(
             try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, inline: true))
         }
+        if scheme == "ucx" {
+          results["ucx get", default: []].append(
+            try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, registry: Self.ucxDescriptors))
+        }
         results["\(scheme) tiny", default: []].append(
           try await Self.measure(scheme: scheme, batches: tinyBatches, rows: 2))
         results["\(scheme) latency", default: []].append(try await Self.roundTrip(scheme: scheme))
@@ -80,10 +86,7 @@ struct Bench: AsyncParsableCommand {
       if baselineSet.contains("ucx_perftest"), schemes.contains("ucx") {
         results["ucx_perftest bulk", default: []].append(
           try Self.ucxPerftest("tag_bw", length: batchBytes, iterations: bulkCount))
-        if try registry.transport(forScheme: "ucx").capabilities.remoteMemory {
-          results["ucx_perftest get", default: []].append(
-            try Self.ucxPerftest("ucp_get", length: batchBytes, iterations: bulkCount))
-        }
+        results["ucx_perftest get", default: []].append(try Self.ucxPerftest("ucp_get", length: batchBytes, iterations: bulkCount))
         results["ucx_perftest latency", default: []].append(try Self.ucxPerftest("tag_lat", length: 8, iterations: 10_000))
       }
       if baselineSet.contains("iperf3") {
@@ -106,10 +109,20 @@ struct Bench: AsyncParsableCommand {
     var batchesPerSecond: Double { Double(batches) / seconds }
   }
 
-  /// A server and a client over `scheme` in this process; `batches`
-  /// batches of one int64 column of `rows` rows (the same body each time),
-  /// sent inline (type 0) when `inline`, else as the server decides.
-  static func measure(scheme: String, batches: Int, rows: Int, inline: Bool = false) async throws -> Measurement {
+  /// The built-in backends, with ucx:// servers sending every large body
+  /// as a descriptor (type 1), whatever the lanes (UCX-RM-8).
+  static var ucxDescriptors: TransportRegistry {
+    var registry = TransportRegistry.builtIn
+    registry.register(UCXTransport(config: .init(descriptorBodies: .always)))
+    return registry
+  }
+
+  /// A server and a client over `scheme` from `registry` in this process;
+  /// `batches` batches of one int64 column of `rows` rows (the same body
+  /// each time), sent inline (type 0) when `inline`, else as the server
+  /// decides.
+  static func measure(scheme: String, batches: Int, rows: Int, inline: Bool = false,
+                      registry: TransportRegistry = .builtIn) async throws -> Measurement {
     var builder = RecordBatchBuilder()
     builder.append("v", (0 ..< rows).map { Int64($0) as Int64? })
     let (message, built) = builder.finish()
@@ -119,14 +132,14 @@ struct Bench: AsyncParsableCommand {
     catalog.add("bench", .messages([schema] + Array(repeating: batch, count: batches)))
     var config = DissociatedServer.Config.defaults
     if inline { config.stream.rendezvousThreshold = .max }
-    let server = try await DissociatedServer(listeningAt: localListenURI(scheme), catalog: catalog, registry: .builtIn,
+    let server = try await DissociatedServer(listeningAt: localListenURI(scheme), catalog: catalog, registry: registry,
                                              config: config)
     let running = Task { await server.run() }
     defer { running.cancel() }
     let started = ContinuousClock.now
     var received = 0
     var bytes = 0
-    for try await item in DissociatedClient(registry: .builtIn).stream(from: server.location(for: "bench")) {
+    for try await item in DissociatedClient(registry: registry).stream(from: server.location(for: "bench")) {
       if case .recordBatch(let batch) = item {
         received += 1
         bytes += batch.body.count
@@ -303,7 +316,6 @@ struct Bench: AsyncParsableCommand {
       if has("flight bulk") { bulkRatios.append(ratio(bulk, "Flight", rate("flight bulk"))) }
       if scheme != "tcp", has("tcp bulk") { bulkRatios.append(ratio(bulk, "tcp://", rate("tcp bulk"))) }
       if scheme == "ucx", has("ucx_perftest bulk") { bulkRatios.append(ratio(bulk, "ucx_perftest tag_bw", rate("ucx_perftest bulk"))) }
-      if scheme == "ucx", has("ucx_perftest get") { bulkRatios.append(ratio(bulk, "ucx_perftest ucp_get", rate("ucx_perftest get"))) }
       bulkRatios.append(ratio(bulk, "memcpy", rate("memcpy")))
       lines.append(("\(scheme):// bulk", gb(bulk), bulkRatios.joined(separator: ", ")))
       if has("\(scheme) copy") {
@@ -312,6 +324,11 @@ struct Bench: AsyncParsableCommand {
         if has("memcpy ring") { copyRatios.append(ratio(copy, "memcpy into \(formatBytes(Double(Self.ringSpan)))", rate("memcpy ring"))) }
         if scheme == "ucx", has("ucx_perftest bulk") { copyRatios.append(ratio(copy, "ucx_perftest tag_bw", rate("ucx_perftest bulk"))) }
         lines.append(("\(scheme):// copy", gb(copy), copyRatios.joined(separator: ", ")))
+      }
+      if has("\(scheme) get") {
+        let get = rate("\(scheme) get")
+        lines.append(("\(scheme):// get (type 1)", gb(get),
+                      has("ucx_perftest get") ? ratio(get, "ucx_perftest ucp_get", rate("ucx_perftest get")) : ""))
       }
       let tiny = batchRate("\(scheme) tiny")
       lines.append(("\(scheme):// tiny", String(format: "%.0f k batches/s (%.2f µs each)", tiny / 1e3, 1e6 / tiny),

@@ -13,8 +13,10 @@ import Testing
 /// rarer.
 @Suite("Conformance: ucx://", .serialized)
 struct UCXConformanceTests {
+  /// Descriptors forced (`.always`): the remote-memory case needs them,
+  /// and over these lanes `.automatic` sends every body inline (UCX-RM-8).
   static func transport(_ transports: String) -> UCXTransport {
-    UCXTransport(config: .init(options: ["TLS": transports, "NET_DEVICES": "lo"]))
+    UCXTransport(config: .init(options: ["TLS": transports, "NET_DEVICES": "lo"], descriptorBodies: .always))
   }
 
   @Test("every conformance case over UCX_TLS=tcp", arguments: ConformanceCase.allCases)

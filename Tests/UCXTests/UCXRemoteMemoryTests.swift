@@ -13,8 +13,12 @@ import Testing
 struct UCXRemoteMemoryTests {
   static let transports = ["tcp", "tcp,sm,self"]
 
-  static func transport(_ transports: String, exposedMemoryBytes: Int = 512 << 20) -> UCXTransport {
-    UCXTransport(config: .init(options: ["TLS": transports, "NET_DEVICES": "lo"], exposedMemoryBytes: exposedMemoryBytes))
+  /// Descriptors forced (`.always`): over these lanes `.automatic` would
+  /// send every body inline (UCX-RM-8).
+  static func transport(_ transports: String, exposedMemoryBytes: Int = 512 << 20,
+                        descriptorBodies: UCXTransport.DescriptorBodies = .always) -> UCXTransport {
+    UCXTransport(config: .init(options: ["TLS": transports, "NET_DEVICES": "lo"], exposedMemoryBytes: exposedMemoryBytes,
+                               descriptorBodies: descriptorBodies))
   }
 
   static func pool(_ pair: UCXBackendTests.Pair) throws -> ExposedMemoryPool {
@@ -35,39 +39,105 @@ struct UCXRemoteMemoryTests {
     }
   }
 
-  /// UCX-RM-1…5 through the driver's wire steps: a large body of a served
-  /// stream arrives as a type-1 descriptor, a get reads it, free_data
-  /// frees its block.
-  @Test("a large body travels as a descriptor, is read with a get, and free_data frees its block", arguments: transports)
-  func descriptorRoundTrip(transports: String) async throws {
+  /// A served stream of one 1 MiB batch over `transport`, and a raw client
+  /// connection that asked for it and received its body's tagged message.
+  struct ServedBody {
+    let server: DissociatedServer
+    let running: Task<Void, Never>
+    let connection: any TransportConnection
+    let tagged: TaggedMessage
+    let body: ArrowBytes
+
+    func close() async {
+      await connection.close()
+      await server.shutdown()
+      running.cancel()
+    }
+  }
+
+  static func serveOneBody(_ transport: UCXTransport) async throws -> ServedBody {
     let body = Payload.bytes(count: 1 << 20, seed: 7)
     var builder = RecordBatchBuilder()
     builder.append("v", body.withUnsafeBytes { Array($0.bindMemory(to: Int64.self)) }.map { $0 as Int64? })
     let (message, built) = builder.finish()
     var catalog = StreamCatalog()
     catalog.add("t", .messages([try OutgoingMessage(Message(header: .schema(builder.schema))), try OutgoingMessage(message, body: built)]))
-    let transport = Self.transport(transports)
     var registry = TransportRegistry()
     registry.register(transport)
     let server = try await DissociatedServer(listeningAt: "ucx://127.0.0.1:0", catalog: catalog, registry: registry)
     let running = Task { await server.run() }
-    defer { running.cancel() }
-    let pool = try #require((server.listener as? UCXListener)?.exposedMemory)
     let location = server.location(for: "t")
-    #expect(location.remoteHandle == pool.remoteHandle)
-
     let connection = try await transport.connect(to: location)
     try await connection.sendTagged(location.wantData, [ArrowBytes(copying: Array("t".utf8))])
     let tagged = try #require(try await connection.receiveTagged(matching: 1, mask: 0x0000_0000_FFFF_FFFF))
-    #expect(Tag(rawValue: tagged.tag).bodyType == BodyType(rawValue: 1), "the body went inline: \(Tag(rawValue: tagged.tag))")
-    let descriptor = try BodyDescriptor.decode(tagged.payload, maxRanges: 16)
+    return ServedBody(server: server, running: running, connection: connection, tagged: tagged, body: built)
+  }
+
+  /// UCX-RM-1…5 through the driver's wire steps: a large body of a served
+  /// stream arrives as a type-1 descriptor, a get reads it, free_data
+  /// frees its block.
+  @Test("a large body travels as a descriptor, is read with a get, and free_data frees its block", arguments: transports)
+  func descriptorRoundTrip(transports: String) async throws {
+    let served = try await Self.serveOneBody(Self.transport(transports))
+    let pool = try #require((served.server.listener as? UCXListener)?.exposedMemory)
+    #expect(served.server.location(for: "t").remoteHandle == pool.remoteHandle)
+    #expect(Tag(rawValue: served.tagged.tag).bodyType == BodyType(rawValue: 1), "the body went inline: \(Tag(rawValue: served.tagged.tag))")
+    let descriptor = try BodyDescriptor.decode(served.tagged.payload, maxRanges: 16)
     #expect(pool.outstandingBlocks == 1)
-    let fetched = try await #require(connection.remoteMemory).fetch(descriptor.ranges)
-    #expect(fetched == built)
-    try await connection.sendTagged(ControlTag.freeData, [ArrowBytes(copying: FreeDataPayload.encode(descriptor.ranges.map(\.address)))])
+    let fetched = try await #require(served.connection.remoteMemory).fetch(descriptor.ranges)
+    #expect(fetched == served.body)
+    try await served.connection.sendTagged(ControlTag.freeData,
+                                           [ArrowBytes(copying: FreeDataPayload.encode(descriptor.ranges.map(\.address)))])
     #expect(await Self.settles { pool.outstandingBlocks == 0 }, "the block outlived its free_data")
-    await connection.close()
-    await server.shutdown()
+    await served.close()
+  }
+
+  /// UCX-RM-8: with `.automatic`, lanes without native gets (tcp, and the
+  /// tcp lanes of a listener connection with `sm` allowed, UCX-PATH-2)
+  /// carry large bodies inline; `.always` sends them as descriptors;
+  /// `.never` registers no memory at all.
+  @Test("descriptorBodies: automatic sends inline over tcp lanes, always as descriptors, never registers nothing",
+        arguments: transports)
+  func descriptorBodiesSetting(transports: String) async throws {
+    for (setting, bodyType) in [(UCXTransport.DescriptorBodies.automatic, 0), (.always, 1), (.never, 0)] {
+      let transport = Self.transport(transports, descriptorBodies: setting)
+      #expect(transport.capabilities.remoteMemory == (setting != .never))
+      let served = try await Self.serveOneBody(transport)
+      #expect(Tag(rawValue: served.tagged.tag).bodyType == BodyType(rawValue: UInt8(bodyType)),
+              "\(setting): body \(Tag(rawValue: served.tagged.tag))")
+      if bodyType == 0 { #expect(served.tagged.payload == served.body, "\(setting): the inline body differs") }
+      #expect(((served.server.listener as? UCXListener)?.exposedMemory != nil) == (setting != .never))
+      await served.close()
+    }
+  }
+
+  /// UCX-RM-8: gets are native when UCX lists get protocols on a lane that
+  /// is not tcp; a tcp endpoint (gets emulated) has none. The texts are
+  /// `ucx_info -e -u tar` output of UCX 1.13 with `UCX_TLS=tcp` and
+  /// `UCX_TLS=tcp,sm,self` (same process).
+  @Test("lanes parsed from ucp_ep_print_info: transports, and whether gets are native")
+  func lanesParsing() {
+    let tcp = """
+      #                 lane[0]: cm rdmacm
+      #                 lane[1]:  1:tcp/lo.0 md[1]                -> md[1]/tcp/sysdev[255] rma_bw#0 am am_bw#0 wireup
+      #
+      #                tag_send: 0..<egr/short>..8185..<egr/zcopy>..20553..<rndv>..(inf)
+      #                  rma_bw: mds [1] rndv_rkey_size 10
+      """
+    let sharedMemory = """
+      #                 lane[0]:  0:self/memory0.0 md[0]          -> md[0]/self/sysdev[255] amo#0 am am_bw#0
+      #                 lane[1]:  2:sysv/memory.0 md[2]           -> md[2]/sysv/sysdev[255]
+      #                 lane[2]:  3:posix/memory.0 md[3]          -> md[3]/posix/sysdev[255]
+      #                tag_send: 0..<egr/short>..8185..<egr/bcopy>..8192..<rndv>..(inf)
+      #                  put[0]: 0..<short>..4294967296..<bcopy>..(inf)
+      #                  get[0]: 0..<bcopy>..(inf)
+      """
+    let tcpLanes = UCXLanes(parsing: tcp)
+    #expect(tcpLanes.transports == ["tcp/lo.0"] && !tcpLanes.nativeGets, "\(tcpLanes)")
+    let sharedLanes = UCXLanes(parsing: sharedMemory)
+    #expect(sharedLanes.transports == ["self/memory0.0", "sysv/memory.0", "posix/memory.0"] && sharedLanes.nativeGets, "\(sharedLanes)")
+    #expect(UCXLanes(parsing: tcp + "\n#                  get[0]: 0..<zcopy>..(inf)").nativeGets == false, "gets over tcp lanes are not native")
+    #expect(UCXLanes(parsing: "").summary == "no lanes yet")
   }
 
   /// UCX-RM-2, UCX-LIM-5: a remote_handle that is garbage, damaged or
