@@ -125,7 +125,9 @@ final class SharedMemoryConnection: TransportConnection {
                     inSegment: SharedMemoryWire.Kind) async throws(DissociatedIPCError) {
     let count = parts.reduce(0) { $0 + $1.count }
     guard count > config.inlineLimit else {
-      return try await submitAndWait(Outgoing(kind: inline, tag: tag, parts: parts))
+      // The usual case is synchronous: no suspension unless the queue is full.
+      guard try submit(Outgoing(kind: inline, tag: tag, parts: parts)) else { return }
+      return try await waitForQueue()
     }
     guard count <= config.maxMessageSize else {
       throw DissociatedIPCError(.limitExceeded, "a \(count)-byte message exceeds the limit of \(config.maxMessageSize)")
@@ -140,12 +142,12 @@ final class SharedMemoryConnection: TransportConnection {
       }
     }
     withExtendedLifetime(block.segment) {}
-    try await submitAndWait(Outgoing(kind: inSegment, tag: tag, words: (block.address, UInt64(count)), wordCount: 2))
+    guard try submit(Outgoing(kind: inSegment, tag: tag, words: (block.address, UInt64(count)), wordCount: 2)) else { return }
+    try await waitForQueue()
   }
 
-  /// Submits `message`, then waits while the writer's queue is over its limit.
-  private func submitAndWait(_ message: Outgoing) async throws(DissociatedIPCError) {
-    guard try submit(message) else { return }
+  /// Waits while the writer's queue is over its limit.
+  private func waitForQueue() async throws(DissociatedIPCError) {
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
       let wait = state.withLock { state -> Bool in
         guard state.queuedBytes > config.writeQueueBytes, state.sendError == nil, !state.writerDone else { return false }

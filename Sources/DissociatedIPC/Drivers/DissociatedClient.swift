@@ -214,18 +214,16 @@ final class ClientSession: Sendable {
           await finishStream()
           return nil
         case .metadata:
-          guard let frame = try await received({ () async throws(DissociatedIPCError) in try await metadata.receiveFrame() }) else {
-            return try closed()
-          }
+          let frame: ArrowBytes?
+          do throws(DissociatedIPCError) { frame = try await metadata.receiveFrame() } catch { throw receiveFailed(error) }
+          guard let frame = try received(frame) else { return try closed() }
           try machine.withLock { (machine) throws(DissociatedIPCError) in try machine.metadataReceived(frame) }
         case .body:
           // Every tagged message on the data connection is a body; the state
           // machine places it by sequence (DIPC-CLIENT-2).
-          guard let message = try await received({ () async throws(DissociatedIPCError) in
-            try await data.receiveTagged(matching: 0, mask: 0)
-          }) else {
-            return try closed()
-          }
+          let tagged: TaggedMessage?
+          do throws(DissociatedIPCError) { tagged = try await data.receiveTagged(matching: 0, mask: 0) } catch { throw receiveFailed(error) }
+          guard let message = try received(tagged) else { return try closed() }
           let descriptor = try machine.withLock { (machine) throws(DissociatedIPCError) in
             try machine.bodyReceived(tag: message.tag, payload: message.payload)
           }
@@ -238,26 +236,30 @@ final class ClientSession: Sendable {
     }
   }
 
-  /// Runs a receive; records progress; maps a broken connection or the
-  /// watchdog's close to the stream's error.
-  private func received<T>(_ receive: () async throws(DissociatedIPCError) -> T?) async throws(DissociatedIPCError) -> T? {
-    let value: T?
-    do throws(DissociatedIPCError) {
-      value = try await receive()
-    } catch {
-      try checkTimeout()
-      throw error.code == .connectionClosed
-        ? DissociatedIPCError(.streamTruncated, "the connection broke mid-stream: \(error.detail)") : error
-    }
+  /// Records progress after a receive; nil (the flow ended) is reported
+  /// as a timeout when the watchdog closed it.
+  private func received<T>(_ value: T?) throws(DissociatedIPCError) -> T? {
     if value == nil { try checkTimeout() }
     progress.add(1, ordering: .relaxed)
     return value
   }
 
+  /// Maps a failed receive: the watchdog's close is a timeout, a broken
+  /// connection a truncated stream.
+  private func receiveFailed(_ error: DissociatedIPCError) -> DissociatedIPCError {
+    if let timeout { return timeout }
+    return error.code == .connectionClosed
+      ? DissociatedIPCError(.streamTruncated, "the connection broke mid-stream: \(error.detail)") : error
+  }
+
+  /// The stream's error once the watchdog closed it for silence.
+  private var timeout: DissociatedIPCError? {
+    guard timedOut.load(ordering: .relaxed) else { return nil }
+    return DissociatedIPCError(.timedOut, "nothing arrived for \(config.idleTimeout.map { "\($0)" } ?? "")")
+  }
+
   private func checkTimeout() throws(DissociatedIPCError) {
-    if timedOut.load(ordering: .relaxed) {
-      throw DissociatedIPCError(.timedOut, "nothing arrived for \(config.idleTimeout.map { "\($0)" } ?? "")")
-    }
+    if let timeout { throw timeout }
   }
 
   /// The flow the stream waits for has ended.
