@@ -282,14 +282,20 @@ struct SharedMemoryTests {
     }
   }
 
+  /// A transport whose first segment is 1 MiB, within `budget` shared
+  /// bytes, its segments named `name` (so a test counts only its own).
+  private func megabyteSegments(budget: Int, name: String) -> SharedMemoryTransport {
+    SharedMemoryTransport(config: config {
+      $0.segmentSize = 1 << 20
+      $0.maxSharedBytes = budget
+      $0.segmentName = name
+    })
+  }
+
   @Test("a slow receiver bounds the sender's shared memory; every message arrives intact")
   func slowReceiver() async throws {
     let name = "dipc-shm-slow-\(getpid())"
-    let transport = SharedMemoryTransport(config: config {
-      $0.segmentSize = 1 << 20
-      $0.maxSharedBytes = 2 << 20
-      $0.segmentName = name
-    })
+    let transport = megabyteSegments(budget: 2 << 20, name: name)
     try await Pair.with(transport) { pair in
       let count = 200
       let sender = Task {
@@ -314,11 +320,7 @@ struct SharedMemoryTests {
   @Test("a receiver holding many messages costs few segments: added segments double the total")
   func segmentsGrowGeometrically() async throws {
     let name = "dipc-shm-grow-\(getpid())"
-    let transport = SharedMemoryTransport(config: config {
-      $0.segmentSize = 1 << 20
-      $0.maxSharedBytes = 64 << 20
-      $0.segmentName = name
-    })
+    let transport = megabyteSegments(budget: 64 << 20, name: name)
     try await Pair.with(transport) { pair in
       var held: [TaggedMessage] = []
       // 12 MiB held in 256 KiB messages: segments of 1, 1, 2, 4 and 8 MiB
