@@ -72,13 +72,7 @@ extension UCXConnection {
     // The client is gone: its blocks return to the pool (UCX-RM-6).
     exposedMemory?.close(owner: ObjectIdentifier(self))
     let closed = failure ?? DissociatedIPCError(.connectionClosed, "the ucx:// connection is closed")
-    for command in commands {
-      switch command {
-      case .receive(let receive): receive.result.resume(failure.map { .failure($0) } ?? .success(nil))
-      case .fetch(let fetch): fetch.result.resume(.failure(closed))
-      case .frame, .tagged, .close, .reset: break
-      }
-    }
+    for case .fetch(let fetch) in commands { fetch.result.resume(.failure(closed)) }
     for sender in senders { sender.resume() }
     for closer in closers { closer.resume() }
   }
@@ -142,11 +136,15 @@ extension UCXConnection {
 }
 
 /// The state only the progress thread touches: the worker, the endpoint,
-/// posted receives, frames in arrival order, the close handshake.
+/// incoming messages in arrival order, the close handshake.
 final class ProgressEngine {
-  private enum FrameSlot {
+  /// A place in the arrival order (UCX-RECV-1, UCX-RECV-2).
+  private enum Arrival {
+    /// Its data is still being received.
     case pending
-    case ready(ArrowBytes)
+    case frame(ArrowBytes)
+    case tagged(TaggedMessage)
+    /// The peer's goodbye: everything before it has arrived.
     case end
   }
 
@@ -154,15 +152,21 @@ final class ProgressEngine {
   let worker: UCXWorker
   var endpoint: UCXEndpoint?
   private(set) var failure: DissociatedIPCError?
-  /// Posted tagged receives, in posting order (UCX-RECV-2).
-  private var posted: [PendingReceive] = []
-  /// Frames in arrival order; a rendezvous frame holds its place until its
-  /// data is in (UCX-RECV-1). `removedSlots` counts slots already delivered.
-  private var slots: [FrameSlot] = []
+  /// Messages in arrival order; one whose data is not in yet holds its
+  /// place. Delivered ones before `slotHead` are dropped from time to
+  /// time; `removedSlots` counts those, so that the arrival numbered `n`
+  /// is `slots[n - removedSlots]`.
+  private var slots: [Arrival] = []
   private var slotHead = 0
   private var removedSlots = 0
+  /// Bytes of tagged messages taken from UCX but not yet in the inbox.
+  private var heldTaggedBytes = 0
+  /// Queues the wake-up when receives make room in the inbox.
+  private let resumeReadingAhead: @Sendable () -> Void
   private var slab: SlabAllocator
   private var peerSaidGoodbye = false
+  /// The `.end` arrival is queued (after the goodbye and everything before it).
+  private var endQueued = false
   private var mustAcknowledge = false
   private var goodbyeAcknowledged = false
   private var endpointDead = false
@@ -180,6 +184,7 @@ final class ProgressEngine {
     self.connection = connection
     self.worker = worker
     slab = SlabAllocator(pool: connection.config.receiveBufferPool)
+    resumeReadingAhead = { [weak connection] in connection?.resumeReadingAhead() }
   }
 
   deinit { controlScratch.deallocate() }
@@ -189,7 +194,7 @@ final class ProgressEngine {
   }
 
   /// Takes the peer's goodbye and acknowledgement out of the worker's
-  /// queue whenever they arrived (they carry no data).
+  /// queue, wherever they wait in it (they carry no data).
   private func receiveControlMessages() {
     for tag in [UCXWire.goodbye, UCXWire.goodbyeAcknowledged] {
       while let message = worker.probe(tag: tag, mask: .max) { consumeControl(message) }
@@ -202,8 +207,10 @@ final class ProgressEngine {
       goodbyeAcknowledged = true
     } else if !peerSaidGoodbye {
       peerSaidGoodbye = true
-      mustAcknowledge = true
-      append(.end)
+      // Acknowledged once everything before it is in (the `.end` arrival):
+      // the peer then releases its endpoint, which would cut receives
+      // still in progress. After a local close nothing more is received.
+      if closeDeadline != nil { mustAcknowledge = true }
       // A peer that said goodbye reads nothing more: its blocks are free (UCX-RM-6).
       connection.exposedMemory?.close(owner: ObjectIdentifier(connection))
     }
@@ -240,12 +247,11 @@ final class ProgressEngine {
       var busy = !commands.isEmpty
       for command in commands { handle(command) }
       while worker.progress() { busy = true }
-      receiveControlMessages()
+      if readAhead() { busy = true }
       if mustAcknowledge {
         mustAcknowledge = false
         if !endpointDead { endpoint?.sendTagged(UCXWire.goodbyeAcknowledged, []) { _ in } }
       }
-      matchReceives()
       if pathStale { refreshPath() }
       if shouldStop() { return }
       if polling {
@@ -278,8 +284,8 @@ final class ProgressEngine {
       send(size) { endpoint, done in endpoint.sendActiveMessage(id: UCXWire.frame, parts, completion: done) }
     case .tagged(let tag, let parts, let size):
       send(size) { endpoint, done in endpoint.sendTagged(tag, parts, completion: done) }
-    case .receive(let receive):
-      posted.append(receive)
+    case .readAhead:
+      break  // the loop reads ahead again if there is room
     case .fetch(let fetch):
       guard let endpoint, !endpointDead, failure == nil else {
         return fetch.result.resume(.failure(failure ?? DissociatedIPCError(.connectionClosed, "the ucx:// peer \(connection.peer) is gone")))
@@ -298,8 +304,6 @@ final class ProgressEngine {
       closeDeadline = monotonicMilliseconds() + connection.config.closeTimeout.milliseconds
       connection.refuseSends(DissociatedIPCError(.connectionClosed, "the ucx:// connection is closed"), failure: false)
       connection.inbox.close()
-      for receive in posted { receive.result.resume(.success(nil)) }
-      posted = []
       if !endpointDead { endpoint?.sendTagged(UCXWire.goodbye, []) { _ in } }
     }
   }
@@ -336,49 +340,63 @@ final class ProgressEngine {
     }
   }
 
-  // MARK: Tagged receives
+  // MARK: Tagged messages
 
-  /// Serves posted receives in posting order from the worker's unexpected
-  /// queue (probe, then receive into a buffer of the probed size).
-  private func matchReceives() {
-    var index = 0
-    while index < posted.count {
-      let receive = posted[index]
-      if receive.result.isFinished {
-        posted.remove(at: index)
-        continue
-      }
-      if let message = worker.probe(tag: receive.tag, mask: receive.mask) {
-        if UCXWire.isControl(message.senderTag) {
-          consumeControl(message)
-          continue  // probe again for the same receive
-        }
-        posted.remove(at: index)
-        start(message, for: receive)
-        continue
-      }
-      if peerSaidGoodbye || endpointDead {
-        // Everything the peer sent before its goodbye has been matched
-        // already (UCX-CLOSE-1): nothing more can arrive.
-        receive.result.resume(.success(nil))
-        posted.remove(at: index)
-        continue
-      }
-      index += 1
+  /// Takes incoming tagged messages in arrival order (probe with mask 0,
+  /// then receive into a buffer of the probed length) while fewer than
+  /// `readAheadBytes` of them wait in the inbox or are being received;
+  /// over it, the rest stay with UCX until receives make room, and only
+  /// the goodbye and its acknowledgement are taken. After the peer's
+  /// goodbye everything before it is taken, then the end is queued. After
+  /// a local close nothing more is read (UCX-CLOSE-3). True when it took
+  /// something (UCX-RECV-2).
+  private func readAhead() -> Bool {
+    guard closeDeadline == nil else {
+      receiveControlMessages()
+      return false
     }
+    var took = false
+    while peerSaidGoodbye || hasReadAheadRoom() {
+      guard let message = worker.probe(tag: 0, mask: 0) else {
+        if peerSaidGoodbye, !endQueued {
+          endQueued = true
+          append(.end)
+        }
+        return took
+      }
+      took = true
+      if UCXWire.isControl(message.senderTag) {
+        consumeControl(message)
+      } else {
+        take(message)
+      }
+    }
+    receiveControlMessages()
+    return took
   }
 
-  private func start(_ message: ProbedMessage, for receive: PendingReceive) {
+  /// Fewer than `readAheadBytes` of tagged messages are unread or being
+  /// received; otherwise the inbox wakes the thread once receives took
+  /// enough.
+  private func hasReadAheadRoom() -> Bool {
+    let limit = connection.config.readAheadBytes - heldTaggedBytes
+    // At or below 0, the held messages' deliveries wake the loop instead.
+    return limit > 0 && !connection.inbox.waitForTaggedRoom(below: limit, then: resumeReadingAhead)
+  }
+
+  private func take(_ message: ProbedMessage) {
+    let slot = reservePlace()
+    heldTaggedBytes += message.length
     let storage = AlignedStorage(capacity: message.length, zeroed: false, pool: connection.config.receiveBufferPool)
     worker.receive(message, into: storage.mutableBytes.baseAddress!, count: message.length) { [unowned self] failed in
       if pathRefreshesLeft > 0 { pathStale = true }
       if let failed {
-        let error = DissociatedIPCError(.connectionClosed, "ucx:// \(connection.peer): receive failed: \(failed)")
-        receive.result.resume(.failure(error))
-        if !failed.isCancellation { fail(error) }
-      } else {
-        receive.result.resume(.success(TaggedMessage(tag: message.senderTag, payload: storage.freeze(count: message.length))))
+        if !failed.isCancellation {
+          fail(DissociatedIPCError(.connectionClosed, "ucx:// \(connection.peer): receive failed: \(failed)"))
+        }
+        return
       }
+      fill(slot, .tagged(TaggedMessage(tag: message.senderTag, payload: storage.freeze(count: message.length))))
     }
   }
 
@@ -388,17 +406,16 @@ final class ProgressEngine {
     if pathRefreshesLeft > 0 { pathStale = true }
     switch data {
     case .inline(let bytes):
-      guard let base = bytes.baseAddress, !bytes.isEmpty else { return append(.ready(ArrowBytes())) }
+      guard let base = bytes.baseAddress, !bytes.isEmpty else { return append(.frame(ArrowBytes())) }
       if bytes.count <= SlabAllocator.maxSlabSize {
-        append(.ready(slab.copy(base, count: bytes.count)))
+        append(.frame(slab.copy(base, count: bytes.count)))
       } else {
         let storage = AlignedStorage(capacity: bytes.count, zeroed: false, pool: connection.config.receiveBufferPool)
         storage.mutableBytes.baseAddress!.copyMemory(from: base, byteCount: bytes.count)
-        append(.ready(storage.freeze(count: bytes.count)))
+        append(.frame(storage.freeze(count: bytes.count)))
       }
     case .rendezvous(let descriptor, let length):
-      let slot = removedSlots + slots.count - slotHead
-      append(.pending)
+      let slot = reservePlace()
       let storage = AlignedStorage(capacity: length, zeroed: false, pool: connection.config.receiveBufferPool)
       worker.receiveActiveMessage(descriptor, into: storage.mutableBytes.baseAddress!, count: length) { [unowned self] failed in
         if let failed {
@@ -407,28 +424,48 @@ final class ProgressEngine {
           }
           return
         }
-        slots[slot - removedSlots + slotHead] = .ready(storage.freeze(count: length))
-        deliverFrames()
+        fill(slot, .frame(storage.freeze(count: length)))
       }
     }
   }
 
-  private func append(_ slot: FrameSlot) {
-    slots.append(slot)
-    deliverFrames()
+  // MARK: Arrival order
+
+  private func append(_ arrival: Arrival) {
+    slots.append(arrival)
+    deliverArrivals()
   }
 
-  /// Hands every frame at the head that is complete to the inbox, in order.
-  private func deliverFrames() {
+  /// Appends a place for an arrival whose data is still coming; returns
+  /// its number in the arrival order for ``fill(_:_:)``.
+  private func reservePlace() -> Int {
+    slots.append(.pending)
+    return removedSlots + slots.count - 1
+  }
+
+  /// The data of the arrival numbered `slot` is in.
+  private func fill(_ slot: Int, _ arrival: Arrival) {
+    slots[slot - removedSlots] = arrival
+    deliverArrivals()
+  }
+
+  /// Hands every complete arrival at the head to the inbox, in order.
+  private func deliverArrivals() {
     while slotHead < slots.count {
+      var delivered = true
       switch slots[slotHead] {
       case .pending: return
-      case .ready(let frame):
-        if !connection.inbox.deliverFrame(frame) {
-          fail(DissociatedIPCError(.limitExceeded, "ucx:// \(connection.peer): more than \(connection.config.maxQueuedFrameBytes) bytes of frames unread"))
-        }
+      case .frame(let frame):
+        delivered = connection.inbox.deliverFrame(frame)
+      case .tagged(let message):
+        heldTaggedBytes -= message.payload.count
+        delivered = connection.inbox.deliverTagged(message)
       case .end:
         connection.inbox.close()
+        mustAcknowledge = true
+      }
+      if !delivered {
+        fail(DissociatedIPCError(.limitExceeded, "ucx:// \(connection.peer): more than \(connection.config.maxQueuedFrameBytes) bytes of messages unread"))
       }
       slots[slotHead] = .pending
       slotHead += 1
@@ -457,8 +494,6 @@ final class ProgressEngine {
     failure = error
     connection.refuseSends(error, failure: true)
     connection.inbox.close(error: error)
-    for receive in posted { receive.result.resume(.failure(error)) }
-    posted = []
     // Their buffers stay with the gets' completions, which UCX may still
     // run; they stay listed until then (see teardown).
     for fetch in fetching.values { fetch.result.resume(.failure(error)) }
@@ -478,15 +513,11 @@ final class ProgressEngine {
     let closed = failure ?? DissociatedIPCError(.connectionClosed, "the ucx:// connection is closed")
     for fetch in fetching.values { fetch.result.resume(.failure(closed)) }
     fetching = [:]
-    let end: Result<TaggedMessage?, DissociatedIPCError> = failure.map { .failure($0) } ?? .success(nil)
-    for receive in posted { receive.result.resume(end) }
-    posted = []
     for command in connection.takeCommands() {
       switch command {
       case .frame(_, let size), .tagged(_, _, let size): connection.sendsCompleted(size)
-      case .receive(let receive): receive.result.resume(end)
       case .fetch(let fetch): fetch.result.resume(.failure(closed))
-      case .close, .reset: break
+      case .readAhead, .close, .reset: break
       }
     }
     if failure == nil { connection.inbox.close() }

@@ -22,15 +22,18 @@ enum UCXWire {
 }
 
 /// One ucx:// connection: a UCP worker and endpoint owned by a dedicated
-/// progress thread (UCX-THREAD-1). Callers hand it commands (sends, posted
-/// receives, close) through a queue and wake it with `ucp_worker_signal`;
+/// progress thread (UCX-THREAD-1). Callers hand it commands (sends,
+/// fetches, close) through a queue and wake it with `ucp_worker_signal`;
 /// it posts them in order, runs UCX's callbacks and resumes the callers.
+/// It also takes every incoming message and delivers it to ``inbox``,
+/// where receives wait (UCX-RECV-1, UCX-RECV-2).
 final class UCXConnection: TransportConnection {
   enum Command {
     case frame([ArrowBytes], size: Int)
     case tagged(UInt64, [ArrowBytes], size: Int)
-    case receive(PendingReceive)
     case fetch(PendingFetch)
+    /// Receives drained the inbox below the read-ahead budget: read on.
+    case readAhead
     case close
     case reset
   }
@@ -188,24 +191,10 @@ final class UCXConnection: TransportConnection {
     try await inbox.receiveFrame()
   }
 
+  /// Matched in the inbox, which the progress thread fills ahead of the
+  /// receives (UCX-RECV-2).
   func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
-    let receive = PendingReceive(tag: tag, mask: mask)
-    let result: Result<TaggedMessage?, DissociatedIPCError> = await withTaskCancellationHandler {
-      await withCheckedContinuation { continuation in
-        guard receive.result.install(continuation) else { return }
-        // Finished: an orderly end gives nil, a broken connection its error.
-        let (finished, sleeper) = shared.withLock { state -> (Result<TaggedMessage?, DissociatedIPCError>?, UCXWorker?) in
-          if state.finished { return (state.failure.map { .failure($0) } ?? .success(nil), nil) }
-          state.commands.append(.receive(receive))
-          return (nil, state.takeSleeper())
-        }
-        sleeper?.signal()
-        if let finished { receive.result.resume(finished) }
-      }
-    } onCancel: {
-      receive.result.resume(.failure(DissociatedIPCError(.cancelled, "receive cancelled")))
-    }
-    return try result.get()
+    try await inbox.receiveTagged(matching: tag, mask: mask)
   }
 
   // MARK: Remote memory
@@ -273,6 +262,17 @@ final class UCXConnection: TransportConnection {
     sleeper?.signal()
   }
 
+  /// Wakes the progress thread to read ahead again (receives drained the
+  /// inbox below the budget, UCX-RECV-2).
+  func resumeReadingAhead() {
+    let sleeper = shared.withLock { state -> UCXWorker? in
+      guard !state.finished else { return nil }
+      state.commands.append(.readAhead)
+      return state.takeSleeper()
+    }
+    sleeper?.signal()
+  }
+
   /// The progress thread's kernel thread id (0 before it started).
   var progressThreadID: Int32 { shared.withLock { $0.threadID } }
 
@@ -294,18 +294,5 @@ extension UCXConnection.Shared {
     guard sleeping else { return nil }
     sleeping = false
     return worker
-  }
-}
-
-/// A posted tagged receive; resumed exactly once (by the progress thread,
-/// by cancellation, or at once when the connection has finished).
-final class PendingReceive: Sendable {
-  let tag: UInt64
-  let mask: UInt64
-  let result = OneShot<TaggedMessage?>()
-
-  init(tag: UInt64, mask: UInt64) {
-    self.tag = tag
-    self.mask = mask
   }
 }

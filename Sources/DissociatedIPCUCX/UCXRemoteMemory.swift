@@ -376,16 +376,6 @@ final class OneShot<Value: Sendable>: Sendable {
     return early == nil
   }
 
-  /// True once resumed.
-  var isFinished: Bool {
-    state.withLock { state in
-      switch state {
-      case .idle, .waiting: false
-      case .early, .finished: true
-      }
-    }
-  }
-
   /// Hands `outcome` over, the first time only.
   func resume(_ outcome: Outcome) {
     let continuation = state.withLock { state -> CheckedContinuation<Outcome, Never>? in

@@ -62,9 +62,13 @@ public struct UCXTransport: DissociatedTransport {
     /// Bytes of sends a connection may have in flight before `send` waits
     /// for completions (UCX-SEND-2).
     public var sendQueueBytes: Int
-    /// Received frames a connection may hold unread before it fails with
+    /// Received messages a connection may hold unread before it fails with
     /// `.limitExceeded` (DIPC-LIM-4).
     public var maxQueuedFrameBytes: Int
+    /// Bytes of tagged messages a connection's progress thread receives
+    /// ahead of the receives; beyond it, further messages stay with UCX,
+    /// which holds a rendezvous sender back (UCX-RECV-2).
+    public var readAheadBytes: Int
     /// How long `connect` waits for the server to accept.
     public var connectTimeout: Duration
     /// How long `close` waits for the peer to acknowledge and for sends in
@@ -81,14 +85,14 @@ public struct UCXTransport: DissociatedTransport {
     public var descriptorBodies: DescriptorBodies
 
     /// Options from the environment, blocking progress, 64 MiB in flight,
-    /// 1 GiB of unread frames, 10 s to connect, 30 s to close, 512 MiB of
+    /// 1 GiB of unread messages, 64 MiB of tagged read-ahead, 10 s to connect, 30 s to close, 512 MiB of
     /// exposed memory per listener, descriptors only where gets are native.
     public static var defaults: Config { Config() }
 
     /// Creates settings.
     public init(options: [String: String] = [:], progressMode: ProgressMode = .blocking,
                 spinBeforeSleeping: Duration = .zero, sendQueueBytes: Int = 64 << 20,
-                maxQueuedFrameBytes: Int = 1 << 30, connectTimeout: Duration = .seconds(10),
+                maxQueuedFrameBytes: Int = 1 << 30, readAheadBytes: Int = 64 << 20, connectTimeout: Duration = .seconds(10),
                 closeTimeout: Duration = .seconds(30), receiveBufferPool: BufferPool = BufferPool(),
                 exposedMemoryBytes: Int = 512 << 20, descriptorBodies: DescriptorBodies = .automatic) {
       self.options = options
@@ -96,6 +100,7 @@ public struct UCXTransport: DissociatedTransport {
       self.spinBeforeSleeping = spinBeforeSleeping
       self.sendQueueBytes = sendQueueBytes
       self.maxQueuedFrameBytes = maxQueuedFrameBytes
+      self.readAheadBytes = readAheadBytes
       self.connectTimeout = connectTimeout
       self.closeTimeout = closeTimeout
       self.receiveBufferPool = receiveBufferPool

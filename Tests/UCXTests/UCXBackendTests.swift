@@ -111,6 +111,30 @@ struct UCXBackendTests {
     await pair.close()
   }
 
+  /// UCX-RECV-2: the progress thread takes tagged messages before anyone
+  /// receives them, but only up to `readAheadBytes`; past it rendezvous
+  /// messages stay with UCX and hold their sender's sends back, until
+  /// receives drain the inbox and wake the thread.
+  @Test("tagged messages are read ahead up to the budget; past it the sender waits until receives drain them")
+  func readAheadBudget() async throws {
+    let size = 1 << 20
+    for (budget, unreceived) in [(64 << 20, 0 ..< 1), (2 << 20, 5 * size ..< 9 * size)] {
+      let transport = UCXTransport(config: .init(options: ["TLS": "tcp", "NET_DEVICES": "lo"], readAheadBytes: budget))
+      let pair = try await Self.pair(transport)
+      for index in 0 ..< 8 { try await pair.server.sendTagged(UInt64(index), [Payload.bytes(count: size, seed: UInt64(index))]) }
+      // Sends complete once the receiver took the messages.
+      _ = await UCXRemoteMemoryTests.settles(within: .seconds(1)) { pair.server.inFlightBytes == 0 }
+      #expect(unreceived.contains(pair.server.inFlightBytes),
+              "budget \(budget): \(pair.server.inFlightBytes) bytes of sends incomplete, expected \(unreceived)")
+      for index in 0 ..< 8 {
+        let message = try await pair.client.receiveTagged(matching: UInt64(index), mask: .max)
+        #expect(message?.payload == Payload.bytes(count: size, seed: UInt64(index)), "budget \(budget): message \(index)")
+      }
+      #expect(await UCXRemoteMemoryTests.settles { pair.server.inFlightBytes == 0 }, "budget \(budget): sends still incomplete")
+      await pair.close()
+    }
+  }
+
   /// UCX-THREAD-3: polling progress passes the stream cases too. One
   /// after another, so that few threads spin at once on a small machine.
   @Test("polling progress threads")

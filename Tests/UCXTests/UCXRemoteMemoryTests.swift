@@ -296,9 +296,9 @@ struct UCXRemoteMemoryTests {
 
   // MARK: Helpers
 
-  /// Polls `condition` for up to 5 s.
-  static func settles(_ condition: () -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + .seconds(5)
+  /// Polls `condition` for up to `limit`.
+  static func settles(within limit: Duration = .seconds(5), _ condition: () -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + limit
     while !condition() {
       guard ContinuousClock.now < deadline else { return false }
       try? await Task.sleep(for: .milliseconds(10))

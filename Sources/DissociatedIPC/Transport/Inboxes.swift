@@ -33,6 +33,10 @@ package final class MessageInbox: Sendable {
     var unexpectedHead = 0
     var posted: [PostedReceive] = []
     var bufferedBytes = 0
+    /// The part of `bufferedBytes` that is unexpected tagged messages.
+    var taggedBytes = 0
+    /// Run once `taggedBytes` is below `limit` (``waitForTaggedRoom(below:then:)``).
+    var taggedRoomWaiter: (limit: Int, wake: @Sendable () -> Void)?
     var nextID: UInt64 = 0
     var closed = false
     var error: DissociatedIPCError?
@@ -45,6 +49,16 @@ package final class MessageInbox: Sendable {
       guard let waiter = roomWaiter, bufferedBytes < waiter.limit || closed else { return nil }
       roomWaiter = nil
       return waiter.semaphore
+    }
+
+    /// A tagged message was received: ``drained(_:)``, and the wake-up of
+    /// a backend waiting for tagged room, if it is now due.
+    mutating func taggedDrained(_ bytes: Int) -> (DispatchSemaphore?, (@Sendable () -> Void)?) {
+      taggedBytes -= bytes
+      let semaphore = drained(bytes)
+      guard let waiter = taggedRoomWaiter, taggedBytes < waiter.limit else { return (semaphore, nil) }
+      taggedRoomWaiter = nil
+      return (semaphore, waiter.wake)
     }
   }
 
@@ -83,6 +97,7 @@ package final class MessageInbox: Sendable {
       }
       state.unexpected.append(message)
       state.bufferedBytes += message.payload.count
+      state.taggedBytes += message.payload.count
       return (nil, state.bufferedBytes <= maxBufferedBytes)
     }
     result.0?.resume(returning: message)
@@ -106,6 +121,20 @@ package final class MessageInbox: Sendable {
     if mustWait { semaphore.wait() }
   }
 
+  /// The non-blocking counterpart of ``waitForRoom(below:)`` for tagged
+  /// messages, for a backend thread that must not block (ucx://'s progress
+  /// thread reads ahead while fewer than `limit` bytes of tagged messages
+  /// wait to be received). False when that is so now; else true, and
+  /// `wake` runs once, outside the lock, as soon as a receive leaves fewer
+  /// than `limit` bytes or the inbox closes. Replaces an earlier `wake`.
+  package func waitForTaggedRoom(below limit: Int, then wake: @escaping @Sendable () -> Void) -> Bool {
+    state.withLock { state in
+      guard state.taggedBytes >= limit, !state.closed else { return false }
+      state.taggedRoomWaiter = (limit, wake)
+      return true
+    }
+  }
+
   /// True once ``close(error:)`` was called.
   package var isClosed: Bool { state.withLock { $0.closed } }
 
@@ -122,8 +151,10 @@ package final class MessageInbox: Sendable {
   /// the peer closed in order) or `error`. Messages already queued are
   /// still received first after an orderly close.
   package func close(error: DissociatedIPCError? = nil) {
-    let waiters = state.withLock { state -> ([CheckedContinuation<ArrowBytes?, any Error>], [CheckedContinuation<TaggedMessage?, any Error>]) in
-      guard !state.closed else { return ([], []) }
+    typealias Waiters = ([CheckedContinuation<ArrowBytes?, any Error>], [CheckedContinuation<TaggedMessage?, any Error>],
+                         (@Sendable () -> Void)?)
+    let waiters = state.withLock { state -> Waiters in
+      guard !state.closed else { return ([], [], nil) }
       state.closed = true
       state.roomWaiter?.semaphore.signal()
       state.roomWaiter = nil
@@ -132,15 +163,18 @@ package final class MessageInbox: Sendable {
         state.frames.removeAll()
         state.unexpected.removeAll()
         state.unexpectedHead = 0
+        state.taggedBytes = 0
       }
       defer {
         state.frameWaiters.removeAll()
         state.posted.removeAll()
+        state.taggedRoomWaiter = nil
       }
-      return (state.frameWaiters.map(\.continuation), state.posted.map(\.continuation))
+      return (state.frameWaiters.map(\.continuation), state.posted.map(\.continuation), state.taggedRoomWaiter?.wake)
     }
     for waiter in waiters.0 { resume(waiter, error) }
     for waiter in waiters.1 { resume(waiter, error) }
+    waiters.2?()
   }
 
   private func resume<T>(_ continuation: CheckedContinuation<T?, any Error>, _ error: DissociatedIPCError?) {
@@ -174,7 +208,9 @@ package final class MessageInbox: Sendable {
   /// The next tagged message matching `tag` under `mask`; nil after an
   /// orderly close.
   package func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
-    try await receive { (state: inout State) -> Result<TaggedMessage?, DissociatedIPCError>? in
+    var wake: (@Sendable () -> Void)?
+    defer { wake?() }  // outside the lock
+    return try await receive { (state: inout State) -> Result<TaggedMessage?, DissociatedIPCError>? in
       let wanted = tag & mask
       for index in state.unexpectedHead ..< state.unexpected.count {
         guard let message = state.unexpected[index], message.tag & mask == wanted else { continue }
@@ -191,7 +227,9 @@ package final class MessageInbox: Sendable {
         } else {
           state.unexpected[index] = nil
         }
-        state.drained(message.payload.count)?.signal()
+        let semaphore: DispatchSemaphore?
+        (semaphore, wake) = state.taggedDrained(message.payload.count)
+        semaphore?.signal()
         return .success(message)
       }
       return state.closed ? (state.error.map { .failure($0) } ?? .success(nil)) : nil
