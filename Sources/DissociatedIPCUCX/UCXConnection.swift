@@ -253,21 +253,18 @@ final class UCXConnection: TransportConnection {
   /// Drops the connection at once, without the goodbye handshake: the
   /// peer sees a broken connection (`.connectionClosed`), as after a crash.
   /// Local receives fail with `.connectionClosed` too.
-  func reset() {
-    let sleeper = shared.withLock { state -> UCXWorker? in
-      guard !state.finished else { return nil }
-      state.commands.append(.reset)
-      return state.takeSleeper()
-    }
-    sleeper?.signal()
-  }
+  func reset() { post(.reset) }
 
   /// Wakes the progress thread to read ahead again (receives drained the
   /// inbox below the budget, UCX-RECV-2).
-  func resumeReadingAhead() {
+  func resumeReadingAhead() { post(.readAhead) }
+
+  /// Queues `command` for the progress thread, waking it, unless the
+  /// thread has finished.
+  private func post(_ command: Command) {
     let sleeper = shared.withLock { state -> UCXWorker? in
       guard !state.finished else { return nil }
-      state.commands.append(.readAhead)
+      state.commands.append(command)
       return state.takeSleeper()
     }
     sleeper?.signal()
