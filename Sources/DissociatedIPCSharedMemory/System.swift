@@ -182,10 +182,20 @@ struct UnixSocket: Sendable {
       let received = withUnsafeMutablePointer(to: &vector) { vector -> Int in
         message.msg_iov = vector
         message.msg_iovlen = 1
+        var resetSeen = false
         while true {
           // MSG_CMSG_CLOEXEC: received segments never leak into child processes.
           let received = recvmsg(descriptor, &message, Int32(MSG_CMSG_CLOEXEC))
-          if received >= 0 || errno != EINTR { return received }
+          if received >= 0 { return received }
+          // ECONNRESET: the peer closed while messages we sent it were
+          // unread. The error is reported once, ahead of the messages the
+          // peer sent before closing; read on for them, then the end
+          // (SHM-CLOSE-3).
+          if errno == ECONNRESET, !resetSeen {
+            resetSeen = true
+            continue
+          }
+          if errno != EINTR { return received }
         }
       }
       guard received >= 0 else { throw systemError("recvmsg") }

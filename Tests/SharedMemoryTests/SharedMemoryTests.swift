@@ -336,6 +336,24 @@ struct SharedMemoryTests {
     }
   }
 
+  @Test("a peer that closes with our messages unread ends the stream in order: everything it sent arrives, then nil")
+  func closeWithUnreadMessagesIsAnOrderlyEnd() async throws {
+    // A 1 KiB read-ahead: the server's reader stops after the client's
+    // first message, so its second stays unread in the socket, and closing
+    // makes the client's next recvmsg fail with ECONNRESET (SHM-CLOSE-3).
+    try await Pair.with(SharedMemoryTransport(config: config { $0.readAheadBytes = 1 << 10 })) { pair in
+      for index in 0 ..< 2 { try await pair.client.sendTagged(UInt64(index), [payload(2 << 10, seed: UInt8(index))]) }
+      for index in 0 ..< 16 { try await pair.server.sendFrame([payload(1_000, seed: UInt8(index))]) }
+      try await Task.sleep(for: .milliseconds(50))
+      await pair.server.close()
+      try await Task.sleep(for: .milliseconds(50))
+      for index in 0 ..< 16 {
+        #expect(try await pair.client.receiveFrame() == payload(1_000, seed: UInt8(index)))
+      }
+      #expect(try await pair.client.receiveFrame() == nil)
+    }
+  }
+
   @Test("a sender waiting for space fails with connectionClosed when the connection closes")
   func closeWakesWaitingSender() async throws {
     try await Pair.with(SharedMemoryTransport(config: config {
