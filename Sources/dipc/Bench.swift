@@ -327,7 +327,7 @@ struct Bench: AsyncParsableCommand {
       if has("\(scheme) copy") {
         let copy = rate("\(scheme) copy")
         var copyRatios = [ratio(copy, "memcpy", rate("memcpy"))]
-        if has("memcpy ring") { copyRatios.append(ratio(copy, "memcpy into \(formatBytes(Double(Self.ringSpan)))", rate("memcpy ring"))) }
+        if scheme == "shm", has("memcpy ring") { copyRatios.append(ratio(copy, "memcpy into \(formatBytes(Double(Self.ringSpan)))", rate("memcpy ring"))) }
         if scheme == "ucx", has("ucx_perftest bulk") { copyRatios.append(ratio(copy, "ucx_perftest tag_bw", rate("ucx_perftest bulk"))) }
         lines.append(("\(scheme):// copy", gb(copy), copyRatios.joined(separator: ", ")))
       }
