@@ -23,9 +23,12 @@ enum ProgressThreads {
   static func ended(_ owner: ObjectIdentifier) { _ = live.withLock { $0.removeValue(forKey: owner) } }
 
   private static func stopAll() {
-    for step in [\Entry.close, \Entry.reset] {
+    // A close gets a second to say goodbye; a reset only tears the worker
+    // down, which a loaded machine may still take a while to schedule, so
+    // it is given longer: exiting while a worker is torn down crashes UCX.
+    for (step, patience) in [(\Entry.close, 1000), (\Entry.reset, 10_000)] as [(KeyPath<Entry, @Sendable () -> Void>, Int64)] {
       for entry in live.withLock({ Array($0.values) }) { entry[keyPath: step]() }
-      let deadline = monotonicMilliseconds() + 1000
+      let deadline = monotonicMilliseconds() + patience
       while monotonicMilliseconds() < deadline, !live.withLock({ $0.isEmpty }) { sleepThread(microseconds: 1000) }
     }
   }
