@@ -1,9 +1,9 @@
 internal import Synchronization
 
 /// The progress threads (connections and listeners) still running in this
-/// process. At exit they are closed, then reset, and waited for (at most
-/// a second each step), so that no worker is torn down while UCX's library
-/// destructors run: that corrupted UCX's state (UCX-CLOSE-4).
+/// process. At exit they are closed, then reset, and waited for (1 s for
+/// the close, 10 s for the reset), so that no worker is torn down while
+/// UCX's library destructors run: that corrupted UCX's state (UCX-CLOSE-4).
 enum ProgressThreads {
   private struct Entry {
     let close: @Sendable () -> Void
@@ -22,7 +22,8 @@ enum ProgressThreads {
   /// The thread of `owner` released its worker.
   static func ended(_ owner: ObjectIdentifier) { _ = live.withLock { $0.removeValue(forKey: owner) } }
 
-  private static func stopAll() {
+  /// Closes, then resets, every listed thread and waits for them.
+  static func stopAll() {
     // A close gets a second to say goodbye; a reset only tears the worker
     // down, which a loaded machine may still take a while to schedule, so
     // it is given longer: exiting while a worker is torn down crashes UCX.

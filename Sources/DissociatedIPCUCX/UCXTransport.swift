@@ -168,3 +168,12 @@ final class Runtime: Sendable {
     return try result.get()
   }
 }
+
+extension UCXTransport {
+  /// Closes every ucx:// connection and listener of this process and waits
+  /// for their progress threads (UCX-CLOSE-4): a goodbye first, then, after
+  /// a second, an immediate teardown. `exit` does this by itself; a program
+  /// that leaves with `_exit` instead, skipping UCX 1.13's library
+  /// destructors (UCX-LIM-6), calls it first.
+  public static func closeAllConnections() { ProgressThreads.stopAll() }
+}
