@@ -33,7 +33,7 @@ public struct UCXTransport: DissociatedTransport {
 
   /// When a server sends large bodies as descriptors (body type 1, read by
   /// the client with `ucp_get_nbx`) rather than inline (UCX-RM-8).
-  public enum DescriptorBodies: Sendable, Hashable {
+  public enum DescriptorBodies: String, Sendable, Hashable, CaseIterable {
     /// When the connection's lanes read remote memory natively (shared
     /// memory, RDMA). Over tcp lanes UCX emulates gets with active
     /// messages, and descriptors were 4.6× slower than inline bodies.

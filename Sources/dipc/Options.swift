@@ -1,6 +1,7 @@
 public import ArgumentParser
 import Foundation
 public import Logging
+public import DissociatedIPCTransports
 
 /// Options every networked command shares.
 struct CommonOptions: ParsableArguments {
@@ -16,6 +17,8 @@ struct CommonOptions: ParsableArguments {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+extension UCXTransport.DescriptorBodies: ExpressibleByArgument {}
 
 /// Where a server of `scheme` listens on this machine with every default
 /// (a free port on 127.0.0.1 for the socket-addressed tcp:// and ucx://, a

@@ -31,6 +31,9 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Bytes of descriptor bodies a client may hold before the server waits for free_data.")
   var maxOutstandingBytes = ServerStreamConfig.defaults.maxOutstandingBytes
 
+  @Option(help: "When ucx:// sends large bodies as descriptors read with ucp_get: automatic (where the lanes have native gets), always, never.")
+  var ucxDescriptors = UCXTransport.DescriptorBodies.automatic
+
   @OptionGroup var common: CommonOptions
 
   func validate() throws {
@@ -54,7 +57,9 @@ struct Serve: AsyncParsableCommand {
     config.logger = common.makeLogger("dipc.serve")
     config.stream.rendezvousThreshold = rendezvousThreshold
     config.stream.maxOutstandingBytes = maxOutstandingBytes
-    let server = try await DissociatedServer(listeningAt: listen, catalog: catalog, registry: .builtIn, config: config)
+    var registry = TransportRegistry.builtIn
+    registry.register(UCXTransport(config: .init(descriptorBodies: ucxDescriptors)))
+    let server = try await DissociatedServer(listeningAt: listen, catalog: catalog, registry: registry, config: config)
     // Unbuffered: scripts read the locations while the server runs.
     var lines = ""
     for file in files {

@@ -4,15 +4,17 @@ import Testing
 
 /// `dipc serve` and `dipc fetch` in separate processes over tcp://, shm://
 /// and ucx:// (UCX_TLS=tcp and tcp,sm,self on lo, set in both processes'
-/// environment); pyarrow checks every fetched file against the source
+/// environment; and descriptor bodies forced over tcp); pyarrow checks every fetched file against the source
 /// (content hash).
 @Suite("End to end: dipc serve | dipc fetch", .serialized)
 struct EndToEndTests {
-  /// Where the server listens, and the environment of both processes.
+  /// Where the server listens, its extra options, and the environment of
+  /// both processes.
   struct Setup: Sendable, CustomTestStringConvertible {
     var listen: String
+    var serveOptions: [String] = []
     var environment: [String: String] = [:]
-    var testDescription: String { ([listen] + Processes.assignments(environment)).joined(separator: " ") }
+    var testDescription: String { ([listen] + serveOptions + Processes.assignments(environment)).joined(separator: " ") }
   }
 
   /// The transports under test.
@@ -21,6 +23,10 @@ struct EndToEndTests {
     Setup(listen: "shm://"),
     Setup(listen: "ucx://127.0.0.1:0", environment: ["UCX_TLS": "tcp", "UCX_NET_DEVICES": "lo"]),
     Setup(listen: "ucx://127.0.0.1:0", environment: ["UCX_TLS": "tcp,sm,self", "UCX_NET_DEVICES": "lo"]),
+    // Large bodies as descriptors read with ucp_get across processes (the
+    // default sends them inline over tcp lanes, UCX-RM-8).
+    Setup(listen: "ucx://127.0.0.1:0", serveOptions: ["--ucx-descriptors", "always"],
+          environment: ["UCX_TLS": "tcp", "UCX_NET_DEVICES": "lo"]),
   ]
 
   static func fetchAll(topology: String, setup: Setup) throws {
@@ -29,7 +35,7 @@ struct EndToEndTests {
       .filter { $0.hasSuffix(".arrows") }.sorted()
     #expect(files.count >= 60)
     let server = try Processes.Server(files: files.map { corpus.appendingPathComponent($0).path }, listen: setup.listen,
-                                      environment: setup.environment)
+                                      options: setup.serveOptions, environment: setup.environment)
     defer { server.stop() }
     let output = FileManager.default.temporaryDirectory.appendingPathComponent("dipc-e2e-\(UUID())")
     try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
