@@ -36,9 +36,8 @@ final class SharedMemoryConnection: TransportConnection {
     /// A task is sending directly, outside the lock: nothing else may
     /// send (order), and the descriptor stays open (SHM-THREAD-2).
     var directSending = false
-    /// When the last message was submitted (monotonic nanoseconds), to
-    /// tell a stream of messages from a lone one (SHM-THREAD-1).
-    var lastSubmit: UInt64 = 0
+    /// Tells a stream of messages from a lone one (SHM-THREAD-1).
+    var submissions = LoneMessageDetector()
     /// The writer sleeps on ``writerWake``; signal only then.
     var writerSleeping = false
     /// Space of the peer's segments to return (SHM-RING-3).
@@ -184,13 +183,10 @@ final class SharedMemoryConnection: TransportConnection {
     /// Never: the writer thread sends everything, in batches.
     case writer
     /// When nothing is queued and the previous message was submitted at
-    /// least ``burstGap`` ago: a lone message goes at once, a stream of
-    /// them is batched by the writer.
+    /// least ``LoneMessageDetector/gap`` ago: a lone message goes at once,
+    /// a stream of them is batched by the writer.
     case adaptive
   }
-
-  /// Submissions closer together than this are a stream (SHM-THREAD-1).
-  static let burstGap: UInt64 = 20_000
 
   /// The policy; `DIPC_SHM_SEND=direct|writer|adaptive` overrides the
   /// default (adaptive), for measuring.
@@ -210,10 +206,7 @@ final class SharedMemoryConnection: TransportConnection {
     switch Self.sendPolicy {
     case .direct: direct = true
     case .writer: direct = false
-    case .adaptive:
-      let now = monotonicNanoseconds()
-      direct = now &- state.lastSubmit >= Self.burstGap
-      state.lastSubmit = now
+    case .adaptive: direct = state.submissions.submitted()
     }
     if direct, state.queue.isEmpty, !state.writerBusy, !state.directSending, !state.descriptorClosed {
       state.directSending = true

@@ -227,13 +227,6 @@ struct UnixSocket: Sendable {
 /// The value of the environment variable `name`, if set.
 func environmentValue(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
 
-/// CLOCK_MONOTONIC in nanoseconds (a vDSO call, no system call).
-func monotonicNanoseconds() -> UInt64 {
-  var time = timespec()
-  clock_gettime(CLOCK_MONOTONIC, &time)
-  return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
-}
-
 /// Closes a descriptor.
 func closeDescriptor(_ descriptor: Int32) { _ = Glibc.close(descriptor) }
 
@@ -257,7 +250,7 @@ func removeFile(_ path: String) { _ = unlink(path) }
 /// A fresh socket path: `$XDG_RUNTIME_DIR` (else `/tmp`), then
 /// `dipc-<pid>-<random>.sock` (SHM-ADDR-2).
 func freshSocketPath() -> String {
-  let directory = getenv("XDG_RUNTIME_DIR").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+  let directory = environmentValue("XDG_RUNTIME_DIR").flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
   return "\(directory)/dipc-\(getpid())-\(String(UInt64.random(in: 0 ... .max), radix: 36)).sock"
 }
 
@@ -305,5 +298,3 @@ func mapPeerSegment(_ descriptor: Int32, size: Int) throws(DissociatedIPCError) 
 
 /// Unmaps a segment.
 func unmapSegment(_ base: UnsafeRawPointer, size: Int) { _ = munmap(UnsafeMutableRawPointer(mutating: base), size) }
-
-// MARK: Threads

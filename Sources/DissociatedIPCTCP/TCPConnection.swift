@@ -32,8 +32,8 @@ final class TCPConnection: TransportConnection {
     /// The writer is sending messages it took from the queue: a direct
     /// send now would overtake them.
     var writerBusy = false
-    /// When the last message was submitted (TCP-SOCK-3).
-    var lastSubmit = ContinuousClock.now
+    /// Tells lone messages from streams (TCP-SOCK-3).
+    var submissions = LoneMessageDetector()
   }
 
   private let socket: Socket
@@ -90,19 +90,14 @@ final class TCPConnection: TransportConnection {
 
   /// Messages up to this size may be sent by the sending task itself.
   static let directSendLimit = 64 << 10
-  /// A message submitted at least this long after the previous one is a
-  /// lone message (a request, a reply), not part of a stream.
-  static let loneMessageGap = Duration.microseconds(20)
 
   /// Writes `message` from the calling task when it comes alone (the
-  /// previous one was submitted over ``loneMessageGap`` ago), the queue is
+  /// previous one was submitted over ``LoneMessageDetector/gap`` ago), the queue is
   /// empty and the writer idle; what the socket does not take now is
   /// queued first for the writer. False when the message must be queued.
   private func sendDirectly(_ message: Outgoing) throws(DissociatedIPCError) -> Bool {
-    let now = ContinuousClock.now
     let outcome = writeState.withLock { state -> Result<Bool, DissociatedIPCError>? in
-      defer { state.lastSubmit = now }
-      guard now - state.lastSubmit >= Self.loneMessageGap, state.queue.isEmpty, !state.writerBusy,
+      guard state.submissions.submitted(), state.queue.isEmpty, !state.writerBusy,
             !state.closing, state.failure == nil
       else { return nil }
       let parts = message.parts.filter { !$0.isEmpty }
