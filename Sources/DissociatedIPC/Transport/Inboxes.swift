@@ -109,16 +109,15 @@ package final class MessageInbox: Sendable {
   /// consumer stops the reader and the transport's flow control takes
   /// over. Returns at once when the inbox is closed.
   package func waitForRoom(below limit: Int) {
-    // Checked first without a semaphore: the reader calls this after every
+    // A semaphore only when waiting: the reader calls this after every
     // message and rarely has to wait.
-    guard state.withLock({ $0.bufferedBytes >= limit && !$0.closed }) else { return }
-    let semaphore = DispatchSemaphore(value: 0)
-    let mustWait = state.withLock { state -> Bool in
-      guard state.bufferedBytes >= limit, !state.closed else { return false }
+    let semaphore = state.withLock { state -> DispatchSemaphore? in
+      guard state.bufferedBytes >= limit, !state.closed else { return nil }
+      let semaphore = DispatchSemaphore(value: 0)
       state.roomWaiter = (semaphore, limit)
-      return true
+      return semaphore
     }
-    if mustWait { semaphore.wait() }
+    semaphore?.wait()
   }
 
   /// The non-blocking counterpart of ``waitForRoom(below:)`` for tagged
