@@ -613,18 +613,10 @@ final class UCXListenerHandle {
 }
 
 /// Milliseconds on the monotonic clock (for deadlines on progress threads).
-func monotonicMilliseconds() -> Int64 {
-  var now = timespec()
-  clock_gettime(CLOCK_MONOTONIC, &now)
-  return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
-}
+func monotonicMilliseconds() -> Int64 { Int64(monotonicNanoseconds() / 1_000_000) }
 
 /// Microseconds on the monotonic clock.
-func monotonicMicroseconds() -> Int64 {
-  var now = timespec()
-  clock_gettime(CLOCK_MONOTONIC, &now)
-  return Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000
-}
+func monotonicMicroseconds() -> Int64 { Int64(monotonicNanoseconds() / 1000) }
 
 /// The kernel's id of the calling thread (for /proc/self/task/ID).
 func currentThreadID() -> Int32 { cucx_thread_id() }

@@ -59,7 +59,7 @@ extension UCXConnection {
       state.worker = nil
       if state.failure == nil { state.failure = failure }
       if state.sendError == nil {
-        state.sendError = failure ?? DissociatedIPCError(.connectionClosed, "the ucx:// connection is closed")
+        state.sendError = failure ?? UCXConnection.closedError
       }
       defer {
         state.commands = []
@@ -71,7 +71,7 @@ extension UCXConnection {
     inbox.close(error: failure)
     // The client is gone: its blocks return to the pool (UCX-RM-6).
     exposedMemory?.close(owner: ObjectIdentifier(self))
-    let closed = failure ?? DissociatedIPCError(.connectionClosed, "the ucx:// connection is closed")
+    let closed = failure ?? UCXConnection.closedError
     for case .fetch(let fetch) in commands { fetch.result.resume(.failure(closed)) }
     for sender in senders { sender.resume() }
     for closer in closers { closer.resume() }
@@ -79,11 +79,13 @@ extension UCXConnection {
 
   // MARK: Called by the engine (progress thread)
 
-  /// Takes the queued commands.
+  /// Takes the queued commands (swapped out: no copy, and nothing
+  /// allocated when there are none).
   func takeCommands() -> [Command] {
     shared.withLock { state in
-      defer { state.commands.removeAll(keepingCapacity: true) }
-      return state.commands
+      var taken: [Command] = []
+      swap(&taken, &state.commands)
+      return taken
     }
   }
 
@@ -302,7 +304,7 @@ final class ProgressEngine {
     case .close:
       guard closeDeadline == nil else { return }
       closeDeadline = monotonicMilliseconds() + connection.config.closeTimeout.milliseconds
-      connection.refuseSends(DissociatedIPCError(.connectionClosed, "the ucx:// connection is closed"), failure: false)
+      connection.refuseSends(UCXConnection.closedError, failure: false)
       connection.inbox.close()
       if !endpointDead { endpoint?.sendTagged(UCXWire.goodbye, []) { _ in } }
     }
@@ -510,7 +512,7 @@ final class ProgressEngine {
     endpoint?.close()
     endpoint = nil
     remoteKeys = []
-    let closed = failure ?? DissociatedIPCError(.connectionClosed, "the ucx:// connection is closed")
+    let closed = failure ?? UCXConnection.closedError
     for fetch in fetching.values { fetch.result.resume(.failure(closed)) }
     fetching = [:]
     for command in connection.takeCommands() {

@@ -65,6 +65,9 @@ final class UCXConnection: TransportConnection {
     var nativeGets = false
   }
 
+  /// What calls on a connection closed in order (locally or by the peer) throw.
+  static let closedError = DissociatedIPCError(.connectionClosed, "the ucx:// connection is closed")
+
   let shared: Mutex<Shared>
   let inbox: MessageInbox
   let config: UCXTransport.Config
@@ -174,7 +177,7 @@ final class UCXConnection: TransportConnection {
     let outcome: Result<(Bool, UCXWorker?), DissociatedIPCError> = shared.withLock { state in
       if let error = state.sendError { return .failure(error) }
       if state.closeRequested || state.finished {
-        return .failure(DissociatedIPCError(.connectionClosed, "the ucx:// connection is closed"))
+        return .failure(UCXConnection.closedError)
       }
       state.commands.append(command)
       state.inFlightBytes += size
@@ -217,13 +220,7 @@ final class UCXConnection: TransportConnection {
     let fetch = PendingFetch(pieces: pieces, total: total, pool: config.receiveBufferPool)
     let result: Result<ArrowBytes, DissociatedIPCError> = await withCheckedContinuation { continuation in
       guard fetch.result.install(continuation) else { return }
-      let (finished, sleeper) = shared.withLock { state -> (Bool, UCXWorker?) in
-        if state.finished { return (true, nil) }
-        state.commands.append(.fetch(fetch))
-        return (false, state.takeSleeper())
-      }
-      sleeper?.signal()
-      if finished { fetch.result.resume(.failure(DissociatedIPCError(.connectionClosed, "the ucx:// connection is closed"))) }
+      if !post(.fetch(fetch)) { fetch.result.resume(.failure(UCXConnection.closedError)) }
     }
     return try result.get()
   }
@@ -239,11 +236,7 @@ final class UCXConnection: TransportConnection {
       let (done, sleeper) = shared.withLock { state -> (Bool, UCXWorker?) in
         if state.finished { return (true, nil) }
         state.closeWaiters.append(continuation)
-        if !state.closeRequested {
-          state.closeRequested = true
-          state.commands.append(.close)
-        }
-        return (false, state.takeSleeper())
+        return (false, state.requestClose())
       }
       sleeper?.signal()
       if done { continuation.resume() }
@@ -259,15 +252,17 @@ final class UCXConnection: TransportConnection {
   /// inbox below the budget, UCX-RECV-2).
   func resumeReadingAhead() { post(.readAhead) }
 
-  /// Queues `command` for the progress thread, waking it, unless the
+  /// Queues `command` for the progress thread, waking it; false when the
   /// thread has finished.
-  private func post(_ command: Command) {
-    let sleeper = shared.withLock { state -> UCXWorker? in
-      guard !state.finished else { return nil }
+  @discardableResult
+  private func post(_ command: Command) -> Bool {
+    let (posted, sleeper) = shared.withLock { state -> (Bool, UCXWorker?) in
+      guard !state.finished else { return (false, nil) }
       state.commands.append(command)
-      return state.takeSleeper()
+      return (true, state.takeSleeper())
     }
     sleeper?.signal()
+    return posted
   }
 
   /// The progress thread's kernel thread id (0 before it started).
@@ -275,13 +270,7 @@ final class UCXConnection: TransportConnection {
 
   /// Starts closing without waiting (a connection nobody accepted).
   func abort() {
-    let sleeper = shared.withLock { state -> UCXWorker? in
-      guard !state.finished, !state.closeRequested else { return nil }
-      state.closeRequested = true
-      state.commands.append(.close)
-      return state.takeSleeper()
-    }
-    sleeper?.signal()
+    shared.withLock { $0.finished ? nil : $0.requestClose() }?.signal()
   }
 }
 
@@ -291,5 +280,15 @@ extension UCXConnection.Shared {
     guard sleeping else { return nil }
     sleeping = false
     return worker
+  }
+
+  /// Queues the close command once; the worker to signal, as
+  /// ``takeSleeper()``.
+  mutating func requestClose() -> UCXWorker? {
+    if !closeRequested {
+      closeRequested = true
+      commands.append(.close)
+    }
+    return takeSleeper()
   }
 }

@@ -196,7 +196,7 @@ final class ExposedMemoryPool: Sendable {
       }
       if let outcome { continuation.resume(returning: outcome) }
     }
-    guard let offset else { throw DissociatedIPCError(.connectionClosed, "the ucx:// connection is closed") }
+    guard let offset else { throw UCXConnection.closedError }
     let block = registration.base + offset
     let address = base + UInt64(offset + Self.blockHeader)
     bytes.withUnsafeBytes { source in
