@@ -72,7 +72,7 @@ struct Bench: AsyncParsableCommand {
         }
         if scheme == "ucx" {
           results["ucx get", default: []].append(
-            try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, registry: Self.ucxDescriptors))
+            try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, registry: .builtIn(ucxDescriptors: .always)))
         }
         results["\(scheme) tiny", default: []].append(
           try await Self.measure(scheme: scheme, batches: tinyBatches, rows: 2))
@@ -107,14 +107,6 @@ struct Bench: AsyncParsableCommand {
     var batches: Int
     var bytesPerSecond: Double { Double(bytes) / seconds }
     var batchesPerSecond: Double { Double(batches) / seconds }
-  }
-
-  /// The built-in backends, with ucx:// servers sending every large body
-  /// as a descriptor (type 1), whatever the lanes (UCX-RM-8).
-  static var ucxDescriptors: TransportRegistry {
-    var registry = TransportRegistry.builtIn
-    registry.register(UCXTransport(config: .init(descriptorBodies: .always)))
-    return registry
   }
 
   /// A server and a client over `scheme` from `registry` in this process;

@@ -20,6 +20,17 @@ extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 extension UCXTransport.DescriptorBodies: ExpressibleByArgument {}
 
+extension TransportRegistry {
+  /// The built-in backends, with ucx:// servers sending large bodies as
+  /// descriptors as `ucxDescriptors` says (UCX-RM-8; `.always` forces
+  /// type 1 whatever the lanes).
+  static func builtIn(ucxDescriptors: UCXTransport.DescriptorBodies) -> TransportRegistry {
+    var registry = TransportRegistry.builtIn
+    registry.register(UCXTransport(config: .init(descriptorBodies: ucxDescriptors)))
+    return registry
+  }
+}
+
 /// Where a server of `scheme` listens on this machine with every default
 /// (a free port on 127.0.0.1 for the socket-addressed tcp:// and ucx://, a
 /// fresh socket or name otherwise).

@@ -57,9 +57,8 @@ struct Serve: AsyncParsableCommand {
     config.logger = common.makeLogger("dipc.serve")
     config.stream.rendezvousThreshold = rendezvousThreshold
     config.stream.maxOutstandingBytes = maxOutstandingBytes
-    var registry = TransportRegistry.builtIn
-    registry.register(UCXTransport(config: .init(descriptorBodies: ucxDescriptors)))
-    let server = try await DissociatedServer(listeningAt: listen, catalog: catalog, registry: registry, config: config)
+    let server = try await DissociatedServer(listeningAt: listen, catalog: catalog,
+                                             registry: .builtIn(ucxDescriptors: ucxDescriptors), config: config)
     // Unbuffered: scripts read the locations while the server runs.
     var lines = ""
     for file in files {
