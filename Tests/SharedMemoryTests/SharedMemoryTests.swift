@@ -152,10 +152,7 @@ struct SharedMemoryTests {
     ("an unknown segment inside a batch", [RawPeer.hello, RawPeer.batch([RawPeer.message(kind: 4, tag: 1, words: [7 << 48 | 64, 100])])], .malformedDescriptor),
   ])
   func malformed(_ what: String, _ messages: [[UInt8]], _ code: DissociatedIPCError.Code) async throws {
-    let listener = try await SharedMemoryTransport().listen(at: TransportAddress(scheme: "shm"))
-    try await afterwards(listener.close) {
-      let peer = try RawPeer(path: listener.address.path)
-      defer { peer.close() }
+    try await RawPeer.withListener { listener, peer in
       for message in messages { peer.send(message) }
       let connection = try #require(try await listener.accept())
       await #expect(Comment(rawValue: what)) { _ = try await connection.receiveFrame() } throws: {
@@ -167,10 +164,7 @@ struct SharedMemoryTests {
 
   @Test("the messages of a batch (kind 10) arrive in order, as if sent one by one")
   func batchFromRawPeer() async throws {
-    let listener = try await SharedMemoryTransport().listen(at: TransportAddress(scheme: "shm"))
-    try await afterwards(listener.close) {
-      let peer = try RawPeer(path: listener.address.path)
-      defer { peer.close() }
+    try await RawPeer.withListener { listener, peer in
       peer.send(RawPeer.hello)
       peer.send(RawPeer.batch([
         RawPeer.message(kind: 1, bytes: [1, 2, 3]),
@@ -232,23 +226,20 @@ struct SharedMemoryTests {
 
   @Test("a passed descriptor that is not a sealed memfd is refused before it is mapped")
   func unsealedSegment() async throws {
-    let listener = try await SharedMemoryTransport().listen(at: TransportAddress(scheme: "shm"))
-    try await afterwards(listener.close) {
-    let peer = try RawPeer(path: listener.address.path)
-    defer { peer.close() }
-    // A plain file could be truncated under the mapping (SIGBUS).
-    let path = "/tmp/dipc-unsealed-\(getpid())"
-    let file = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
-    unlink(path)
-    defer { close(file) }
-    #expect(ftruncate(file, 4096) == 0)
-    peer.send(RawPeer.hello)
-    peer.send(RawPeer.message(kind: 5, words: [1, 4096]), passing: file)
-    let connection = try #require(try await listener.accept())
-    await #expect { _ = try await connection.receiveFrame() } throws: {
-      ($0 as? DissociatedIPCError)?.code == .malformedDescriptor
-    }
-    await connection.close()
+    try await RawPeer.withListener { listener, peer in
+      // A plain file could be truncated under the mapping (SIGBUS).
+      let path = "/tmp/dipc-unsealed-\(getpid())"
+      let file = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+      unlink(path)
+      defer { close(file) }
+      #expect(ftruncate(file, 4096) == 0)
+      peer.send(RawPeer.hello)
+      peer.send(RawPeer.message(kind: 5, words: [1, 4096]), passing: file)
+      let connection = try #require(try await listener.accept())
+      await #expect { _ = try await connection.receiveFrame() } throws: {
+        ($0 as? DissociatedIPCError)?.code == .malformedDescriptor
+      }
+      await connection.close()
     }
   }
 
