@@ -451,9 +451,11 @@ final class SharedMemoryConnection: TransportConnection {
     // Small received payloads are carved out of pooled 64 KiB chunks
     // (one allocation per chunk, not per message).
     var slab = SlabAllocator(pool: Self.receivePool)
+    // What one control message received, for the inbox (reused).
+    var deliveries: [MessageInbox.Delivery] = []
     do throws(DissociatedIPCError) {
       while let received = try socket.receive(into: buffer) {
-        try handle(received, in: UnsafeRawBufferPointer(buffer), greeted: &greeted, slab: &slab)
+        try handle(received, in: UnsafeRawBufferPointer(buffer), greeted: &greeted, slab: &slab, deliveries: &deliveries)
         inbox.waitForRoom(below: config.readAheadBytes)
         if inbox.isClosed { break }  // closed locally: nobody will receive more
       }
@@ -469,10 +471,16 @@ final class SharedMemoryConnection: TransportConnection {
   /// already-faulted memory).
   static let receivePool = BufferPool(maxPooledBytes: 16 << 20, minimumSize: SlabAllocator.chunkSize)
 
-  private func handle(_ received: UnixSocket.Received, in buffer: UnsafeRawBufferPointer,
-                      greeted: inout Bool, slab: inout SlabAllocator) throws(DissociatedIPCError) {
+  /// Acts on one control message; what it received goes to the inbox in
+  /// one delivery (`deliveries` is the caller's reused buffer).
+  private func handle(_ received: UnixSocket.Received, in buffer: UnsafeRawBufferPointer, greeted: inout Bool,
+                      slab: inout SlabAllocator, deliveries: inout [MessageInbox.Delivery]) throws(DissociatedIPCError) {
     var descriptors = received.descriptors
     defer { for descriptor in descriptors { closeDescriptor(descriptor) } }
+    defer {
+      if !deliveries.isEmpty { inbox.deliver(deliveries) }
+      deliveries.removeAll(keepingCapacity: true)
+    }
     guard !received.truncated else {
       throw DissociatedIPCError(.transportFailure, "a shm:// control message longer than \(buffer.count) bytes or with too many descriptors")
     }
@@ -488,23 +496,25 @@ final class SharedMemoryConnection: TransportConnection {
     if case .segmentAdded = message {} else if !descriptors.isEmpty {
       throw DissociatedIPCError(.transportFailure, "a shm:// control message of kind \(bytes[0]) carried a descriptor")
     }
-    guard message == .batch else { return try dispatch(message, bytes, descriptors: &descriptors, slab: &slab) }
+    guard message == .batch else { return try dispatch(message, bytes, descriptors: &descriptors, slab: &slab, into: &deliveries) }
     // A batch (SHM-CTRL-6): each entry is handled as if it came alone.
     var none: [Int32] = []
     for entry in try SharedMemoryWire.batchEntries(bytes) {
       let inner = UnsafeRawBufferPointer(rebasing: bytes[entry])
-      try dispatch(try SharedMemoryWire.parse(inner), inner, descriptors: &none, slab: &slab)
+      try dispatch(try SharedMemoryWire.parse(inner), inner, descriptors: &none, slab: &slab, into: &deliveries)
     }
   }
 
-  /// Acts on one parsed message (`bytes` are its bytes).
-  private func dispatch(_ message: SharedMemoryWire.Message, _ bytes: UnsafeRawBufferPointer,
-                        descriptors: inout [Int32], slab: inout SlabAllocator) throws(DissociatedIPCError) {
+  /// Acts on one parsed message (`bytes` are its bytes); a received
+  /// payload is appended to `deliveries`.
+  private func dispatch(_ message: SharedMemoryWire.Message, _ bytes: UnsafeRawBufferPointer, descriptors: inout [Int32],
+                        slab: inout SlabAllocator, into deliveries: inout [MessageInbox.Delivery]) throws(DissociatedIPCError) {
     switch message {
     case .hello, .batch:
       break  // handled by the caller
     case .inline(let kind, let tag, let offset, let length):
-      deliver(kind == .frame, tag: tag, slab.copy(bytes.baseAddress! + offset, count: length))
+      let payload = slab.copy(bytes.baseAddress! + offset, count: length)
+      deliveries.append(kind == .frame ? .frame(payload) : .tagged(TaggedMessage(tag: tag, payload: payload)))
     case .inSegment(let kind, let tag, let address, let length):
       let (id, offset) = SharedMemoryWire.split(address)
       guard let segment = state.withLock({ $0.peerSegments[id] }), segment.contains(offset: offset, length: length) else {
@@ -516,10 +526,10 @@ final class SharedMemoryConnection: TransportConnection {
         // a view would pin ring space the application released (SHM-RING-5).
         let frame = slab.copy(segment.base + offset, count: length)
         returnSpace(address)
-        return deliver(true, tag: 0, frame)
+        return deliveries.append(.frame(frame))
       }
       let lease = PayloadLease(segment: segment, address: address, connection: self)
-      deliver(false, tag: tag, segment.view(offset: offset, length: length, owner: lease))
+      deliveries.append(.tagged(TaggedMessage(tag: tag, payload: segment.view(offset: offset, length: length, owner: lease))))
     case .segmentAdded(let id, let size, let arena):
       guard descriptors.count == 1 else {
         throw DissociatedIPCError(.transportFailure, "a segment announced with \(descriptors.count) descriptors, not 1")
@@ -542,10 +552,6 @@ final class SharedMemoryConnection: TransportConnection {
         throw DissociatedIPCError(.malformedDescriptor, "retired segment \(id) was never announced")
       }
     }
-  }
-
-  private func deliver(_ frame: Bool, tag: UInt64, _ payload: ArrowBytes) {
-    if frame { inbox.deliverFrame(payload) } else { inbox.deliverTagged(TaggedMessage(tag: tag, payload: payload)) }
   }
 
   // MARK: Closing and failing

@@ -1,4 +1,5 @@
 import ArrowIPC
+import Foundation
 import Synchronization
 import Testing
 @testable import DissociatedIPC
@@ -37,5 +38,76 @@ struct MessageInboxTests {
     inbox.close()
     #expect(counter.value == 2, "close wakes a waiting backend")
     #expect(!inbox.waitForTaggedRoom(below: 50, then: counter.wake), "a closed inbox never makes its backend wait")
+  }
+}
+
+/// The reader's read-ahead bound counts messages as well as bytes
+/// (TCP-RECV-2): tiny messages must not queue by the hundred thousand.
+@Suite("MessageInbox read-ahead")
+struct MessageInboxReadAheadTests {
+  @Test("a reader waits at readAheadMessages messages, however small, and resumes once half were received")
+  func messageCap() async throws {
+    let inbox = MessageInbox()
+    let limit = MessageInbox.readAheadMessages
+    let frame = ArrowBytes(copying: [1, 2, 3])
+    for _ in 0 ..< limit - 1 { inbox.deliverFrame(frame) }
+    inbox.waitForRoom(below: .max)  // one short of the cap: returns at once
+    // 1,000 over the cap (a reader delivers a whole packet before it
+    // checks), so the reader thread waits even if it starts late.
+    inbox.deliver(Array(repeating: .frame(frame), count: 1_001))
+    let resumed = MessageInboxTests.WakeCounter()
+    let wake = resumed.wake
+    Thread { inbox.waitForRoom(below: .max); wake() }.start()
+    try await Task.sleep(for: .milliseconds(100))
+    for _ in 0 ..< 1_000 + limit / 2 - 1 { _ = try await inbox.receiveFrame() }
+    try await Task.sleep(for: .milliseconds(100))
+    #expect(resumed.value == 0, "\(limit / 2 + 1) messages still wait: the reader must too")
+    _ = try await inbox.receiveFrame()
+    for _ in 0 ..< 500 where resumed.value == 0 { try await Task.sleep(for: .milliseconds(10)) }
+    #expect(resumed.value == 1, "half the cap received: the reader resumes")
+  }
+
+  @Test("a batch delivery hands messages to waiting receives and queues the rest in order")
+  func batchDelivery() async throws {
+    let inbox = MessageInbox()
+    async let first = inbox.receiveTagged(matching: 7, mask: .max)
+    try await Task.sleep(for: .milliseconds(50))  // the receive is posted
+    let bytes = { (value: UInt8) in ArrowBytes(copying: [value]) }
+    inbox.deliver([.tagged(TaggedMessage(tag: 3, payload: bytes(3))), .frame(bytes(10)),
+                   .tagged(TaggedMessage(tag: 7, payload: bytes(7))), .frame(bytes(11))])
+    #expect(try await first?.payload.array == [7])
+    #expect(try await inbox.receiveFrame()?.array == [10])
+    #expect(try await inbox.receiveFrame()?.array == [11])
+    #expect(try await inbox.receiveTagged(matching: 0, mask: 0)?.tag == 3)
+  }
+}
+
+/// The inbox's queue: FIFO order across growth and wrap-around, holes left
+/// by out-of-order takes.
+@Suite("RingQueue")
+struct RingQueueTests {
+  @Test("order survives wrap-around and growth; holes are skipped at the front")
+  func order() {
+    var queue = RingQueue<Int>()
+    var expected: [Int] = []
+    var next = 0
+    for round in 0 ..< 50 {
+      for _ in 0 ..< 7 + round % 5 {
+        queue.append(next)
+        expected.append(next)
+        next += 1
+      }
+      for _ in 0 ..< 5 { #expect(queue.popFirst() == expected.removeFirst()) }
+    }
+    #expect(queue.count == expected.count)
+    // Take the second element: a hole, not yet at the front.
+    #expect(queue.take(at: 1) == expected.remove(at: 1))
+    #expect(queue.count == expected.count + 1)
+    #expect(queue[1] == nil)
+    // Taking the front drops the hole behind it too.
+    #expect(queue.popFirst() == expected.removeFirst())
+    #expect(queue.count == expected.count)
+    while let value = queue.popFirst() { #expect(value == expected.removeFirst()) }
+    #expect(expected.isEmpty && queue.isEmpty)
   }
 }

@@ -25,23 +25,33 @@ struct FlatBufferReader {
   }
 
   /// Loads a little-endian integer at `offset`.
-  @inlinable
+  ///
+  /// The hot accessors are always inlined and build their errors in
+  /// separate cold functions: with the message text inline they were too
+  /// large to inline, and a metadata decode paid a call per field.
+  @inlinable @inline(__always)
   func load<T: FixedWidthInteger>(_: T.Type, at offset: Int) throws(ArrowIPCError) -> T {
-    guard contains(offset, MemoryLayout<T>.size) else {
-      throw ArrowIPCError(.outOfBounds, "\(T.self) at \(offset) outside \(count)-byte flatbuffer")
-    }
+    guard contains(offset, MemoryLayout<T>.size) else { throw outOfBounds("\(T.self)", at: offset) }
     return T(littleEndian: base.loadUnaligned(fromByteOffset: offset, as: T.self))
   }
 
+  @usableFromInline @inline(never)
+  func outOfBounds(_ what: String, at offset: Int) -> ArrowIPCError {
+    ArrowIPCError(.outOfBounds, "\(what) at \(offset) outside \(count)-byte flatbuffer")
+  }
+
   /// Follows the uoffset stored at `slot`: the target is `slot + value`.
-  @inlinable
+  @inlinable @inline(__always)
   func follow(_ slot: Int) throws(ArrowIPCError) -> Int {
     let relative = try load(UInt32.self, at: slot)
     let (target, overflow) = slot.addingReportingOverflow(Int(relative))
-    guard !overflow, target < count, relative > 0 else {
-      throw ArrowIPCError(.outOfBounds, "offset at \(slot) points to \(slot &+ Int(relative)), outside \(count) bytes")
-    }
+    guard !overflow, target < count, relative > 0 else { throw badOffset(at: slot, relative: relative) }
     return target
+  }
+
+  @usableFromInline @inline(never)
+  func badOffset(at slot: Int, relative: UInt32) -> ArrowIPCError {
+    ArrowIPCError(.outOfBounds, "offset at \(slot) points to \(slot &+ Int(relative)), outside \(count) bytes")
   }
 
   /// The root table (the uoffset at byte 0).
@@ -51,23 +61,28 @@ struct FlatBufferReader {
   }
 
   /// Validates and returns the table at `position`.
-  @inlinable
+  @inlinable @inline(__always)
   func table(at position: Int) throws(ArrowIPCError) -> FlatBufferTable {
     let soffset = try load(Int32.self, at: position)
     let (vtable, overflow) = position.subtractingReportingOverflow(Int(soffset))
     guard !overflow, contains(vtable, 4) else {
-      throw ArrowIPCError(.invalidVTable, "vtable of table at \(position) lies outside the buffer")
+      throw invalidVTable("vtable of table at \(position) lies outside the buffer")
     }
     let vtableSize = Int(try load(UInt16.self, at: vtable))
     let tableSize = Int(try load(UInt16.self, at: vtable + 2))
     guard vtableSize >= 4, vtableSize % 2 == 0, contains(vtable, vtableSize) else {
-      throw ArrowIPCError(.invalidVTable, "vtable at \(vtable) has bad size \(vtableSize)")
+      throw invalidVTable("vtable at \(vtable) has bad size \(vtableSize)")
     }
     guard tableSize >= 4, contains(position, tableSize) else {
-      throw ArrowIPCError(.invalidVTable, "table at \(position) has bad inline size \(tableSize)")
+      throw invalidVTable("table at \(position) has bad inline size \(tableSize)")
     }
     return FlatBufferTable(reader: self, position: position, vtable: vtable,
                            fieldCount: (vtableSize - 4) / 2, inlineSize: tableSize)
+  }
+
+  @usableFromInline @inline(never)
+  func invalidVTable(_ detail: @autoclosure () -> String) -> ArrowIPCError {
+    ArrowIPCError(.invalidVTable, detail())
   }
 }
 
@@ -91,19 +106,19 @@ struct FlatBufferTable {
 
   /// The absolute position of field `id` holding `size` bytes, or `nil` when
   /// absent. Checks that the field lies inside the table's inline area.
-  @inlinable
+  @inlinable @inline(__always)
   func fieldPosition(_ id: Int, size: Int) throws(ArrowIPCError) -> Int? {
     guard id < fieldCount else { return nil }
     let relative = Int(try reader.load(UInt16.self, at: vtable + 4 + 2 * id))
     guard relative != 0 else { return nil }
     guard relative >= 4, relative + size <= inlineSize else {
-      throw ArrowIPCError(.invalidVTable, "field \(id) at +\(relative) outside table of \(inlineSize) bytes")
+      throw reader.invalidVTable("field \(id) at +\(relative) outside table of \(inlineSize) bytes")
     }
     return position + relative
   }
 
   /// A scalar field, or `defaultValue` when absent.
-  @inlinable
+  @inlinable @inline(__always)
   func scalar<T: FixedWidthInteger>(_ id: Int, default defaultValue: T) throws(ArrowIPCError) -> T {
     guard let at = try fieldPosition(id, size: MemoryLayout<T>.size) else { return defaultValue }
     return try reader.load(T.self, at: at)
@@ -122,21 +137,21 @@ struct FlatBufferTable {
   }
 
   /// A sub-table field, or `nil` when absent.
-  @inlinable
+  @inlinable @inline(__always)
   func table(_ id: Int) throws(ArrowIPCError) -> FlatBufferTable? {
     guard let slot = try fieldPosition(id, size: 4) else { return nil }
     return try reader.table(at: reader.follow(slot))
   }
 
   /// A vector field of `elementSize`-byte elements, or `nil` when absent.
-  @inlinable
+  @inlinable @inline(__always)
   func vector(_ id: Int, elementSize: Int) throws(ArrowIPCError) -> FlatBufferVector? {
     guard let slot = try fieldPosition(id, size: 4) else { return nil }
     let start = try reader.follow(slot)
     let length = Int(try reader.load(UInt32.self, at: start))
     let (bytes, overflow) = length.multipliedReportingOverflow(by: elementSize)
     guard !overflow, reader.contains(start + 4, bytes) else {
-      throw ArrowIPCError(.outOfBounds, "vector at \(start) of \(length)×\(elementSize) bytes exceeds buffer")
+      throw reader.outOfBounds("vector of \(length)×\(elementSize) bytes", at: start)
     }
     return FlatBufferVector(reader: reader, start: start + 4, count: length, elementSize: elementSize)
   }

@@ -99,13 +99,12 @@ public enum BodyLayout {
     mutating func layout(of siblings: [Field], at position: Int, in batch: borrowing RecordBatchHeader)
       throws(ArrowIPCError) -> ArrayLayout {
       guard nodeIndex < batch.nodes.count else {
-        throw ArrowIPCError(.layoutMismatch, "no field node left for '\(siblings[position].name)'")
+        throw Self.mismatch("no field node left for '\(siblings[position].name)'")
       }
       let node = batch.nodes[nodeIndex]
       nodeIndex += 1
       guard node.length >= 0, node.nullCount >= 0, node.nullCount <= node.length else {
-        throw ArrowIPCError(.layoutMismatch,
-                            "field '\(siblings[position].name)': node length \(node.length), null count \(node.nullCount)")
+        throw Self.mismatch("field '\(siblings[position].name)': node length \(node.length), null count \(node.nullCount)")
       }
       // What the walk needs of the field, read through a pointer: reading
       // properties through the array's subscript copies the whole Field.
@@ -118,17 +117,17 @@ public enum BodyLayout {
       var count = fixedCount
       if isView {
         guard variadicIndex < batch.variadicBufferCounts.count else {
-          throw ArrowIPCError(.layoutMismatch, "no variadic buffer count for view field '\(siblings[position].name)'")
+          throw Self.mismatch("no variadic buffer count for view field '\(siblings[position].name)'")
         }
         let variadic = batch.variadicBufferCounts[variadicIndex]
         variadicIndex += 1
         guard variadic >= 0, variadic <= Int64(batch.buffers.count) else {
-          throw ArrowIPCError(.layoutMismatch, "field '\(siblings[position].name)': variadic buffer count \(variadic)")
+          throw Self.mismatch("field '\(siblings[position].name)': variadic buffer count \(variadic)")
         }
         count += Int(variadic)
       }
       guard count <= batch.buffers.count - bufferIndex else {
-        throw ArrowIPCError(.layoutMismatch, "field '\(siblings[position].name)' needs \(count) buffers, \(batch.buffers.count - bufferIndex) left")
+        throw Self.mismatch("field '\(siblings[position].name)' needs \(count) buffers, \(batch.buffers.count - bufferIndex) left")
       }
       let first = bufferIndex
       for _ in 0 ..< count {
@@ -137,7 +136,7 @@ public enum BodyLayout {
         guard buffer.offset >= 0, buffer.length >= 0, buffer.offset <= bodyLength,
               buffer.length <= bodyLength - buffer.offset
         else {
-          throw ArrowIPCError(.layoutMismatch, """
+          throw Self.mismatch("""
             field '\(siblings[position].name)': buffer \(buffer.offset)+\(buffer.length) outside the \(bodyLength)-byte body
             """)
         }
@@ -150,6 +149,14 @@ public enum BodyLayout {
         for index in fieldChildren.indices { children.append(try layout(of: fieldChildren, at: index, in: batch)) }
       }
       return ArrayLayout(siblings: siblings, position: position, node: node, buffers: buffers, children: children)
+    }
+
+    /// A `.layoutMismatch` error, built out of line: the walk runs once per
+    /// column of every batch, and its messages inline made it several
+    /// times larger than its checks.
+    @inline(never)
+    static func mismatch(_ detail: @autoclosure () -> String) -> ArrowIPCError {
+      ArrowIPCError(.layoutMismatch, detail())
     }
   }
 }

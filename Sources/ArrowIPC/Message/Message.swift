@@ -118,7 +118,7 @@ public struct DictionaryBatchHeader: Hashable, Sendable {
 }
 
 /// The header of an IPC message.
-public enum MessageHeader: Hashable, Sendable {
+public indirect enum MessageHeader: Hashable, Sendable {
   /// The stream's schema; always the first message.
   case schema(Schema)
   /// Values for a dictionary.

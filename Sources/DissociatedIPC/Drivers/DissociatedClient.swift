@@ -202,32 +202,56 @@ final class ClientSession: Sendable {
     watchdog.withLock { $0 = task }
   }
 
-  /// The next item, reading the flow the state machine needs.
+  /// What ``next()`` does next: deliver an item, end, or read a flow.
+  private enum Step {
+    case deliver(ReceivedItem)
+    case read(ClientStreamStateMachine.Need)
+  }
+
+  /// The item the state machine can deliver now, else the flow it needs
+  /// (`.nothing`: the stream is complete).
+  private static func step(_ machine: inout ClientStreamStateMachine) throws(DissociatedIPCError) -> Step {
+    if let item = try machine.nextItem() { return .deliver(item.received) }
+    return .read(machine.need)
+  }
+
+  /// The next item, reading the flow the state machine needs. Each event
+  /// and the step after it take the lock once.
   func next() async throws(DissociatedIPCError) -> ReceivedItem? {
     do throws(DissociatedIPCError) {
+      var step = try machine.withLock { (machine) throws(DissociatedIPCError) in try Self.step(&machine) }
       while true {
-        if let item = try machine.withLock({ (machine) throws(DissociatedIPCError) in try machine.nextItem() }) {
-          return item.received
-        }
-        switch machine.withLock({ $0.need }) {
-        case .nothing:
+        switch step {
+        case .deliver(let item):
+          return item
+        case .read(.nothing):
           await finishStream()
           return nil
-        case .metadata:
+        case .read(.metadata):
           let frame: ArrowBytes?
           do throws(DissociatedIPCError) { frame = try await metadata.receiveFrame() } catch { throw receiveFailed(error) }
           guard let frame = try received(frame) else { return try closed() }
-          try machine.withLock { (machine) throws(DissociatedIPCError) in try machine.metadataReceived(frame) }
-        case .body:
+          step = try machine.withLock { (machine) throws(DissociatedIPCError) in
+            try machine.metadataReceived(frame)
+            return try Self.step(&machine)
+          }
+        case .read(.body):
           // Every tagged message on the data connection is a body; the state
           // machine places it by sequence (DIPC-CLIENT-2).
           let tagged: TaggedMessage?
           do throws(DissociatedIPCError) { tagged = try await data.receiveTagged(matching: 0, mask: 0) } catch { throw receiveFailed(error) }
           guard let message = try received(tagged) else { return try closed() }
-          let descriptor = try machine.withLock { (machine) throws(DissociatedIPCError) in
-            try machine.bodyReceived(tag: message.tag, payload: message.payload)
+          let descriptor: BodyDescriptor?
+          (descriptor, step) = try machine.withLock { (machine) throws(DissociatedIPCError) in
+            guard let descriptor = try machine.bodyReceived(tag: message.tag, payload: message.payload) else {
+              return (nil, try Self.step(&machine))
+            }
+            return (descriptor, .read(.body))
           }
-          if let descriptor { try await fetch(descriptor, sequence: Tag(rawValue: message.tag).sequence) }
+          if let descriptor {
+            try await fetch(descriptor, sequence: Tag(rawValue: message.tag).sequence)
+            step = try machine.withLock { (machine) throws(DissociatedIPCError) in try Self.step(&machine) }
+          }
         }
       }
     } catch {

@@ -1,64 +1,89 @@
 internal import ArrowIPC
+internal import Synchronization
 
 /// One served stream: feeds a ``ServerStreamStateMachine`` from a source and
 /// from the client's free_data, and does the I/O it asks for.
-actor ServerSession {
+///
+/// Not an actor: the sending loop and the free_data loop are two tasks
+/// that share the state machine under a lock, so that the many awaits per
+/// message (the source, the frame, the body) run on the task's own
+/// executor instead of hopping to an actor and back around each one.
+final class ServerSession: Sendable {
+  private struct State {
+    var machine: ServerStreamStateMachine
+    /// The sending loop, waiting for free_data to make room
+    /// (backpressure) or for the client to return everything (draining).
+    var waiter: CheckedContinuation<Void, Never>?
+    var failure: DissociatedIPCError?
+    var clientClosed = false
+    /// The task sending the stream; cancelled when the client fails or
+    /// leaves, so a producer that yields rarely is not waited for.
+    var sending: Task<Result<Void, DissociatedIPCError>, Never>?
+
+    var isStopped: Bool { failure != nil || clientClosed }
+
+    func checkStopped() throws(DissociatedIPCError) {
+      if let failure { throw failure }
+      if clientClosed { throw DissociatedIPCError(.streamTruncated, "the client closed the connection mid-stream") }
+    }
+
+    /// The waiting sending loop, taken so it is resumed once.
+    mutating func takeWaiter() -> CheckedContinuation<Void, Never>? {
+      defer { waiter = nil }
+      return waiter
+    }
+  }
+
   private let connection: any TransportConnection
   private let remoteMemory: (any RemoteMemory)?
-  private var machine: ServerStreamStateMachine
-  /// The source loop, waiting for free_data to make room (backpressure) or
-  /// for the client to return everything (draining).
-  private var waiter: CheckedContinuation<Void, Never>?
-  private var failure: DissociatedIPCError?
-  private var clientClosed = false
-  /// Where metadata frame prefixes are written (one allocation per chunk).
-  private var slab = SlabAllocator()
+  private let state: Mutex<State>
 
   init(connection: any TransportConnection, remoteMemory: (any RemoteMemory)?, machine: ServerStreamStateMachine) {
     self.connection = connection
     self.remoteMemory = remoteMemory
-    self.machine = machine
+    state = Mutex(State(machine: machine))
   }
-
-  /// The task sending the stream; cancelled when the client fails or
-  /// leaves, so a producer that yields rarely is not waited for.
-  private var sending: Task<Result<Void, DissociatedIPCError>, Never>?
 
   /// Sends the stream, then waits until the client returned every exposed
   /// region or went away.
-  func run(_ source: MessageSource) async throws(DissociatedIPCError) {
+  func run(_ source: sending MessageSource) async throws(DissociatedIPCError) {
     let control = Task { await self.receiveControl() }
     defer { control.cancel() }
     let sending = Task { await self.send(source) }
-    self.sending = sending
+    state.withLock { $0.sending = sending }
     let result = await withTaskCancellationHandler { await sending.value } onCancel: { sending.cancel() }
     try result.get()
   }
 
-  private func send(_ source: MessageSource) async -> Result<Void, DissociatedIPCError> {
+  private func send(_ source: consuming MessageSource) async -> Result<Void, DissociatedIPCError> {
     var iterator = source
+    // Where metadata frame prefixes are written (one allocation per chunk).
+    var slab = SlabAllocator()
     do throws(DissociatedIPCError) {
       while true {
-        while !machine.mayAcceptMessage, !isStopped { await waitForChange() }
-        try checkStopped()
+        await waitUntil { $0.machine.mayAcceptMessage }
+        try state.withLock { (state) throws(DissociatedIPCError) in try state.checkStopped() }
         let next: OutgoingMessage?
         do { next = try await iterator.next() } catch {
-          try checkStopped()
+          try state.withLock { (state) throws(DissociatedIPCError) in try state.checkStopped() }
           throw DissociatedIPCError(.sourceFailed, "the stream source failed: \(error)")
         }
         // The client may have failed or left while the source was awaited.
-        try checkStopped()
-        guard let next else {
+        let planned = try state.withLock { (state) throws(DissociatedIPCError) -> ServerSend? in
+          try state.checkStopped()
+          return try next.map { (message) throws(DissociatedIPCError) in try state.machine.message(message) }
+        }
+        guard let planned else {
           // A source stream ends early when its task is cancelled: that is
           // not the end of the data, so it must not become an end of stream.
           if Task.isCancelled { throw DissociatedIPCError(.cancelled, "the server stopped serving this stream") }
           break
         }
-        try await send(try machine.message(next))
+        try await send(planned, slab: &slab)
       }
-      if let end = machine.sourceFinished() { try await connection.sendFrame(end.parts(using: &slab)) }
-      while !machine.isFinished, !isStopped { await waitForChange() }
-      if let failure { throw failure }
+      if let end = state.withLock({ $0.machine.sourceFinished() }) { try await connection.sendFrame(end.parts(using: &slab)) }
+      await waitUntil { $0.machine.isFinished }
+      if let failure = state.withLock({ $0.failure }) { throw failure }
       return .success(())
     } catch {
       if error.code != .connectionClosed, error.code != .streamTruncated {
@@ -70,14 +95,7 @@ actor ServerSession {
     }
   }
 
-  private var isStopped: Bool { failure != nil || clientClosed }
-
-  private func checkStopped() throws(DissociatedIPCError) {
-    if let failure { throw failure }
-    if clientClosed { throw DissociatedIPCError(.streamTruncated, "the client closed the connection mid-stream") }
-  }
-
-  private func send(_ send: ServerSend) async throws(DissociatedIPCError) {
+  private func send(_ send: ServerSend, slab: inout SlabAllocator) async throws(DissociatedIPCError) {
     if let frame = send.metadata { try await connection.sendFrame(frame.parts(using: &slab)) }
     switch send.body {
     case .inline(let tag, let bytes)?:
@@ -85,20 +103,28 @@ actor ServerSession {
     case .expose(let sequence, let bytes)?:
       guard let remoteMemory else { preconditionFailure("exposing without remote memory") }
       let region = try await remoteMemory.expose(bytes)
-      let (tag, descriptor) = try machine.bodyExposed(sequence: sequence, region: region.id, ranges: region.ranges)
+      let (tag, descriptor) = try state.withLock { (state) throws(DissociatedIPCError) in
+        try state.machine.bodyExposed(sequence: sequence, region: region.id, ranges: region.ranges)
+      }
       try await connection.sendTagged(tag.rawValue, [ArrowBytes(copying: descriptor.encoded)])
     case nil:
       break
     }
   }
 
-  private func waitForChange() async {
-    await withCheckedContinuation { waiter = $0 }
-  }
-
-  private func wake() {
-    waiter?.resume()
-    waiter = nil
+  /// Returns once `ready` holds or the stream stopped (the client failed
+  /// or left); free_data and the client's end check again.
+  private func waitUntil(_ ready: (inout State) -> Bool) async {
+    while !state.withLock({ ready(&$0) || $0.isStopped }) {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let resumeNow = state.withLock { state -> Bool in
+          if ready(&state) || state.isStopped { return true }
+          state.waiter = continuation
+          return false
+        }
+        if resumeNow { continuation.resume() }
+      }
+    }
   }
 
   /// Receives free_data until the client closes; anything else tagged is a
@@ -109,22 +135,28 @@ actor ServerSession {
         guard message.tag == ControlTag.freeData else {
           throw DissociatedIPCError(.unexpectedMessage, "tagged message \(Tag(rawValue: message.tag)) after initiation")
         }
-        let released = try machine.freeData(FreeDataPayload.decode(message.payload))
+        let addresses = try FreeDataPayload.decode(message.payload)
+        let (released, waiter) = try state.withLock { (state) throws(DissociatedIPCError) in
+          (try state.machine.freeData(addresses), state.takeWaiter())
+        }
         for region in released { await remoteMemory?.release(region) }
-        wake()
+        waiter?.resume()
       }
-      clientClosed = true
+      state.withLock { $0.clientClosed = true }
     } catch {
       if error.code == .cancelled { return }
-      if error.code == .connectionClosed { clientClosed = true } else { failure = error }
+      state.withLock { state in
+        if error.code == .connectionClosed { state.clientClosed = true } else { state.failure = error }
+      }
     }
     await releaseAll()
-    wake()
+    let (waiter, sending) = state.withLock { ($0.takeWaiter(), $0.sending) }
+    waiter?.resume()
     sending?.cancel()  // a producer that is awaited now would hold the stream open
   }
 
   /// Releases every region the client still held (DIPC-FREE-4).
   private func releaseAll() async {
-    for region in machine.peerClosed() { await remoteMemory?.release(region) }
+    for region in state.withLock({ $0.machine.peerClosed() }) { await remoteMemory?.release(region) }
   }
 }

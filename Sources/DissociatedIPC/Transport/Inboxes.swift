@@ -20,19 +20,24 @@ package final class MessageInbox: Sendable {
     let continuation: CheckedContinuation<TaggedMessage?, any Error>
   }
 
+  private struct FrameWaiter {
+    let id: UInt64
+    let continuation: CheckedContinuation<ArrowBytes?, any Error>
+  }
+
   private struct State {
-    /// Framed messages in arrival order; a received one is set to nil at
-    /// once, so the inbox never keeps a message (and the memory it views)
-    /// alive after handing it out.
-    var frames: [ArrowBytes?] = []
-    var frameHead = 0
-    var frameWaiters: [(id: UInt64, continuation: CheckedContinuation<ArrowBytes?, any Error>)] = []
+    /// Framed messages in arrival order; a received one leaves the queue
+    /// at once, so the inbox never keeps a message (and the memory it
+    /// views) alive after handing it out.
+    var frames = RingQueue<ArrowBytes>()
+    var frameWaiters: [FrameWaiter] = []
     /// Unmatched tagged messages in arrival order; taken from the front in
     /// O(1) (the usual case: mask 0 or in-order bodies).
-    var unexpected: [TaggedMessage?] = []
-    var unexpectedHead = 0
+    var unexpected = RingQueue<TaggedMessage>()
     var posted: [PostedReceive] = []
     var bufferedBytes = 0
+    /// Messages queued (frames and unexpected tagged messages).
+    var queuedMessages = 0
     /// The part of `bufferedBytes` that is unexpected tagged messages.
     var taggedBytes = 0
     /// Run once `taggedBytes` is below `limit` (``waitForTaggedRoom(below:then:)``).
@@ -43,10 +48,48 @@ package final class MessageInbox: Sendable {
     /// A reader thread blocked in ``waitForRoom(below:)``, and its limit.
     var roomWaiter: (semaphore: DispatchSemaphore, limit: Int)?
 
-    /// Wakes the blocked reader once the buffer drained below its limit.
+    /// Queues `frame`, or returns the waiting receive to hand it to
+    /// (resumed outside the lock). Dropped after a close.
+    mutating func place(frame: ArrowBytes) -> CheckedContinuation<ArrowBytes?, any Error>? {
+      guard !closed else { return nil }
+      if !frameWaiters.isEmpty { return frameWaiters.removeFirst().continuation }
+      frames.append(frame)
+      bufferedBytes += frame.count
+      queuedMessages += 1
+      return nil
+    }
+
+    /// Queues `message` as unexpected, or returns the first matching
+    /// posted receive to hand it to (resumed outside the lock). Dropped
+    /// after a close.
+    mutating func place(tagged message: TaggedMessage) -> CheckedContinuation<TaggedMessage?, any Error>? {
+      guard !closed else { return nil }
+      if let index = posted.firstIndex(where: { message.tag & $0.mask == $0.tag & $0.mask }) {
+        return posted.remove(at: index).continuation
+      }
+      unexpected.append(message)
+      bufferedBytes += message.payload.count
+      queuedMessages += 1
+      taggedBytes += message.payload.count
+      return nil
+    }
+
+    /// Whether a reader asking for room below `limit` bytes must wait:
+    /// that many bytes or ``MessageInbox/readAheadMessages`` messages are
+    /// queued.
+    func isFull(below limit: Int) -> Bool {
+      bufferedBytes >= limit || queuedMessages >= MessageInbox.readAheadMessages
+    }
+
+    /// A message of `bytes` was received: wakes the blocked reader once
+    /// the bytes are below its limit and half the message budget is free
+    /// (so a reader that keeps up is not woken for every message).
     mutating func drained(_ bytes: Int) -> DispatchSemaphore? {
       bufferedBytes -= bytes
-      guard let waiter = roomWaiter, bufferedBytes < waiter.limit || closed else { return nil }
+      queuedMessages -= 1
+      guard let waiter = roomWaiter,
+            closed || (bufferedBytes < waiter.limit && queuedMessages <= MessageInbox.readAheadMessages / 2)
+      else { return nil }
       roomWaiter = nil
       return waiter.semaphore
     }
@@ -62,6 +105,13 @@ package final class MessageInbox: Sendable {
     }
   }
 
+  /// The most messages ``waitForRoom(below:)`` lets wait to be received,
+  /// whatever their size: tiny messages would otherwise queue by the
+  /// hundred thousand within a byte limit, each costing memory and cache.
+  /// A peer a reorder window ahead on one flow of a connection stays well
+  /// within it (DIPC-LIM-3's default window is 1,024 messages).
+  package static let readAheadMessages = 8192
+
   private let state = Mutex(State())
   private let maxBufferedBytes: Int
 
@@ -75,44 +125,61 @@ package final class MessageInbox: Sendable {
   /// Queues or hands over a framed message; false when over the limit.
   @discardableResult
   package func deliverFrame(_ frame: ArrowBytes) -> Bool {
-    let result: (CheckedContinuation<ArrowBytes?, any Error>?, Bool) = state.withLock { state in
-      guard !state.closed else { return (nil, true) }
-      if !state.frameWaiters.isEmpty { return (state.frameWaiters.removeFirst().continuation, true) }
-      state.frames.append(frame)
-      state.bufferedBytes += frame.count
-      return (nil, state.bufferedBytes <= maxBufferedBytes)
-    }
-    result.0?.resume(returning: frame)
-    return result.1
+    let (waiter, withinLimit) = state.withLock { state in (state.place(frame: frame), state.bufferedBytes <= maxBufferedBytes) }
+    waiter?.resume(returning: frame)
+    return withinLimit
   }
 
   /// Hands a tagged message to the first matching posted receive or queues
   /// it as unexpected; false when over the limit.
   @discardableResult
   package func deliverTagged(_ message: TaggedMessage) -> Bool {
-    let result: (CheckedContinuation<TaggedMessage?, any Error>?, Bool) = state.withLock { state in
-      guard !state.closed else { return (nil, true) }
-      if let index = state.posted.firstIndex(where: { message.tag & $0.mask == $0.tag & $0.mask }) {
-        return (state.posted.remove(at: index).continuation, true)
+    let (waiter, withinLimit) = state.withLock { state in (state.place(tagged: message), state.bufferedBytes <= maxBufferedBytes) }
+    waiter?.resume(returning: message)
+    return withinLimit
+  }
+
+  /// One received message for ``deliver(_:)``.
+  package enum Delivery: Sendable {
+    /// A framed message.
+    case frame(ArrowBytes)
+    /// A tagged message.
+    case tagged(TaggedMessage)
+  }
+
+  /// Delivers `deliveries` in order as ``deliverFrame(_:)`` and
+  /// ``deliverTagged(_:)`` would, under one lock: a reader that received
+  /// many messages at once (a batch packet) contends with the receives
+  /// once, not once per message. False when over the limit.
+  @discardableResult
+  package func deliver(_ deliveries: [Delivery]) -> Bool {
+    var handedFrames: [(CheckedContinuation<ArrowBytes?, any Error>, ArrowBytes)] = []
+    var handedTagged: [(CheckedContinuation<TaggedMessage?, any Error>, TaggedMessage)] = []
+    let withinLimit = state.withLock { state in
+      for delivery in deliveries {
+        switch delivery {
+        case .frame(let frame): if let waiter = state.place(frame: frame) { handedFrames.append((waiter, frame)) }
+        case .tagged(let message): if let waiter = state.place(tagged: message) { handedTagged.append((waiter, message)) }
+        }
       }
-      state.unexpected.append(message)
-      state.bufferedBytes += message.payload.count
-      state.taggedBytes += message.payload.count
-      return (nil, state.bufferedBytes <= maxBufferedBytes)
+      return state.bufferedBytes <= maxBufferedBytes
     }
-    result.0?.resume(returning: message)
-    return result.1
+    for (waiter, frame) in handedFrames { waiter.resume(returning: frame) }
+    for (waiter, message) in handedTagged { waiter.resume(returning: message) }
+    return withinLimit
   }
 
   /// Blocks the calling thread (a backend's dedicated reader, never a
-  /// task) while more than `limit` bytes wait to be received, so a slow
-  /// consumer stops the reader and the transport's flow control takes
-  /// over. Returns at once when the inbox is closed.
+  /// task) while `limit` bytes or ``readAheadMessages`` messages wait to
+  /// be received, so a slow consumer stops the reader and the transport's
+  /// flow control takes over; it resumes once receives leave fewer than
+  /// `limit` bytes and half the messages. Returns at once when the inbox
+  /// is closed.
   package func waitForRoom(below limit: Int) {
     // A semaphore only when waiting: the reader calls this after every
     // message and rarely has to wait.
     let semaphore = state.withLock { state -> DispatchSemaphore? in
-      guard state.bufferedBytes >= limit, !state.closed else { return nil }
+      guard state.isFull(below: limit), !state.closed else { return nil }
       let semaphore = DispatchSemaphore(value: 0)
       state.roomWaiter = (semaphore, limit)
       return semaphore
@@ -141,8 +208,7 @@ package final class MessageInbox: Sendable {
   /// reader waits for room: closing now would drop data the peer sent.
   package var holdsUnreceivedMessages: Bool {
     state.withLock { state in
-      state.frameHead < state.frames.count || state.unexpected[state.unexpectedHead...].contains { $0 != nil }
-        || state.roomWaiter != nil
+      !state.frames.isEmpty || !state.unexpected.isEmpty || state.roomWaiter != nil
     }
   }
 
@@ -161,7 +227,6 @@ package final class MessageInbox: Sendable {
       if error != nil {
         state.frames.removeAll()
         state.unexpected.removeAll()
-        state.unexpectedHead = 0
         state.taggedBytes = 0
       }
       defer {
@@ -185,20 +250,13 @@ package final class MessageInbox: Sendable {
   /// The next framed message; nil after an orderly close.
   package func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
     try await receive { (state: inout State) -> Result<ArrowBytes?, DissociatedIPCError>? in
-      guard state.frameHead < state.frames.count else {
+      guard let frame = state.frames.popFirst() else {
         return state.closed ? (state.error.map { .failure($0) } ?? .success(nil)) : nil
-      }
-      let frame = state.frames[state.frameHead]!
-      state.frames[state.frameHead] = nil
-      state.frameHead += 1
-      if state.frameHead > 64, state.frameHead * 2 > state.frames.count {
-        state.frames.removeFirst(state.frameHead)
-        state.frameHead = 0
       }
       state.drained(frame.count)?.signal()
       return .success(frame)
     } register: { state, id, continuation in
-      state.frameWaiters.append((id, continuation))
+      state.frameWaiters.append(FrameWaiter(id: id, continuation: continuation))
     } cancel: { state, id in
       state.frameWaiters.firstIndex { $0.id == id }.map { state.frameWaiters.remove(at: $0).continuation }
     }
@@ -211,21 +269,9 @@ package final class MessageInbox: Sendable {
     defer { wake?() }  // outside the lock
     return try await receive { (state: inout State) -> Result<TaggedMessage?, DissociatedIPCError>? in
       let wanted = tag & mask
-      for index in state.unexpectedHead ..< state.unexpected.count {
-        guard let message = state.unexpected[index], message.tag & mask == wanted else { continue }
-        if index == state.unexpectedHead {
-          state.unexpected[index] = nil
-          state.unexpectedHead += 1
-          while state.unexpectedHead < state.unexpected.count, state.unexpected[state.unexpectedHead] == nil {
-            state.unexpectedHead += 1
-          }
-          if state.unexpectedHead > 64, state.unexpectedHead * 2 > state.unexpected.count {
-            state.unexpected.removeFirst(state.unexpectedHead)
-            state.unexpectedHead = 0
-          }
-        } else {
-          state.unexpected[index] = nil
-        }
+      for offset in 0 ..< state.unexpected.count {
+        guard let candidate = state.unexpected[offset], candidate.tag & mask == wanted else { continue }
+        let message = state.unexpected.take(at: offset)!
         let semaphore: DispatchSemaphore?
         (semaphore, wake) = state.taggedDrained(message.payload.count)
         semaphore?.signal()
