@@ -7,7 +7,7 @@ internal import Synchronization
 /// inbox messages (payloads in the peer's segments become views of them),
 /// and a send path that writes to the socket directly when nothing is
 /// queued, else through a writer thread (SHM-THREAD-1).
-final class SharedMemoryConnection: TransportConnection {
+final class SharedMemoryConnection: InboxReceiving {
   /// A control message waiting for the writer thread.
   struct Outgoing {
     var kind: SharedMemoryWire.Kind
@@ -120,6 +120,7 @@ final class SharedMemoryConnection: TransportConnection {
 
   /// Small payloads go inside the control message; larger ones are copied
   /// once into this side's segment and announced by address (SHM-RING-4).
+  @inline(__always)
   private func send(_ parts: [ArrowBytes], tag: UInt64, inline: SharedMemoryWire.Kind,
                     inSegment: SharedMemoryWire.Kind) async throws(DissociatedIPCError) {
     let count = parts.reduce(0) { $0 + $1.count }
@@ -433,14 +434,6 @@ final class SharedMemoryConnection: TransportConnection {
   }
 
   // MARK: Receiving
-
-  func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
-    try await inbox.receiveFrame()
-  }
-
-  func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
-    try await inbox.receiveTagged(matching: tag, mask: mask)
-  }
 
   /// The reader thread: the peer's hello, then control messages until the
   /// peer closes (orderly) or breaks the protocol (SHM-FAULT-2).

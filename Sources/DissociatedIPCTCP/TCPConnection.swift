@@ -5,7 +5,7 @@ internal import Synchronization
 
 /// One tcp:// connection: a reader thread that parses the byte stream into
 /// the inbox, and a writer thread that drains the send queue.
-final class TCPConnection: TransportConnection {
+final class TCPConnection: InboxReceiving {
   /// A queued message: its kind and tag (the writer encodes the header)
   /// and its payload parts.
   private struct Outgoing {
@@ -38,7 +38,7 @@ final class TCPConnection: TransportConnection {
 
   private let socket: Socket
   private let config: TCPTransport.Config
-  private let inbox: MessageInbox
+  let inbox: MessageInbox
   private let writeState = Mutex(WriteState())
   private let writerWake = DispatchSemaphore(value: 0)
   let pathDescription: String
@@ -268,14 +268,6 @@ final class TCPConnection: TransportConnection {
   }
 
   // MARK: Receiving
-
-  func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
-    try await inbox.receiveFrame()
-  }
-
-  func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
-    try await inbox.receiveTagged(matching: tag, mask: mask)
-  }
 
   /// The reader thread: hello, then messages until the peer's FIN (orderly)
   /// or an error.

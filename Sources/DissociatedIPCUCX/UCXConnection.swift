@@ -27,7 +27,7 @@ enum UCXWire {
 /// it posts them in order, runs UCX's callbacks and resumes the callers.
 /// It also takes every incoming message and delivers it to ``inbox``,
 /// where receives wait (UCX-RECV-1, UCX-RECV-2).
-final class UCXConnection: TransportConnection {
+final class UCXConnection: InboxReceiving {
   enum Command {
     case frame([ArrowBytes], size: Int)
     case tagged(UInt64, [ArrowBytes], size: Int)
@@ -189,16 +189,8 @@ final class UCXConnection: TransportConnection {
   }
 
   // MARK: Receiving
-
-  func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
-    try await inbox.receiveFrame()
-  }
-
-  /// Matched in the inbox, which the progress thread fills ahead of the
-  /// receives (UCX-RECV-2).
-  func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
-    try await inbox.receiveTagged(matching: tag, mask: mask)
-  }
+  // Served by the inbox (InboxReceiving), which the progress thread fills
+  // ahead of the receives (UCX-RECV-2).
 
   // MARK: Remote memory
 

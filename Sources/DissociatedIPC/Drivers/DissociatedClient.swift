@@ -217,6 +217,7 @@ final class ClientSession: Sendable {
 
   /// The next item, reading the flow the state machine needs. Each event
   /// and the step after it take the lock once.
+  @inline(__always)
   func next() async throws(DissociatedIPCError) -> ReceivedItem? {
     do throws(DissociatedIPCError) {
       var step = try machine.withLock { (machine) throws(DissociatedIPCError) in try Self.step(&machine) }
@@ -229,7 +230,11 @@ final class ClientSession: Sendable {
           return nil
         case .read(.metadata):
           let frame: ArrowBytes?
-          do throws(DissociatedIPCError) { frame = try await metadata.receiveFrame() } catch { throw receiveFailed(error) }
+          do throws(DissociatedIPCError) {
+            frame = try await metadata.readyFrame().orWaiting { () async throws(DissociatedIPCError) in try await metadata.receiveFrame() }
+          } catch {
+            throw receiveFailed(error)
+          }
           guard let frame = try received(frame) else { return try closed() }
           step = try machine.withLock { (machine) throws(DissociatedIPCError) in
             try machine.metadataReceived(frame)
@@ -239,7 +244,13 @@ final class ClientSession: Sendable {
           // Every tagged message on the data connection is a body; the state
           // machine places it by sequence (DIPC-CLIENT-2).
           let tagged: TaggedMessage?
-          do throws(DissociatedIPCError) { tagged = try await data.receiveTagged(matching: 0, mask: 0) } catch { throw receiveFailed(error) }
+          do throws(DissociatedIPCError) {
+            tagged = try await data.readyTagged(matching: 0, mask: 0).orWaiting { () async throws(DissociatedIPCError) in
+              try await data.receiveTagged(matching: 0, mask: 0)
+            }
+          } catch {
+            throw receiveFailed(error)
+          }
           guard let message = try received(tagged) else { return try closed() }
           let descriptor: BodyDescriptor?
           (descriptor, step) = try machine.withLock { (machine) throws(DissociatedIPCError) in

@@ -95,6 +95,7 @@ final class ServerSession: Sendable {
     }
   }
 
+  @inline(__always)
   private func send(_ send: ServerSend, slab: inout SlabAllocator) async throws(DissociatedIPCError) {
     if let frame = send.metadata { try await connection.sendFrame(frame.parts(using: &slab)) }
     switch send.body {
@@ -114,6 +115,7 @@ final class ServerSession: Sendable {
 
   /// Returns once `ready` holds or the stream stopped (the client failed
   /// or left); free_data and the client's end check again.
+  @inline(__always)
   private func waitUntil(_ ready: (inout State) -> Bool) async {
     while !state.withLock({ ready(&$0) || $0.isStopped }) {
       await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

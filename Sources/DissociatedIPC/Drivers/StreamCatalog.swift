@@ -37,6 +37,7 @@ struct MessageSource {
   init(_ origin: Origin) { self.origin = origin }
 
   /// The next message, nil at the end; runs on the caller's actor.
+  @inline(__always)
   mutating func next(isolation actor: isolated (any Actor)? = #isolation) async throws -> OutgoingMessage? {
     switch origin {
     case .array(let messages, let next):

@@ -3,7 +3,7 @@ internal import Synchronization
 
 extension InProcessTransport {
   /// One end of an in-process connection.
-  final class Connection: TransportConnection {
+  final class Connection: InboxReceiving {
     /// What both ends share: the fault state and the exposed regions.
     final class Link: Sendable {
       let faults: Faults
@@ -78,14 +78,6 @@ extension InProcessTransport {
         peer.inbox.deliverTagged(message)
         self.inFlight.wrappingSubtract(1, ordering: .releasing)
       }
-    }
-
-    func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
-      try await inbox.receiveFrame()
-    }
-
-    func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
-      try await inbox.receiveTagged(matching: tag, mask: mask)
     }
 
     func close() async {

@@ -74,6 +74,32 @@ package final class MessageInbox: Sendable {
       return nil
     }
 
+    /// Takes the next frame: the frame, nil after an orderly close with
+    /// none left (or the close's error); nil itself while a receive must
+    /// wait.
+    mutating func takeFrame() -> Result<ArrowBytes?, DissociatedIPCError>? {
+      guard let frame = frames.popFirst() else { return closed ? (error.map { .failure($0) } ?? .success(nil)) : nil }
+      drained(frame.count)?.signal()
+      return .success(frame)
+    }
+
+    /// Takes the first unexpected message matching `tag` under `mask`, as
+    /// ``takeFrame()``; `wake` is the backend's tagged-room wake-up, if now
+    /// due, to run outside the lock.
+    mutating func takeTagged(matching tag: UInt64, mask: UInt64, wake: inout (@Sendable () -> Void)?)
+      -> Result<TaggedMessage?, DissociatedIPCError>? {
+      let wanted = tag & mask
+      for offset in 0 ..< unexpected.count {
+        guard let candidate = unexpected[offset], candidate.tag & mask == wanted else { continue }
+        let message = unexpected.take(at: offset)!
+        let semaphore: DispatchSemaphore?
+        (semaphore, wake) = taggedDrained(message.payload.count)
+        semaphore?.signal()
+        return .success(message)
+      }
+      return closed ? (error.map { .failure($0) } ?? .success(nil)) : nil
+    }
+
     /// Whether a reader asking for room below `limit` bytes must wait:
     /// that many bytes or ``MessageInbox/readAheadMessages`` messages are
     /// queued.
@@ -249,13 +275,7 @@ package final class MessageInbox: Sendable {
 
   /// The next framed message; nil after an orderly close.
   package func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
-    try await receive { (state: inout State) -> Result<ArrowBytes?, DissociatedIPCError>? in
-      guard let frame = state.frames.popFirst() else {
-        return state.closed ? (state.error.map { .failure($0) } ?? .success(nil)) : nil
-      }
-      state.drained(frame.count)?.signal()
-      return .success(frame)
-    } register: { state, id, continuation in
+    try await receive { (state: inout State) in state.takeFrame() } register: { state, id, continuation in
       state.frameWaiters.append(FrameWaiter(id: id, continuation: continuation))
     } cancel: { state, id in
       state.frameWaiters.firstIndex { $0.id == id }.map { state.frameWaiters.remove(at: $0).continuation }
@@ -267,27 +287,30 @@ package final class MessageInbox: Sendable {
   package func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
     var wake: (@Sendable () -> Void)?
     defer { wake?() }  // outside the lock
-    return try await receive { (state: inout State) -> Result<TaggedMessage?, DissociatedIPCError>? in
-      let wanted = tag & mask
-      for offset in 0 ..< state.unexpected.count {
-        guard let candidate = state.unexpected[offset], candidate.tag & mask == wanted else { continue }
-        let message = state.unexpected.take(at: offset)!
-        let semaphore: DispatchSemaphore?
-        (semaphore, wake) = state.taggedDrained(message.payload.count)
-        semaphore?.signal()
-        return .success(message)
-      }
-      return state.closed ? (state.error.map { .failure($0) } ?? .success(nil)) : nil
-    } register: { state, id, continuation in
+    return try await receive { (state: inout State) in state.takeTagged(matching: tag, mask: mask, wake: &wake) } register: {
+      state, id, continuation in
       state.posted.append(PostedReceive(id: id, tag: tag, mask: mask, continuation: continuation))
     } cancel: { state, id in
       state.posted.firstIndex { $0.id == id }.map { state.posted.remove(at: $0).continuation }
     }
   }
 
+  /// ``receiveFrame()`` without waiting.
+  package func readyFrame() throws(DissociatedIPCError) -> ReadyReceive<ArrowBytes> {
+    try ReadyReceive(state.withLock { $0.takeFrame() })
+  }
+
+  /// ``receiveTagged(matching:mask:)`` without waiting.
+  package func readyTagged(matching tag: UInt64, mask: UInt64) throws(DissociatedIPCError) -> ReadyReceive<TaggedMessage> {
+    var wake: (@Sendable () -> Void)?
+    defer { wake?() }  // outside the lock
+    return try ReadyReceive(state.withLock { $0.takeTagged(matching: tag, mask: mask, wake: &wake) })
+  }
+
   /// Takes a message at once when `take` finds one (no suspension, no
   /// allocation); otherwise registers a waiter and suspends until a
   /// delivery, a close or cancellation (`.cancelled`).
+  @inline(__always)
   private func receive<T: Sendable>(
     _ take: (inout State) -> Result<T?, DissociatedIPCError>?,
     register: (inout State, UInt64, CheckedContinuation<T?, any Error>) -> Void,
@@ -332,5 +355,48 @@ package final class MessageInbox: Sendable {
     } catch {
       throw DissociatedIPCError(.transportFailure, "\(error)")
     }
+  }
+}
+
+extension ReadyReceive {
+  /// What a take under the inbox's lock found: a message, the end (nil),
+  /// the close's error (thrown), or nothing yet (nil itself).
+  init(_ taken: Result<Message?, DissociatedIPCError>?) throws(DissociatedIPCError) {
+    switch taken {
+    case nil: self = .wouldWait
+    case .success(let message?)?: self = .message(message)
+    case .success(nil)?: self = .ended
+    case .failure(let error)?: throw error
+    }
+  }
+}
+
+/// A connection whose receives are served by a ``MessageInbox`` that its
+/// backend's reader fills: the receive requirements of
+/// ``TransportConnection``, written once.
+package protocol InboxReceiving: TransportConnection {
+  /// Where the backend delivers received messages.
+  var inbox: MessageInbox { get }
+}
+
+extension InboxReceiving {
+  /// The inbox's next frame.
+  package func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
+    try await inbox.receiveFrame()
+  }
+
+  /// The inbox's next matching tagged message (matched in software).
+  package func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
+    try await inbox.receiveTagged(matching: tag, mask: mask)
+  }
+
+  /// The inbox's next frame, if already queued.
+  package func readyFrame() throws(DissociatedIPCError) -> ReadyReceive<ArrowBytes> {
+    try inbox.readyFrame()
+  }
+
+  /// The inbox's next matching tagged message, if already queued.
+  package func readyTagged(matching tag: UInt64, mask: UInt64) throws(DissociatedIPCError) -> ReadyReceive<TaggedMessage> {
+    try inbox.readyTagged(matching: tag, mask: mask)
   }
 }

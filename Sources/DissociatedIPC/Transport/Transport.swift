@@ -128,6 +128,13 @@ public protocol TransportConnection: AnyObject, Sendable {
   /// when the peer closed. Several receives may wait at once; messages go to
   /// them in the order they were posted.
   func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage?
+  /// The next framed message if one is already here, without waiting:
+  /// for a reader of many messages, which awaits ``receiveFrame()`` only
+  /// on `.wouldWait`. Backends that cannot tell answer `.wouldWait` (the
+  /// default).
+  func readyFrame() throws(DissociatedIPCError) -> ReadyReceive<ArrowBytes>
+  /// ``receiveTagged(matching:mask:)`` without waiting, as ``readyFrame()``.
+  func readyTagged(matching tag: UInt64, mask: UInt64) throws(DissociatedIPCError) -> ReadyReceive<TaggedMessage>
   /// The remote-memory capability, when the backend offers it.
   var remoteMemory: (any RemoteMemory)? { get }
   /// A short description of the path in use (for example the UCX lanes), so
@@ -135,6 +142,42 @@ public protocol TransportConnection: AnyObject, Sendable {
   var pathDescription: String { get }
   /// Closes the connection; idempotent.
   func close() async
+}
+
+extension TransportConnection {
+  /// `.wouldWait`: every receive goes through ``receiveFrame()``.
+  public func readyFrame() throws(DissociatedIPCError) -> ReadyReceive<ArrowBytes> { .wouldWait }
+  /// `.wouldWait`: every receive goes through ``receiveTagged(matching:mask:)``.
+  public func readyTagged(matching tag: UInt64, mask: UInt64) throws(DissociatedIPCError) -> ReadyReceive<TaggedMessage> {
+    .wouldWait
+  }
+}
+
+/// What a receive finds without waiting (``TransportConnection/readyFrame()``).
+///
+/// A stream's reader asks first and awaits only when nothing is there: a
+/// message that is already queued then costs no asynchronous call.
+public enum ReadyReceive<Message: Sendable>: Sendable {
+  /// The next message.
+  case message(Message)
+  /// The peer closed in order and nothing is left (the receive would
+  /// return nil).
+  case ended
+  /// Nothing yet: the receive would wait.
+  case wouldWait
+
+  /// The message, nil at the end, or what `receive` (the waiting receive)
+  /// returns when nothing was here.
+  @inline(__always)
+  public func orWaiting(
+    _ receive: () async throws(DissociatedIPCError) -> Message?
+  ) async throws(DissociatedIPCError) -> Message? {
+    switch self {
+    case .message(let message): message
+    case .ended: nil
+    case .wouldWait: try await receive()
+    }
+  }
 }
 
 /// A memory region exposed to the peer for body-type-1 descriptors.
