@@ -82,6 +82,34 @@ struct MessageInboxReadAheadTests {
   }
 }
 
+/// Receives without waiting (TransportConnection.readyFrame()).
+@Suite("MessageInbox ready receives")
+struct MessageInboxReadyTests {
+  @Test("readyFrame and readyTagged: wouldWait when empty, the message when queued, ended after an orderly close, the error after a failed one")
+  func ready() throws {
+    let inbox = MessageInbox()
+    guard case .wouldWait = try inbox.readyFrame() else { throw Failure("an empty inbox must answer wouldWait") }
+    guard case .wouldWait = try inbox.readyTagged(matching: 0, mask: 0) else { throw Failure("no tagged message yet") }
+    inbox.deliverFrame(ArrowBytes(copying: [5]))
+    inbox.deliverTagged(TaggedMessage(tag: 9, payload: ArrowBytes(copying: [6])))
+    guard case .wouldWait = try inbox.readyTagged(matching: 8, mask: .max) else { throw Failure("tag 8 was never sent") }
+    guard case .message(let frame) = try inbox.readyFrame(), frame.array == [5] else { throw Failure("the queued frame") }
+    guard case .message(let tagged) = try inbox.readyTagged(matching: 9, mask: .max), tagged.tag == 9 else {
+      throw Failure("the queued tagged message")
+    }
+    inbox.close()
+    guard case .ended = try inbox.readyFrame() else { throw Failure("after an orderly close: ended") }
+    let failed = MessageInbox()
+    failed.close(error: DissociatedIPCError(.connectionClosed, "broken"))
+    #expect(throws: DissociatedIPCError.self) { try failed.readyTagged(matching: 0, mask: 0) }
+  }
+
+  struct Failure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+  }
+}
+
 /// The inbox's queue: FIFO order across growth and wrap-around, holes left
 /// by out-of-order takes.
 @Suite("RingQueue")
