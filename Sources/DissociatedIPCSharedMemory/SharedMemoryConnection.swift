@@ -444,11 +444,14 @@ final class SharedMemoryConnection: InboxReceiving {
     // Small received payloads are carved out of pooled 64 KiB chunks
     // (one allocation per chunk, not per message).
     var slab = SlabAllocator(pool: Self.receivePool)
-    // What one control message received, for the inbox (reused).
+    // What one control message received, for the inbox, and a batch's
+    // entries (both reused).
     var deliveries: [MessageInbox.Delivery] = []
+    var batchEntries: [Range<Int>] = []
     do throws(DissociatedIPCError) {
       while let received = try socket.receive(into: buffer) {
-        try handle(received, in: UnsafeRawBufferPointer(buffer), greeted: &greeted, slab: &slab, deliveries: &deliveries)
+        try handle(received, in: UnsafeRawBufferPointer(buffer), greeted: &greeted, slab: &slab, deliveries: &deliveries,
+                   batchEntries: &batchEntries)
         inbox.waitForRoom(below: config.readAheadBytes)
         if inbox.isClosed { break }  // closed locally: nobody will receive more
       }
@@ -465,9 +468,11 @@ final class SharedMemoryConnection: InboxReceiving {
   static let receivePool = BufferPool(maxPooledBytes: 16 << 20, minimumSize: SlabAllocator.chunkSize)
 
   /// Acts on one control message; what it received goes to the inbox in
-  /// one delivery (`deliveries` is the caller's reused buffer).
+  /// one delivery (`deliveries` and `batchEntries` are the caller's reused
+  /// buffers).
   private func handle(_ received: UnixSocket.Received, in buffer: UnsafeRawBufferPointer, greeted: inout Bool,
-                      slab: inout SlabAllocator, deliveries: inout [MessageInbox.Delivery]) throws(DissociatedIPCError) {
+                      slab: inout SlabAllocator, deliveries: inout [MessageInbox.Delivery],
+                      batchEntries: inout [Range<Int>]) throws(DissociatedIPCError) {
     var descriptors = received.descriptors
     defer { for descriptor in descriptors { closeDescriptor(descriptor) } }
     defer {
@@ -492,7 +497,8 @@ final class SharedMemoryConnection: InboxReceiving {
     guard message == .batch else { return try dispatch(message, bytes, descriptors: &descriptors, slab: &slab, into: &deliveries) }
     // A batch (SHM-CTRL-6): each entry is handled as if it came alone.
     var none: [Int32] = []
-    for entry in try SharedMemoryWire.batchEntries(bytes) {
+    try SharedMemoryWire.batchEntries(bytes, into: &batchEntries)
+    for entry in batchEntries {
       let inner = UnsafeRawBufferPointer(rebasing: bytes[entry])
       try dispatch(try SharedMemoryWire.parse(inner), inner, descriptors: &none, slab: &slab, into: &deliveries)
     }

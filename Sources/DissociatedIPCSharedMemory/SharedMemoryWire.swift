@@ -104,7 +104,7 @@ enum SharedMemoryWire {
     case segmentAdded(id: UInt16, size: Int, arena: Bool)
     case spaceReturned(count: Int)
     case segmentRetired(id: UInt16)
-    /// A batch: its messages follow at `headerLength` (see ``batchEntries(_:)``).
+    /// A batch: its messages follow at `headerLength` (see ``batchEntries(_:into:)``).
     case batch
   }
 
@@ -165,14 +165,16 @@ enum SharedMemoryWire {
     }
   }
 
-  /// The messages of a batch (whose header was parsed already): each a
-  /// range of `bytes`, checked to lie inside it, be of a batchable kind,
-  /// and be followed only by zero padding.
-  static func batchEntries(_ bytes: UnsafeRawBufferPointer) throws(DissociatedIPCError) -> [Range<Int>] {
+  /// The messages of a batch (whose header was parsed already), in
+  /// `entries` (emptied first; the reader reuses one array, as a batch
+  /// holds a hundred messages or more): each a range of `bytes`, checked
+  /// to lie inside it, be of a batchable kind, and be followed only by
+  /// zero padding.
+  static func batchEntries(_ bytes: UnsafeRawBufferPointer, into entries: inout [Range<Int>]) throws(DissociatedIPCError) {
     func malformed(_ why: String) -> DissociatedIPCError {
       DissociatedIPCError(.transportFailure, "malformed shm:// batch: \(why)")
     }
-    var entries: [Range<Int>] = []
+    entries.removeAll(keepingCapacity: true)
     var position = headerLength
     while position < bytes.count {
       guard bytes.count - position >= 8 else { throw malformed("\(bytes.count - position) trailing bytes") }
@@ -189,7 +191,6 @@ enum SharedMemoryWire {
       entries.append(start ..< end)
       position = padded
     }
-    return entries
   }
 
   /// The `index`th address of a space-returned message.
