@@ -114,7 +114,7 @@ struct MessageInboxReadyTests {
 /// by out-of-order takes.
 @Suite("RingQueue")
 struct RingQueueTests {
-  @Test("order survives wrap-around and growth; holes are skipped at the front")
+  @Test("order survives wrap-around and growth; holes are dropped once they reach the front")
   func order() {
     var queue = RingQueue<Int>()
     var expected: [Int] = []

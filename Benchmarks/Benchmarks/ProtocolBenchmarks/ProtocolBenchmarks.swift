@@ -1,6 +1,7 @@
 // Protocol-core benchmarks (Spec/dissociated-ipc.md): the cost of the
-// server and client state machines per batch, and end-to-end tiny batches
-// over the in-process transport.
+// server and client state machines per batch, each side of a stream alone
+// (Components.swift), and end-to-end tiny batches over the in-process
+// transport.
 
 import ArrowIPC
 import Benchmark
@@ -68,6 +69,35 @@ let benchmarks: @Sendable () -> Void = {
 
   let (schema, batch) = sampleMessages()
   let tinyStream = [schema] + Array(repeating: batch, count: 10_000)
+
+  let prepared = PreparedConnection.stream(tinyStream)
+  var preparedRegistry = TransportRegistry.defaults
+  preparedRegistry.register(PreparedTransport(frames: prepared.frames, tagged: prepared.tagged))
+  let preparedLocation = try! Location(parsing: "prepared://here?want_data=0&ticket=tiny")
+  Benchmark("client alone, 10,000 tiny batches from a connection that holds them",
+            configuration: .init(metrics: [.wallClock, .mallocCountTotal, .throughput], maxDuration: .seconds(5))) { benchmark in
+    for _ in benchmark.scaledIterations {
+      var batches = 0
+      for try await case .recordBatch in DissociatedClient(registry: preparedRegistry).stream(from: preparedLocation) { batches += 1 }
+      precondition(batches == 10_000)
+    }
+  }
+
+  Benchmark("server alone, 10,000 tiny batches into a connection that discards them",
+            configuration: .init(metrics: [.wallClock, .mallocCountTotal, .throughput], maxDuration: .seconds(5))) { benchmark in
+    var catalog = StreamCatalog()
+    catalog.add("tiny", .messages(tinyStream))
+    for _ in benchmark.scaledIterations {
+      let (sent, signal) = AsyncStream<Void>.makeStream()
+      var registry = TransportRegistry.defaults
+      // Every message's frame and the end of stream.
+      registry.register(DiscardingTransport(listener: DiscardingListener(DiscardingConnection(expected: 10_002, sent: signal))))
+      let server = try await DissociatedServer(listeningAt: "discarding://here", catalog: catalog, registry: registry)
+      let running = Task { await server.run() }
+      for await _ in sent { break }
+      running.cancel()
+    }
+  }
   Benchmark("inproc:// end to end, 10,000 tiny batches",
             configuration: .init(metrics: [.wallClock, .mallocCountTotal, .throughput], maxDuration: .seconds(5))) { benchmark in
     var catalog = StreamCatalog()

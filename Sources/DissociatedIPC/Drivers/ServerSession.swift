@@ -47,10 +47,12 @@ final class ServerSession: Sendable {
   /// Sends the stream, then waits until the client returned every exposed
   /// region or went away.
   func run(_ source: sending MessageSource) async throws(DissociatedIPCError) {
-    let control = Task { await self.receiveControl() }
-    defer { control.cancel() }
+    // The sending task is recorded before the free_data loop starts, so a
+    // client that leaves at once always finds it to cancel.
     let sending = Task { await self.send(source) }
     state.withLock { $0.sending = sending }
+    let control = Task { await self.receiveControl() }
+    defer { control.cancel() }
     let result = await withTaskCancellationHandler { await sending.value } onCancel: { sending.cancel() }
     try result.get()
   }
