@@ -25,8 +25,9 @@ struct Bench: AsyncParsableCommand {
       (one hot source into destinations cycling through 64 MiB, beyond the
       caches; with shm, also through the shm:// ring's first segment, 8 MiB,
       which the caches may hold),
-      iperf3 -l BATCH (bulk), ucx_perftest tag_bw, tag_lat and ucp_get (beside
-      ucx:// get) over UCX_TLS=tcp on lo (when ucx is measured; the path ucx:// takes), Arrow Flight
+      iperf3 -l BATCH (bulk), ucx_perftest tag_bw (BATCH and 16-byte messages:
+      a tiny batch is two messages), tag_lat and ucp_get (beside ucx:// get)
+      over UCX_TLS=tcp on lo (when ucx is measured; the path ucx:// takes), Arrow Flight
       DoGet via pyarrow (bulk and tiny; needs Benchmarks/Baselines/
       flight_baseline.py, run from the repository root).
       """
@@ -88,6 +89,8 @@ struct Bench: AsyncParsableCommand {
           try Self.ucxPerftest("tag_bw", length: batchBytes, iterations: bulkCount))
         results["ucx_perftest get", default: []].append(try Self.ucxPerftest("ucp_get", length: batchBytes, iterations: bulkCount))
         results["ucx_perftest latency", default: []].append(try Self.ucxPerftest("tag_lat", length: 8, iterations: 10_000))
+        // Small-message rate: a tiny batch is two such messages.
+        results["ucx_perftest tiny", default: []].append(try Self.ucxPerftest("tag_bw", length: 16, iterations: 100_000))
       }
       if baselineSet.contains("iperf3") {
         results["iperf3 bulk", default: []].append(try Self.iperf3(bytes: bulkCount * batchBytes, length: batchBytes))
@@ -329,8 +332,14 @@ struct Bench: AsyncParsableCommand {
                       has("ucx_perftest get") ? ratio(get, "ucx_perftest ucp_get", rate("ucx_perftest get")) : ""))
       }
       let tiny = batchRate("\(scheme) tiny")
+      var tinyRatios: [String] = []
+      if has("flight tiny") { tinyRatios.append(ratio(tiny, "Flight", batchRate("flight tiny"))) }
+      if scheme == "ucx", has("ucx_perftest tiny") {
+        // Two messages per batch against ucx_perftest's message rate.
+        tinyRatios.append(ratio(2 * tiny, "ucx_perftest tag_bw 16 B messages", batchRate("ucx_perftest tiny")))
+      }
       lines.append(("\(scheme):// tiny", String(format: "%.0f k batches/s (%.2f µs each)", tiny / 1e3, 1e6 / tiny),
-                    has("flight tiny") ? ratio(tiny, "Flight", batchRate("flight tiny")) : ""))
+                    tinyRatios.joined(separator: ", ")))
       let latency = median(results["\(scheme) latency", default: []].map(\.seconds))
       let perftestLatency = median(results["ucx_perftest latency", default: []].map(\.seconds))
       lines.append(("\(scheme):// latency", String(format: "%.1f µs round trip", latency * 1e6),
@@ -343,6 +352,10 @@ struct Bench: AsyncParsableCommand {
       if has("ucx_perftest get") { lines.append(("ucx_perftest ucp_get", gb(rate("ucx_perftest get")), "UCX_TLS=tcp, lo")) }
       lines.append(("ucx_perftest tag_lat", String(format: "%.1f µs round trip",
                                                    median(results["ucx_perftest latency", default: []].map(\.seconds)) * 1e6), ""))
+      if has("ucx_perftest tiny") {
+        lines.append(("ucx_perftest tag_bw", String(format: "%.0f k messages/s", batchRate("ucx_perftest tiny") / 1e3),
+                      "16-byte messages, UCX_TLS=tcp, lo"))
+      }
     }
     if has("iperf3 bulk") { lines.append(("iperf3 bulk", gb(rate("iperf3 bulk")), "")) }
     if has("flight bulk") {
