@@ -58,26 +58,31 @@ struct Bench: AsyncParsableCommand {
     let schemes = transports.split(separator: ",").map(String.init)
     let baselineSet = Set(baselines.split(separator: ",").map(String.init))
     let bulkCount = max(1, bulkBytes / batchBytes)
+    // One set of transports for every round, as a long-running server and
+    // client keep theirs: receive-buffer pools stay warm (a fresh pool per
+    // case made every ucx:// and tcp:// bulk case fault in its first
+    // read-ahead of buffers again).
     let registry = TransportRegistry.builtIn
+    let forcedGets = TransportRegistry.builtIn(ucxDescriptors: .always)
     var results: [String: [Measurement]] = [:]
     for round in 1 ... rounds {
       FileHandle.standardError.write(Data("round \(round)/\(rounds)\n".utf8))
       for scheme in schemes {
         let remoteMemory = try registry.transport(forScheme: scheme).capabilities.remoteMemory
         results["\(scheme) bulk", default: []].append(
-          try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8))
+          try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, registry: registry))
         if remoteMemory {
           // The same bodies inline (type 0): the transport's copy path.
           results["\(scheme) copy", default: []].append(
-            try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, inline: true))
+            try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, inline: true, registry: registry))
         }
         if scheme == "ucx" {
           results["ucx get", default: []].append(
-            try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, registry: .builtIn(ucxDescriptors: .always)))
+            try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, registry: forcedGets))
         }
         results["\(scheme) tiny", default: []].append(
-          try await Self.measure(scheme: scheme, batches: tinyBatches, rows: 2))
-        results["\(scheme) latency", default: []].append(try await Self.roundTrip(scheme: scheme))
+          try await Self.measure(scheme: scheme, batches: tinyBatches, rows: 2, registry: registry))
+        results["\(scheme) latency", default: []].append(try await Self.roundTrip(scheme: scheme, registry: registry))
       }
       results["memcpy", default: []].append(Self.memcpy(bytes: bulkCount * batchBytes, chunk: batchBytes, span: 64 << 20))
       if schemes.contains("shm") {
@@ -117,7 +122,7 @@ struct Bench: AsyncParsableCommand {
   /// each time), sent inline (type 0) when `inline`, else as the server
   /// decides.
   static func measure(scheme: String, batches: Int, rows: Int, inline: Bool = false,
-                      registry: TransportRegistry = .builtIn) async throws -> Measurement {
+                      registry: TransportRegistry) async throws -> Measurement {
     var builder = RecordBatchBuilder()
     builder.append("v", (0 ..< rows).map { Int64($0) as Int64? })
     let (message, built) = builder.finish()
@@ -160,8 +165,8 @@ struct Bench: AsyncParsableCommand {
   /// The median round trip of an 8-byte tagged message over one
   /// connection of `scheme` (1,000 ping-pongs after 100 warm-up ones);
   /// reported as `seconds` of one round trip.
-  static func roundTrip(scheme: String) async throws -> Measurement {
-    let transport = try TransportRegistry.builtIn.transport(forScheme: scheme)
+  static func roundTrip(scheme: String, registry: TransportRegistry) async throws -> Measurement {
+    let transport = try registry.transport(forScheme: scheme)
     let listener = try await transport.listen(at: TransportAddress(parsing: localListenURI(scheme)))
     async let accepted = listener.accept()
     let client = try await transport.connect(to: Location(parsing: "\(listener.address)?want_data=0"))
