@@ -21,13 +21,18 @@ struct Bench: AsyncParsableCommand {
         tiny     --tiny-batches batches of 2 rows (also shown as µs per batch)
         latency  median round trip of an 8-byte tagged message (1,000 of them)
       for each --transports scheme (server and client in this process, over
-      loopback), and the baselines: single-core memcpy of the bulk bytes
+      loopback, one set of transports for all rounds). Bulk, copy and get
+      count from the stream's first message to its last (the data phase, as
+      ucx_perftest and iperf3 count theirs; the setup before it is shown
+      apart); tiny batches count from the connect, as the Flight baseline
+      counts its DoGet. The baselines: single-core memcpy of the bulk bytes
       (one hot source into destinations cycling through 64 MiB, beyond the
       caches; with shm, also through the shm:// ring's first segment, 8 MiB,
       which the caches may hold),
       iperf3 -l BATCH (bulk), ucx_perftest tag_bw (BATCH and 16-byte messages:
       a tiny batch is two messages), tag_lat and ucp_get (beside ucx:// get)
-      over UCX_TLS=tcp on lo (when ucx is measured; the path ucx:// takes), Arrow Flight
+      (when ucx is measured), with the same UCX_TLS (--ucx-tls, default tcp)
+      and UCX_NET_DEVICES=lo as ucx:// itself, Arrow Flight
       DoGet via pyarrow (bulk and tiny; needs Benchmarks/Baselines/
       flight_baseline.py, run from the repository root).
       """
@@ -51,6 +56,9 @@ struct Bench: AsyncParsableCommand {
   @Option(help: "Comma-separated baselines: iperf3, flight, ucx_perftest (with ucx; empty for none).")
   var baselines = "iperf3,flight,ucx_perftest"
 
+  @Option(help: "UCX_TLS for ucx:// and ucx_perftest alike (UCX_NET_DEVICES is lo).")
+  var ucxTLS = "tcp"
+
   @Option(help: "The Flight baseline script.")
   var flightScript = "Benchmarks/Baselines/flight_baseline.py"
 
@@ -62,8 +70,9 @@ struct Bench: AsyncParsableCommand {
     // client keep theirs: receive-buffer pools stay warm (a fresh pool per
     // case made every ucx:// and tcp:// bulk case fault in its first
     // read-ahead of buffers again).
-    let registry = TransportRegistry.builtIn
-    let forcedGets = TransportRegistry.builtIn(ucxDescriptors: .always)
+    let ucxOptions = ["TLS": ucxTLS, "NET_DEVICES": "lo"]
+    let registry = TransportRegistry.builtIn(ucxDescriptors: .automatic, ucxOptions: ucxOptions)
+    let forcedGets = TransportRegistry.builtIn(ucxDescriptors: .always, ucxOptions: ucxOptions)
     var results: [String: [Measurement]] = [:]
     for round in 1 ... rounds {
       FileHandle.standardError.write(Data("round \(round)/\(rounds)\n".utf8))
@@ -91,11 +100,11 @@ struct Bench: AsyncParsableCommand {
       }
       if baselineSet.contains("ucx_perftest"), schemes.contains("ucx") {
         results["ucx_perftest bulk", default: []].append(
-          try Self.ucxPerftest("tag_bw", length: batchBytes, iterations: bulkCount))
-        results["ucx_perftest get", default: []].append(try Self.ucxPerftest("ucp_get", length: batchBytes, iterations: bulkCount))
-        results["ucx_perftest latency", default: []].append(try Self.ucxPerftest("tag_lat", length: 8, iterations: 10_000))
+          try Self.ucxPerftest("tag_bw", length: batchBytes, iterations: bulkCount, tls: ucxTLS))
+        results["ucx_perftest get", default: []].append(try Self.ucxPerftest("ucp_get", length: batchBytes, iterations: bulkCount, tls: ucxTLS))
+        results["ucx_perftest latency", default: []].append(try Self.ucxPerftest("tag_lat", length: 8, iterations: 10_000, tls: ucxTLS))
         // Small-message rate: a tiny batch is two such messages.
-        results["ucx_perftest tiny", default: []].append(try Self.ucxPerftest("tag_bw", length: 16, iterations: 100_000))
+        results["ucx_perftest tiny", default: []].append(try Self.ucxPerftest("tag_bw", length: 16, iterations: 100_000, tls: ucxTLS))
       }
       if baselineSet.contains("iperf3") {
         results["iperf3 bulk", default: []].append(try Self.iperf3(bytes: bulkCount * batchBytes, length: batchBytes))
@@ -113,8 +122,15 @@ struct Bench: AsyncParsableCommand {
     var seconds: Double
     var bytes: Int
     var batches: Int
+    /// The part of `seconds` before the stream's first message (the
+    /// schema) arrived: connecting and asking for the stream; 0 where the
+    /// case has no such phase.
+    var setupSeconds = 0.0
     var bytesPerSecond: Double { Double(bytes) / seconds }
     var batchesPerSecond: Double { Double(batches) / seconds }
+    /// The rate from the first message to the last: the data phase, as
+    /// ucx_perftest and iperf3 count theirs.
+    var streamingBytesPerSecond: Double { Double(bytes) / (seconds - setupSeconds) }
   }
 
   /// A server and a client over `scheme` from `registry` in this process;
@@ -137,18 +153,21 @@ struct Bench: AsyncParsableCommand {
     let running = Task { await server.run() }
     defer { running.cancel() }
     let started = ContinuousClock.now
+    var firstMessage: ContinuousClock.Instant?
     var received = 0
     var bytes = 0
     for try await item in DissociatedClient(registry: registry).stream(from: server.location(for: "bench")) {
+      if firstMessage == nil { firstMessage = ContinuousClock.now }
       if case .recordBatch(let batch) = item {
         received += 1
         bytes += batch.body.count
       }
     }
-    let elapsed = seconds(ContinuousClock.now - started)
+    let finished = ContinuousClock.now
     await server.shutdown()
-    guard received == batches else { throw ValidationError("\(scheme): received \(received) of \(batches) batches") }
-    return Measurement(seconds: elapsed, bytes: bytes, batches: received)
+    guard received == batches, let firstMessage else { throw ValidationError("\(scheme): received \(received) of \(batches) batches") }
+    return Measurement(seconds: seconds(finished - started), bytes: bytes, batches: received,
+                       setupSeconds: seconds(firstMessage - started))
   }
 
   /// `body` copied once into a ``SharedMemoryBuffer``: what a producer
@@ -236,8 +255,8 @@ struct Bench: AsyncParsableCommand {
   /// lo): `test` with `length`-byte messages — `tag_bw` or `ucp_get`
   /// (bandwidth), or `tag_lat` (`seconds` = the median round trip, twice
   /// the one-way median it reports).
-  static func ucxPerftest(_ test: String, length: Int, iterations: Int) throws -> Measurement {
-    let environment = ["UCX_TLS=tcp", "UCX_NET_DEVICES=lo"]
+  static func ucxPerftest(_ test: String, length: Int, iterations: Int, tls: String) throws -> Measurement {
+    let environment = ["UCX_TLS=\(tls)", "UCX_NET_DEVICES=lo"]
     let bandwidth = test != "tag_lat"
     return try withServerProcess(environment + ["ucx_perftest", "-p"]) { port in
       let arguments = ["-t", test, "-s", String(length)]
@@ -305,6 +324,8 @@ struct Bench: AsyncParsableCommand {
       return sorted.isEmpty ? .nan : sorted[sorted.count / 2]
     }
     func rate(_ name: String) -> Double { median(results[name, default: []].map(\.bytesPerSecond)) }
+    /// A transport case's data-phase rate (its setup reported apart).
+    func streamingRate(_ name: String) -> Double { median(results[name, default: []].map(\.streamingBytesPerSecond)) }
     func batchRate(_ name: String) -> Double { median(results[name, default: []].map(\.batchesPerSecond)) }
     func has(_ name: String) -> Bool { results[name] != nil }
     func ratio(_ value: Double, _ baseline: String, _ reference: Double) -> String {
@@ -316,7 +337,7 @@ struct Bench: AsyncParsableCommand {
       + "latency = round trip of an 8-byte tagged message")
     var lines: [(String, String, String)] = []
     for scheme in schemes {
-      let bulk = rate("\(scheme) bulk")
+      let bulk = streamingRate("\(scheme) bulk")
       var bulkRatios: [String] = []
       if has("iperf3 bulk") { bulkRatios.append(ratio(bulk, "iperf3", rate("iperf3 bulk"))) }
       if has("flight bulk") { bulkRatios.append(ratio(bulk, "Flight", rate("flight bulk"))) }
@@ -325,14 +346,14 @@ struct Bench: AsyncParsableCommand {
       bulkRatios.append(ratio(bulk, "memcpy", rate("memcpy")))
       lines.append(("\(scheme):// bulk", gb(bulk), bulkRatios.joined(separator: ", ")))
       if has("\(scheme) copy") {
-        let copy = rate("\(scheme) copy")
+        let copy = streamingRate("\(scheme) copy")
         var copyRatios = [ratio(copy, "memcpy", rate("memcpy"))]
         if scheme == "shm", has("memcpy ring") { copyRatios.append(ratio(copy, "memcpy into \(formatBytes(Double(Self.ringSpan)))", rate("memcpy ring"))) }
         if scheme == "ucx", has("ucx_perftest bulk") { copyRatios.append(ratio(copy, "ucx_perftest tag_bw", rate("ucx_perftest bulk"))) }
         lines.append(("\(scheme):// copy", gb(copy), copyRatios.joined(separator: ", ")))
       }
       if has("\(scheme) get") {
-        let get = rate("\(scheme) get")
+        let get = streamingRate("\(scheme) get")
         lines.append(("\(scheme):// get (type 1)", gb(get),
                       has("ucx_perftest get") ? ratio(get, "ucx_perftest ucp_get", rate("ucx_perftest get")) : ""))
       }
@@ -345,6 +366,8 @@ struct Bench: AsyncParsableCommand {
       }
       lines.append(("\(scheme):// tiny", String(format: "%.0f k batches/s (%.2f µs each)", tiny / 1e3, 1e6 / tiny),
                     tinyRatios.joined(separator: ", ")))
+      let setup = median(results["\(scheme) bulk", default: []].map(\.setupSeconds))
+      lines.append(("\(scheme):// setup", String(format: "%.1f ms", setup * 1e3), "connect and want_data, until the schema"))
       let latency = median(results["\(scheme) latency", default: []].map(\.seconds))
       let perftestLatency = median(results["ucx_perftest latency", default: []].map(\.seconds))
       lines.append(("\(scheme):// latency", String(format: "%.1f µs round trip", latency * 1e6),
@@ -353,13 +376,13 @@ struct Bench: AsyncParsableCommand {
     lines.append(("memcpy (one core)", gb(rate("memcpy")), "into 64 MiB"))
     if has("memcpy ring") { lines.append(("memcpy (one core)", gb(rate("memcpy ring")), "into \(formatBytes(Double(Self.ringSpan))) (the shm:// ring)")) }
     if has("ucx_perftest bulk") {
-      lines.append(("ucx_perftest tag_bw", gb(rate("ucx_perftest bulk")), "UCX_TLS=tcp, lo"))
-      if has("ucx_perftest get") { lines.append(("ucx_perftest ucp_get", gb(rate("ucx_perftest get")), "UCX_TLS=tcp, lo")) }
+      lines.append(("ucx_perftest tag_bw", gb(rate("ucx_perftest bulk")), "UCX_TLS=\(ucxTLS), lo"))
+      if has("ucx_perftest get") { lines.append(("ucx_perftest ucp_get", gb(rate("ucx_perftest get")), "UCX_TLS=\(ucxTLS), lo")) }
       lines.append(("ucx_perftest tag_lat", String(format: "%.1f µs round trip",
                                                    median(results["ucx_perftest latency", default: []].map(\.seconds)) * 1e6), ""))
       if has("ucx_perftest tiny") {
         lines.append(("ucx_perftest tag_bw", String(format: "%.0f k messages/s", batchRate("ucx_perftest tiny") / 1e3),
-                      "16-byte messages, UCX_TLS=tcp, lo"))
+                      "16-byte messages, UCX_TLS=\(ucxTLS), lo"))
       }
     }
     if has("iperf3 bulk") { lines.append(("iperf3 bulk", gb(rate("iperf3 bulk")), "")) }

@@ -23,10 +23,11 @@ extension UCXTransport.DescriptorBodies: ExpressibleByArgument {}
 extension TransportRegistry {
   /// The built-in backends, with ucx:// servers sending large bodies as
   /// descriptors as `ucxDescriptors` says (UCX-RM-8; `.always` forces
-  /// type 1 whatever the lanes).
-  static func builtIn(ucxDescriptors: UCXTransport.DescriptorBodies) -> TransportRegistry {
+  /// type 1 whatever the lanes) and ucx:// taking `ucxOptions` (UCX
+  /// settings without the `UCX_` prefix, UCX-CONF-1).
+  static func builtIn(ucxDescriptors: UCXTransport.DescriptorBodies, ucxOptions: [String: String] = [:]) -> TransportRegistry {
     var registry = TransportRegistry.builtIn
-    registry.register(UCXTransport(config: .init(descriptorBodies: ucxDescriptors)))
+    registry.register(UCXTransport(config: .init(options: ucxOptions, descriptorBodies: ucxDescriptors)))
     return registry
   }
 }
