@@ -126,11 +126,13 @@ struct Bench: AsyncParsableCommand {
     /// schema) arrived: connecting and asking for the stream; 0 where the
     /// case has no such phase.
     var setupSeconds = 0.0
-    var bytesPerSecond: Double { Double(bytes) / seconds }
+    /// Bytes over the data phase, setup excluded (as ucx_perftest and
+    /// iperf3 count theirs): every bandwidth, ours and the baselines',
+    /// compares on this one footing.
+    var bytesPerSecond: Double { Double(bytes) / (seconds - setupSeconds) }
+    /// Batches over the whole time, setup included (as the Flight baseline
+    /// counts its DoGet).
     var batchesPerSecond: Double { Double(batches) / seconds }
-    /// The rate from the first message to the last: the data phase, as
-    /// ucx_perftest and iperf3 count theirs.
-    var streamingBytesPerSecond: Double { Double(bytes) / (seconds - setupSeconds) }
   }
 
   /// A server and a client over `scheme` from `registry` in this process;
@@ -324,8 +326,6 @@ struct Bench: AsyncParsableCommand {
       return sorted.isEmpty ? .nan : sorted[sorted.count / 2]
     }
     func rate(_ name: String) -> Double { median(results[name, default: []].map(\.bytesPerSecond)) }
-    /// A transport case's data-phase rate (its setup reported apart).
-    func streamingRate(_ name: String) -> Double { median(results[name, default: []].map(\.streamingBytesPerSecond)) }
     func batchRate(_ name: String) -> Double { median(results[name, default: []].map(\.batchesPerSecond)) }
     func has(_ name: String) -> Bool { results[name] != nil }
     func ratio(_ value: Double, _ baseline: String, _ reference: Double) -> String {
@@ -337,7 +337,7 @@ struct Bench: AsyncParsableCommand {
       + "latency = round trip of an 8-byte tagged message")
     var lines: [(String, String, String)] = []
     for scheme in schemes {
-      let bulk = streamingRate("\(scheme) bulk")
+      let bulk = rate("\(scheme) bulk")
       var bulkRatios: [String] = []
       if has("iperf3 bulk") { bulkRatios.append(ratio(bulk, "iperf3", rate("iperf3 bulk"))) }
       if has("flight bulk") { bulkRatios.append(ratio(bulk, "Flight", rate("flight bulk"))) }
@@ -346,14 +346,14 @@ struct Bench: AsyncParsableCommand {
       bulkRatios.append(ratio(bulk, "memcpy", rate("memcpy")))
       lines.append(("\(scheme):// bulk", gb(bulk), bulkRatios.joined(separator: ", ")))
       if has("\(scheme) copy") {
-        let copy = streamingRate("\(scheme) copy")
+        let copy = rate("\(scheme) copy")
         var copyRatios = [ratio(copy, "memcpy", rate("memcpy"))]
         if scheme == "shm", has("memcpy ring") { copyRatios.append(ratio(copy, "memcpy into \(formatBytes(Double(Self.ringSpan)))", rate("memcpy ring"))) }
         if scheme == "ucx", has("ucx_perftest bulk") { copyRatios.append(ratio(copy, "ucx_perftest tag_bw", rate("ucx_perftest bulk"))) }
         lines.append(("\(scheme):// copy", gb(copy), copyRatios.joined(separator: ", ")))
       }
       if has("\(scheme) get") {
-        let get = streamingRate("\(scheme) get")
+        let get = rate("\(scheme) get")
         lines.append(("\(scheme):// get (type 1)", gb(get),
                       has("ucx_perftest get") ? ratio(get, "ucx_perftest ucp_get", rate("ucx_perftest get")) : ""))
       }
