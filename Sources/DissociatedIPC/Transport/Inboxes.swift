@@ -78,7 +78,7 @@ package final class MessageInbox: Sendable {
     /// none left (or the close's error); nil itself while a receive must
     /// wait.
     mutating func takeFrame() -> Result<ArrowBytes?, DissociatedIPCError>? {
-      guard let frame = frames.popFirst() else { return closed ? (error.map { .failure($0) } ?? .success(nil)) : nil }
+      guard let frame = frames.popFirst() else { return nothingQueued() }
       drained(frame.count)?.signal()
       return .success(frame)
     }
@@ -97,7 +97,13 @@ package final class MessageInbox: Sendable {
         semaphore?.signal()
         return .success(message)
       }
-      return closed ? (error.map { .failure($0) } ?? .success(nil)) : nil
+      return nothingQueued()
+    }
+
+    /// What a take finds when no message is queued: nil (wait) while
+    /// open; after a close, the end (nil) or the close's error.
+    func nothingQueued<T>() -> Result<T?, DissociatedIPCError>? {
+      closed ? (error.map { .failure($0) } ?? .success(nil)) : nil
     }
 
     /// Whether a reader asking for room below `limit` bytes must wait:
