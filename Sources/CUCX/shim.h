@@ -7,7 +7,6 @@
 
 #include <ucp/api/ucp.h>
 #include <stdio.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -33,9 +32,5 @@ static inline unsigned cucx_api_minor(void) { return UCP_API_MINOR; }
 /// gettid(2): declared by glibc only with _GNU_SOURCE; the progress threads
 /// report their kernel id so tests can read their CPU time.
 static inline int cucx_thread_id(void) { return (int)syscall(SYS_gettid); }
-
-/// prctl(PR_SET_NAME): variadic, so not callable from Swift; names the
-/// calling thread (progress threads show as "ucx-progress").
-static inline void cucx_name_thread(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
 
 #endif

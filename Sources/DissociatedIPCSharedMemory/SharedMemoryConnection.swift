@@ -88,8 +88,8 @@ final class SharedMemoryConnection: InboxReceiving {
     self.socket = socket
     self.config = config
     pathDescription = "shm via \(path), peer pid \(socket.peerProcess().map(String.init) ?? "?")"
-    startDedicatedThread { [self] in readLoop() }
-    startDedicatedThread { [self] in writeLoop() }
+    startDedicatedThread(named: "shm-reader") { [self] in readLoop() }
+    startDedicatedThread(named: "shm-writer") { [self] in writeLoop() }
     do throws(DissociatedIPCError) {
       try submit(Outgoing(kind: .hello, words: Self.helloWords, wordCount: 2))
     } catch {

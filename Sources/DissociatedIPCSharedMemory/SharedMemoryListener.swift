@@ -35,7 +35,7 @@ final class SharedMemoryListener: TransportListener {
     self.path = path
     self.inode = inode
     address = TransportAddress(scheme: "shm", path: path)
-    startDedicatedThread { [self, socket] in
+    startDedicatedThread(named: "shm-accept") { [self, socket] in
       while let descriptor = try? socket.accept() {
         let connection = SharedMemoryConnection(socket: descriptor, config: config, path: path)
         if !accepted.offer(connection) { connection.abort() }

@@ -102,7 +102,7 @@ public struct SharedMemoryTransport: DissociatedTransport {
     let config = config
     // connect(2) blocks while the listener's backlog is full: not on the pool.
     let result: Result<UnixSocket, DissociatedIPCError> = await withCheckedContinuation { continuation in
-      startDedicatedThread {
+      startDedicatedThread(named: "shm-connect") {
         do throws(DissociatedIPCError) {
           continuation.resume(returning: .success(try UnixSocket.connect(path: location.path)))
         } catch {

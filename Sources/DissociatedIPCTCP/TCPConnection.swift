@@ -50,8 +50,8 @@ final class TCPConnection: InboxReceiving {
     self.inbox = MessageInbox(maxBufferedBytes: Int.max)
     socket.configure(bufferSize: config.socketBufferSize)
     enqueue(Outgoing(kind: nil, tag: 0, parts: [ArrowBytes(copying: TCPWire.hello)], size: TCPWire.helloLength))
-    startDedicatedThread { [self] in readLoop() }
-    startDedicatedThread { [self] in writeLoop() }
+    startDedicatedThread(named: "tcp-reader") { [self] in readLoop() }
+    startDedicatedThread(named: "tcp-writer") { [self] in writeLoop() }
   }
 
   var remoteMemory: (any RemoteMemory)? { nil }

@@ -13,7 +13,7 @@ final class TCPListener: TransportListener {
   init(socket: Socket, address: TransportAddress, config: TCPTransport.Config) {
     self.socket = socket
     self.address = address
-    startDedicatedThread { [self, socket] in
+    startDedicatedThread(named: "tcp-accept") { [self, socket] in
       while let descriptor = try? socket.accept() {
         let connection = TCPConnection(socket: descriptor, config: config, peer: "accepted on \(address)")
         if !accepted.offer(connection) { connection.abort() }

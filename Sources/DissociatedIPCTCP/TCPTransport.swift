@@ -77,7 +77,7 @@ public struct TCPTransport: DissociatedTransport {
     let config = config
     // connect(2) may block for a remote host: do it on a thread of its own.
     let result: Result<Socket, DissociatedIPCError> = await withCheckedContinuation { continuation in
-      startDedicatedThread {
+      startDedicatedThread(named: "tcp-connect") {
         do throws(DissociatedIPCError) {
           continuation.resume(returning: .success(try Socket.connect(host: location.host, port: port)))
         } catch {

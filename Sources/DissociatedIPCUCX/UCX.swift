@@ -630,6 +630,3 @@ func sleepThread(microseconds: UInt32) { usleep(microseconds) }
 
 /// Gives the processor to another runnable thread (`sched_yield`).
 func yieldThread() { sched_yield() }
-
-/// Names the calling thread (at most 15 bytes; shown by top, gdb, /proc).
-func nameThread(_ name: String) { cucx_name_thread(String(name.prefix(15))) }

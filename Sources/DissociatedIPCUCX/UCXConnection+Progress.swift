@@ -11,7 +11,6 @@ extension UCXConnection {
   func run(context: UCXContext, connectTimeout: Duration?, remoteHandle: [UInt8]?,
            ready: (Result<Void, DissociatedIPCError>) -> Void,
            open: (UCXWorker, @escaping (UCXFailure) -> Void) throws(UCXFailure) -> UCXEndpoint) {
-    nameThread("ucx-progress")
     let threadID = currentThreadID()
     shared.withLock { $0.threadID = threadID }
     ProgressThreads.started(ObjectIdentifier(self), close: { [weak self] in self?.abort() }, reset: { [weak self] in self?.reset() })

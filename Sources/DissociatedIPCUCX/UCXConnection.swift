@@ -95,7 +95,7 @@ final class UCXConnection: InboxReceiving {
                       config: UCXTransport.Config) async throws(DissociatedIPCError) -> UCXConnection {
     let connection = UCXConnection(config: config, peer: peer, isServer: false)
     let result: Result<Void, DissociatedIPCError> = await withCheckedContinuation { continuation in
-      startDedicatedThread {
+      startDedicatedThread(named: "ucx-progress") {
         let context: UCXContext
         let address: SocketAddress
         do throws(DissociatedIPCError) {
@@ -121,7 +121,7 @@ final class UCXConnection: InboxReceiving {
                      exposedMemory: ExposedMemoryPool?, ready: @escaping @Sendable (UCXConnection) -> Void) {
     let connection = UCXConnection(config: config, peer: peer, isServer: true, exposedMemory: exposedMemory)
     exposedMemory?.open(owner: ObjectIdentifier(connection))
-    startDedicatedThread {
+    startDedicatedThread(named: "ucx-progress") {
       connection.run(context: context, connectTimeout: nil, remoteHandle: nil,
                      ready: { if case .success = $0 { ready(connection) } }) {
         (worker, onError) throws(UCXFailure) in try UCXEndpoint(worker: worker, accepting: request, onError: onError)

@@ -28,8 +28,7 @@ final class UCXListener: TransportListener {
   static func open(runtime: Runtime, host: String, port: UInt16, config: UCXTransport.Config,
                    scheme: String) async throws(DissociatedIPCError) -> UCXListener {
     let result: Result<UCXListener, DissociatedIPCError> = await withCheckedContinuation { continuation in
-      startDedicatedThread {
-        nameThread("ucx-listener")
+      startDedicatedThread(named: "ucx-listener") {
         let served = serve(runtime: runtime, host: host, port: port, config: config, scheme: scheme) {
           continuation.resume(returning: $0)
         }

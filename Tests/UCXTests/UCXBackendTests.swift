@@ -164,7 +164,7 @@ struct UCXBackendTests {
 
     // The raw client runs on a thread of its own, as UCX wants.
     let result: Result<RawStream, any Error> = await withCheckedContinuation { continuation in
-      startDedicatedThread {
+      startDedicatedThread(named: "raw-client") {
         continuation.resume(returning: Result { try RawReferenceClient.fetch(port: port, wantData: ControlTag.combined, ticket: "t") })
       }
     }
