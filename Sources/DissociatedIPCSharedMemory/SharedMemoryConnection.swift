@@ -118,6 +118,19 @@ final class SharedMemoryConnection: InboxReceiving {
     try await send(parts, tag: tag, inline: .tagged, inSegment: .taggedInSegment)
   }
 
+  /// A frame and its body together (kind 11, SHM-CTRL-7) when both fit
+  /// inline; otherwise one after the other.
+  func sendFrame(_ frame: [ArrowBytes], thenTagged tag: UInt64, _ parts: [ArrowBytes]) async throws(DissociatedIPCError) {
+    let frameLength = frame.reduce(0) { $0 + $1.count }
+    guard frameLength + 8 + parts.reduce(0, { $0 + $1.count }) <= config.inlineLimit else {
+      try await sendFrame(frame)
+      return try await sendTagged(tag, parts)
+    }
+    let message = Outgoing(kind: .frameAndTagged, tag: tag, words: (UInt64(frameLength), 0), wordCount: 1, parts: frame + parts)
+    guard try submit(message) else { return }
+    try await waitForQueue()
+  }
+
   /// Small payloads go inside the control message; larger ones are copied
   /// once into this side's segment and announced by address (SHM-RING-4).
   @inline(__always)
@@ -514,6 +527,10 @@ final class SharedMemoryConnection: InboxReceiving {
     case .inline(let kind, let tag, let offset, let length):
       let payload = slab.copy(bytes.baseAddress! + offset, count: length)
       deliveries.append(kind == .frame ? .frame(payload) : .tagged(TaggedMessage(tag: tag, payload: payload)))
+    case .frameAndTagged(let tag, let offset, let frameLength, let payloadLength):
+      deliveries.append(.frame(slab.copy(bytes.baseAddress! + offset, count: frameLength)))
+      let payload = slab.copy(bytes.baseAddress! + offset + frameLength, count: payloadLength)
+      deliveries.append(.tagged(TaggedMessage(tag: tag, payload: payload)))
     case .inSegment(let kind, let tag, let address, let length):
       let (id, offset) = SharedMemoryWire.split(address)
       guard let segment = state.withLock({ $0.peerSegments[id] }), segment.contains(offset: offset, length: length) else {

@@ -4,7 +4,7 @@ internal import DissociatedIPC
 /// SOCK_SEQPACKET message each; all integers little-endian.
 ///
 /// ```
-/// header      0: kind u8 | 1..7: zero | 8..15: tag u64 (tagged kinds only, else 0)
+/// header      0: kind u8 | 1..7: zero | 8..15: tag u64 (kinds 2, 4 and 11 only, else 0)
 /// kind 1 frame              | payload
 /// kind 2 tagged             | payload
 /// kind 3 frame in segment   | address u64 | length u64
@@ -15,13 +15,15 @@ internal import DissociatedIPC
 /// kind 8 hello              | "DIPCSHM\0" | version u32 | flags u32   (first message each way)
 /// kind 9 arena added        | segment id u64 | size u64     + one descriptor (SCM_RIGHTS)
 /// kind 10 batch             | (length u32 | zero u32 | message | zero padding to 8) × n, n ≥ 1
+/// kind 11 frame and tagged  | frame length u64 | frame payload | tagged payload
 /// ```
-/// A batch holds whole messages of kinds 1, 2, 3, 4, 6 and 7 (SHM-CTRL-6).
+/// A batch holds whole messages of kinds 1, 2, 3, 4, 6, 7 and 11
+/// (SHM-CTRL-6); kind 11 is a frame followed by a tagged message (SHM-CTRL-7).
 /// An address is `segment id << 48 | offset` (SHM-ADDR-3).
 enum SharedMemoryWire {
   static let headerLength = 16
   static let magic: [UInt8] = Array("DIPCSHM".utf8) + [0]
-  static let version: UInt32 = 2
+  static let version: UInt32 = 3
   /// The largest inline payload a sender may use; receivers accept
   /// messages up to ``maxMessageLength``.
   static let maxInlinePayload = 64 << 10
@@ -43,14 +45,20 @@ enum SharedMemoryWire {
     case arenaAdded = 9
     /// Several messages in one packet (SHM-CTRL-6).
     case batch = 10
+    /// A frame, then a tagged message: a metadata frame and its inline
+    /// body in one message (SHM-CTRL-7).
+    case frameAndTagged = 11
 
     /// Whether a message of this kind may travel inside a batch.
     var batchable: Bool {
       switch self {
-      case .frame, .tagged, .frameInSegment, .taggedInSegment, .spaceReturned, .segmentRetired: true
+      case .frame, .tagged, .frameInSegment, .taggedInSegment, .spaceReturned, .segmentRetired, .frameAndTagged: true
       case .segmentAdded, .hello, .arenaAdded, .batch: false
       }
     }
+
+    /// Whether the header's tag belongs to the message (else it is 0).
+    var carriesTag: Bool { self == .tagged || self == .taggedInSegment || self == .frameAndTagged }
   }
 
   /// Bytes a message of `length` bytes takes inside a batch.
@@ -100,6 +108,9 @@ enum SharedMemoryWire {
   enum Message: Equatable {
     case hello
     case inline(Kind, tag: UInt64, payloadOffset: Int, payloadLength: Int)
+    /// Kind 11: the frame's bytes at `frameOffset`, the tagged payload
+    /// right after them, up to the end of the message.
+    case frameAndTagged(tag: UInt64, frameOffset: Int, frameLength: Int, payloadLength: Int)
     case inSegment(Kind, tag: UInt64, address: UInt64, length: Int)
     case segmentAdded(id: UInt16, size: Int, arena: Bool)
     case spaceReturned(count: Int)
@@ -120,7 +131,7 @@ enum SharedMemoryWire {
       throw malformed("kind/reserved bytes \(first)")
     }
     let tag = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
-    guard tag == 0 || kind == .tagged || kind == .taggedInSegment else { throw malformed("a tag on kind \(kind)") }
+    guard tag == 0 || kind.carriesTag else { throw malformed("a tag on kind \(kind)") }
     let bodyLength = bytes.count - headerLength
     func word(_ index: Int) -> UInt64 {
       UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: headerLength + 8 * index, as: UInt64.self))
@@ -135,6 +146,13 @@ enum SharedMemoryWire {
     switch kind {
     case .frame, .tagged:
       return .inline(kind, tag: tag, payloadOffset: headerLength, payloadLength: bodyLength)
+    case .frameAndTagged:
+      guard bodyLength >= 8, word(0) <= UInt64(bodyLength - 8) else {
+        throw malformed("a frame of \(bodyLength >= 8 ? word(0) : 0) bytes in \(bodyLength) body bytes")
+      }
+      let frameLength = Int(word(0))
+      return .frameAndTagged(tag: tag, frameOffset: headerLength + 8, frameLength: frameLength,
+                             payloadLength: bodyLength - 8 - frameLength)
     case .frameInSegment, .taggedInSegment:
       try expectBody(16)
       guard word(1) > 0, word(1) <= UInt64(Int.max) else { throw malformed("payload length \(word(1))") }

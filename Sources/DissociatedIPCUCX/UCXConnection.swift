@@ -156,10 +156,18 @@ final class UCXConnection: InboxReceiving {
     try await send(.tagged(tag, parts, size: size), size: size)
   }
 
-  /// Queues a send for the progress thread and returns; waits while more
-  /// than `sendQueueBytes` are in flight (UCX-SEND-2).
-  private func send(_ command: Command, size: Int) async throws(DissociatedIPCError) {
-    let mustWait = try enqueue(command, size: size)
+  /// Both sends queued under one lock, with one wake-up of the progress
+  /// thread; on the wire an active message and a tagged one, as apart.
+  func sendFrame(_ frame: [ArrowBytes], thenTagged tag: UInt64, _ parts: [ArrowBytes]) async throws(DissociatedIPCError) {
+    let frameSize = frame.reduce(0) { $0 + $1.count }
+    let size = parts.reduce(0) { $0 + $1.count }
+    try await send(.frame(frame, size: frameSize), then: .tagged(tag, parts, size: size), size: frameSize + size)
+  }
+
+  /// Queues a send (or two, in order) for the progress thread and returns;
+  /// waits while more than `sendQueueBytes` are in flight (UCX-SEND-2).
+  private func send(_ command: Command, then second: Command? = nil, size: Int) async throws(DissociatedIPCError) {
+    let mustWait = try enqueue(command, then: second, size: size)
     guard mustWait else { return }
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
       let wait = shared.withLock { state -> Bool in
@@ -172,14 +180,15 @@ final class UCXConnection: InboxReceiving {
     if let error = shared.withLock({ $0.sendError }) { throw error }
   }
 
-  /// Appends a send; true when the caller must wait for room.
-  private func enqueue(_ command: Command, size: Int) throws(DissociatedIPCError) -> Bool {
+  /// Appends a send (or two); true when the caller must wait for room.
+  private func enqueue(_ command: Command, then second: Command?, size: Int) throws(DissociatedIPCError) -> Bool {
     let outcome: Result<(Bool, UCXWorker?), DissociatedIPCError> = shared.withLock { state in
       if let error = state.sendError { return .failure(error) }
       if state.closeRequested || state.finished {
         return .failure(UCXConnection.closedError)
       }
       state.commands.append(command)
+      if let second { state.commands.append(second) }
       state.inFlightBytes += size
       return .success((state.inFlightBytes > config.sendQueueBytes, state.takeSleeper()))
     }

@@ -150,6 +150,8 @@ struct SharedMemoryTests {
     ("a batch entry longer than the batch", [RawPeer.hello, RawPeer.message(kind: 10, words: [4096]) + RawPeer.message(kind: 1)], .transportFailure),
     ("a malformed message inside a batch", [RawPeer.hello, RawPeer.batch([RawPeer.message(kind: 2, tag: 1), RawPeer.message(kind: 1, tag: 5)])], .transportFailure),
     ("an unknown segment inside a batch", [RawPeer.hello, RawPeer.batch([RawPeer.message(kind: 4, tag: 1, words: [7 << 48 | 64, 100])])], .malformedDescriptor),
+    ("a frame and tagged message whose frame is longer than it", [RawPeer.hello, RawPeer.message(kind: 11, tag: 1, words: [9], bytes: [1, 2, 3])], .transportFailure),
+    ("a frame and tagged message without its frame length", [RawPeer.hello, RawPeer.message(kind: 11, tag: 1, bytes: [1, 2, 3])], .transportFailure),
   ])
   func malformed(_ what: String, _ messages: [[UInt8]], _ code: DissociatedIPCError.Code) async throws {
     try await RawPeer.withListener { listener, peer in
@@ -162,7 +164,7 @@ struct SharedMemoryTests {
     }
   }
 
-  @Test("the messages of a batch (kind 10) arrive in order, as if sent one by one")
+  @Test("the messages of a batch (kind 10) arrive in order, as if sent one by one; kind 11 as a frame and a tagged message")
   func batchFromRawPeer() async throws {
     try await RawPeer.withListener { listener, peer in
       peer.send(RawPeer.hello)
@@ -170,13 +172,42 @@ struct SharedMemoryTests {
         RawPeer.message(kind: 1, bytes: [1, 2, 3]),
         RawPeer.message(kind: 2, tag: 9, bytes: Array(repeating: 7, count: 13)),
         RawPeer.message(kind: 1, bytes: []),
+        RawPeer.message(kind: 11, tag: 4, words: [2], bytes: [5, 6, 8, 9, 10]),
       ]))
+      // Kind 11 alone too, with an empty frame and an empty payload.
+      peer.send(RawPeer.message(kind: 11, tag: 5, words: [0]))
       let connection = try #require(try await listener.accept())
       #expect(try await connection.receiveFrame() == ArrowBytes(copying: [1, 2, 3]))
       #expect(try await connection.receiveFrame() == ArrowBytes())
+      #expect(try await connection.receiveFrame() == ArrowBytes(copying: [5, 6]))
+      #expect(try await connection.receiveFrame() == ArrowBytes())
       let tagged = try await connection.receiveTagged(matching: 9, mask: .max)
       #expect(tagged?.payload == ArrowBytes(copying: Array(repeating: 7, count: 13)))
+      let pairBody = try await connection.receiveTagged(matching: 0, mask: 0)
+      #expect(pairBody == TaggedMessage(tag: 4, payload: ArrowBytes(copying: [8, 9, 10])))
+      let emptyBody = try await connection.receiveTagged(matching: 0, mask: 0)
+      #expect(emptyBody == TaggedMessage(tag: 5, payload: ArrowBytes()))
       await connection.close()
+    }
+  }
+
+  @Test("a frame sent with its tagged message arrives as the two would, inline (kind 11) or not", arguments: [
+    (3, 40), (0, 0), (200, 20_000), (30_000, 10),
+  ])
+  func frameThenTagged(frameLength: Int, payloadLength: Int) async throws {
+    try await Pair.with { pair in
+      for round in 0 ..< 3 {
+        let frame = [payload(frameLength, seed: UInt8(round)), payload(round, seed: 3)]
+        try await pair.server.sendFrame(frame, thenTagged: UInt64(round + 7), [payload(payloadLength, seed: 9)])
+      }
+      for round in 0 ..< 3 {
+        let frame = try await pair.client.receiveFrame()
+        var expected = Array(payload(frameLength, seed: UInt8(round)).withUnsafeBytes { Array($0) })
+        expected += payload(round, seed: 3).withUnsafeBytes { Array($0) }
+        #expect(frame == ArrowBytes(copying: expected))
+        let tagged = try await pair.client.receiveTagged(matching: UInt64(round + 7), mask: .max)
+        #expect(tagged?.payload == payload(payloadLength, seed: 9))
+      }
     }
   }
 

@@ -128,7 +128,7 @@ struct RawPeer {
     return message + bytes
   }
 
-  static let hello = message(kind: 8, bytes: Array("DIPCSHM".utf8) + [0, 2, 0, 0, 0, 0, 0, 0, 0])
+  static let hello = message(kind: 8, bytes: Array("DIPCSHM".utf8) + [0, 3, 0, 0, 0, 0, 0, 0, 0])
 
   /// A batch (kind 10) of `messages`: each prefixed by its length, padded
   /// to 8 bytes.

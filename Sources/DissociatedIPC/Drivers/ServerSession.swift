@@ -99,6 +99,10 @@ final class ServerSession: Sendable {
 
   @inline(__always)
   private func send(_ send: ServerSend, slab: inout SlabAllocator) async throws(DissociatedIPCError) {
+    if let frame = send.metadata, case .inline(let tag, let bytes)? = send.body {
+      // A frame and its inline body: one hand-off to the transport.
+      return try await connection.sendFrame(frame.parts(using: &slab), thenTagged: tag.rawValue, [bytes])
+    }
     if let frame = send.metadata { try await connection.sendFrame(frame.parts(using: &slab)) }
     switch send.body {
     case .inline(let tag, let bytes)?:

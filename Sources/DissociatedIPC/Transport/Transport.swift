@@ -124,6 +124,12 @@ public protocol TransportConnection: AnyObject, Sendable {
   func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes?
   /// Sends one tagged message made of `parts`.
   func sendTagged(_ tag: UInt64, _ parts: [ArrowBytes]) async throws(DissociatedIPCError)
+  /// Sends a framed message made of `frame`, then a tagged one made of
+  /// `parts` (a metadata frame and its inline body): the peer receives
+  /// exactly what the two sends would give, but a backend may hand both
+  /// over at once (one queue entry, one wake-up, one wire message). The
+  /// default sends them one after the other.
+  func sendFrame(_ frame: [ArrowBytes], thenTagged tag: UInt64, _ parts: [ArrowBytes]) async throws(DissociatedIPCError)
   /// The next tagged message whose tag matches `tag` under `mask`, or nil
   /// when the peer closed. Several receives may wait at once; messages go to
   /// them in the order they were posted.
@@ -145,6 +151,12 @@ public protocol TransportConnection: AnyObject, Sendable {
 }
 
 extension TransportConnection {
+  /// ``sendFrame(_:)``, then ``sendTagged(_:_:)``.
+  public func sendFrame(_ frame: [ArrowBytes], thenTagged tag: UInt64, _ parts: [ArrowBytes]) async throws(DissociatedIPCError) {
+    try await sendFrame(frame)
+    try await sendTagged(tag, parts)
+  }
+
   /// `.wouldWait`: every receive goes through ``receiveFrame()``.
   public func readyFrame() throws(DissociatedIPCError) -> ReadyReceive<ArrowBytes> { .wouldWait }
   /// `.wouldWait`: every receive goes through ``receiveTagged(matching:mask:)``.
