@@ -85,14 +85,14 @@ public struct UCXTransport: DissociatedTransport {
     public var descriptorBodies: DescriptorBodies
 
     /// Options from the environment, blocking progress, 64 MiB in flight,
-    /// 1 GiB of unread messages, 64 MiB of tagged read-ahead, 10 s to connect, 30 s to close, 512 MiB of
+    /// 1 GiB of unread messages, 16 MiB of tagged read-ahead, 10 s to connect, 30 s to close, 512 MiB of
     /// exposed memory per listener, descriptors only where gets are native.
     public static var defaults: Config { Config() }
 
     /// Creates settings.
     public init(options: [String: String] = [:], progressMode: ProgressMode = .blocking,
                 spinBeforeSleeping: Duration = .zero, sendQueueBytes: Int = 64 << 20,
-                maxQueuedFrameBytes: Int = 1 << 30, readAheadBytes: Int = 64 << 20, connectTimeout: Duration = .seconds(10),
+                maxQueuedFrameBytes: Int = 1 << 30, readAheadBytes: Int = 16 << 20, connectTimeout: Duration = .seconds(10),
                 closeTimeout: Duration = .seconds(30), receiveBufferPool: BufferPool = BufferPool(),
                 exposedMemoryBytes: Int = 512 << 20, descriptorBodies: DescriptorBodies = .automatic) {
       self.options = options
