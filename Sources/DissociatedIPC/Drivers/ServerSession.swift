@@ -34,6 +34,12 @@ final class ServerSession: Sendable {
     }
   }
 
+  /// The sending loop gives its thread to other tasks after this many
+  /// messages: a source that never waits (an array, a file) over a
+  /// transport with room would otherwise hold one of the concurrency
+  /// pool's few threads until backpressure stops it (DIPC-BP-3).
+  static let messagesPerTurn = 64
+
   private let connection: any TransportConnection
   private let remoteMemory: (any RemoteMemory)?
   private let state: Mutex<State>
@@ -62,7 +68,13 @@ final class ServerSession: Sendable {
     // Where metadata frame prefixes are written (one allocation per chunk).
     var slab = SlabAllocator()
     do throws(DissociatedIPCError) {
+      var sinceYield = 0
       while true {
+        sinceYield += 1
+        if sinceYield == Self.messagesPerTurn {
+          sinceYield = 0
+          await Task.yield()
+        }
         await waitUntil { $0.machine.mayAcceptMessage }
         try state.withLock { (state) throws(DissociatedIPCError) in try state.checkStopped() }
         let next: OutgoingMessage?
