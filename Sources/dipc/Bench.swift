@@ -59,6 +59,9 @@ struct Bench: AsyncParsableCommand {
   @Option(help: "UCX_TLS for ucx:// and ucx_perftest alike (UCX_NET_DEVICES is lo).")
   var ucxTLS = "tcp"
 
+  @Option(help: "ucx:// progress threads: blocking (sleep when idle, the default) or polling (spin, as ucx_perftest does; a core per connection).")
+  var ucxProgress = UCXTransport.ProgressMode.blocking
+
   @Option(help: "The Flight baseline script.")
   var flightScript = "Benchmarks/Baselines/flight_baseline.py"
 
@@ -71,8 +74,8 @@ struct Bench: AsyncParsableCommand {
     // case made every ucx:// and tcp:// bulk case fault in its first
     // read-ahead of buffers again).
     let ucxOptions = ["TLS": ucxTLS, "NET_DEVICES": "lo"]
-    let registry = TransportRegistry.builtIn(ucxDescriptors: .automatic, ucxOptions: ucxOptions)
-    let forcedGets = TransportRegistry.builtIn(ucxDescriptors: .always, ucxOptions: ucxOptions)
+    let registry = TransportRegistry.builtIn(ucxDescriptors: .automatic, ucxOptions: ucxOptions, ucxProgress: ucxProgress)
+    let forcedGets = TransportRegistry.builtIn(ucxDescriptors: .always, ucxOptions: ucxOptions, ucxProgress: ucxProgress)
     var results: [String: [Measurement]] = [:]
     for round in 1 ... rounds {
       FileHandle.standardError.write(Data("round \(round)/\(rounds)\n".utf8))

@@ -20,14 +20,30 @@ extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 extension UCXTransport.DescriptorBodies: ExpressibleByArgument {}
 
+extension UCXTransport.ProgressMode: ExpressibleByArgument {
+  /// `blocking` or `polling`.
+  public init?(argument: String) {
+    switch argument {
+    case "blocking": self = .blocking
+    case "polling": self = .polling
+    default: return nil
+    }
+  }
+
+  /// The two modes, for `--help`.
+  public static var allValueStrings: [String] { ["blocking", "polling"] }
+}
+
 extension TransportRegistry {
   /// The built-in backends, with ucx:// servers sending large bodies as
   /// descriptors as `ucxDescriptors` says (UCX-RM-8; `.always` forces
   /// type 1 whatever the lanes) and ucx:// taking `ucxOptions` (UCX
-  /// settings without the `UCX_` prefix, UCX-CONF-1).
-  static func builtIn(ucxDescriptors: UCXTransport.DescriptorBodies, ucxOptions: [String: String] = [:]) -> TransportRegistry {
+  /// settings without the `UCX_` prefix, UCX-CONF-1) and progressing as
+  /// `ucxProgress` says (UCX-THREAD-3).
+  static func builtIn(ucxDescriptors: UCXTransport.DescriptorBodies, ucxOptions: [String: String] = [:],
+                      ucxProgress: UCXTransport.ProgressMode = .blocking) -> TransportRegistry {
     var registry = TransportRegistry.builtIn
-    registry.register(UCXTransport(config: .init(options: ucxOptions, descriptorBodies: ucxDescriptors)))
+    registry.register(UCXTransport(config: .init(options: ucxOptions, progressMode: ucxProgress, descriptorBodies: ucxDescriptors)))
     return registry
   }
 }
