@@ -126,9 +126,8 @@ final class SharedMemoryConnection: InboxReceiving {
       try await sendFrame(frame)
       return try await sendTagged(tag, parts)
     }
-    let message = Outgoing(kind: .frameAndTagged, tag: tag, words: (UInt64(frameLength), 0), wordCount: 1, parts: frame + parts)
-    guard try submit(message) else { return }
-    try await waitForQueue()
+    try await submitWaiting(Outgoing(kind: .frameAndTagged, tag: tag, words: (UInt64(frameLength), 0), wordCount: 1,
+                                     parts: frame + parts))
   }
 
   /// Small payloads go inside the control message; larger ones are copied
@@ -138,9 +137,7 @@ final class SharedMemoryConnection: InboxReceiving {
                     inSegment: SharedMemoryWire.Kind) async throws(DissociatedIPCError) {
     let count = parts.reduce(0) { $0 + $1.count }
     guard count > config.inlineLimit else {
-      // The usual case is synchronous: no suspension unless the queue is full.
-      guard try submit(Outgoing(kind: inline, tag: tag, parts: parts)) else { return }
-      return try await waitForQueue()
+      return try await submitWaiting(Outgoing(kind: inline, tag: tag, parts: parts))
     }
     guard count <= config.maxMessageSize else {
       throw DissociatedIPCError(.limitExceeded, "a \(count)-byte message exceeds the limit of \(config.maxMessageSize)")
@@ -155,12 +152,15 @@ final class SharedMemoryConnection: InboxReceiving {
       }
     }
     withExtendedLifetime(block.segment) {}
-    guard try submit(Outgoing(kind: inSegment, tag: tag, words: (block.address, UInt64(count)), wordCount: 2)) else { return }
-    try await waitForQueue()
+    try await submitWaiting(Outgoing(kind: inSegment, tag: tag, words: (block.address, UInt64(count)), wordCount: 2))
   }
 
-  /// Waits while the writer's queue is over its limit.
-  private func waitForQueue() async throws(DissociatedIPCError) {
+  /// Submits `message` (``submit(_:)``), then waits while the writer's
+  /// queue is over its limit. The usual case is synchronous: no
+  /// suspension unless the queue is full.
+  @inline(__always)
+  private func submitWaiting(_ message: Outgoing) async throws(DissociatedIPCError) {
+    guard try submit(message) else { return }
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
       let wait = state.withLock { state -> Bool in
         guard state.queuedBytes > config.writeQueueBytes, state.sendError == nil, !state.writerDone else { return false }

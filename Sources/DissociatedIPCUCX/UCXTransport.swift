@@ -23,7 +23,7 @@ internal import Synchronization
 /// ```
 public struct UCXTransport: DissociatedTransport {
   /// How a progress thread waits for work.
-  public enum ProgressMode: Sendable, Hashable {
+  public enum ProgressMode: String, Sendable, Hashable, CaseIterable {
     /// Sleep on the worker's event descriptor while idle (no CPU when idle).
     case blocking
     /// Spin on `ucp_worker_progress`: lowest latency, one busy core per

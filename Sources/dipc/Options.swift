@@ -20,19 +20,7 @@ extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 extension UCXTransport.DescriptorBodies: ExpressibleByArgument {}
 
-extension UCXTransport.ProgressMode: ExpressibleByArgument {
-  /// `blocking` or `polling`.
-  public init?(argument: String) {
-    switch argument {
-    case "blocking": self = .blocking
-    case "polling": self = .polling
-    default: return nil
-    }
-  }
-
-  /// The two modes, for `--help`.
-  public static var allValueStrings: [String] { ["blocking", "polling"] }
-}
+extension UCXTransport.ProgressMode: ExpressibleByArgument {}
 
 extension TransportRegistry {
   /// The built-in backends, with ucx:// servers sending large bodies as
