@@ -16,12 +16,17 @@ final class SharedMemoryConnection: InboxReceiving {
     var wordCount = 0
     /// Payload parts sent after the header (inline messages).
     var parts: [ArrowBytes] = []
+    /// Parts sent after `parts` (kind 11: the body after the frame), kept
+    /// apart so that queuing the pair builds no third array.
+    var trailingParts: [ArrowBytes] = []
     /// A segment whose descriptor travels with the message.
     var segment: OutboundSegment?
     /// A buffer whose descriptor travels with the message (kind 9).
     var arena: SharedMemoryBuffer?
 
-    var queuedBytes: Int { SharedMemoryWire.length(words: wordCount) + parts.reduce(0) { $0 + $1.count } }
+    var queuedBytes: Int {
+      SharedMemoryWire.length(words: wordCount) + parts.reduce(0) { $0 + $1.count } + trailingParts.reduce(0) { $0 + $1.count }
+    }
     /// Whether it may travel inside a batch (SHM-CTRL-6).
     var batchable: Bool { kind.batchable && segment == nil && arena == nil }
   }
@@ -127,7 +132,7 @@ final class SharedMemoryConnection: InboxReceiving {
       return try await sendTagged(tag, parts)
     }
     try await submitWaiting(Outgoing(kind: .frameAndTagged, tag: tag, words: (UInt64(frameLength), 0), wordCount: 1,
-                                     parts: frame + parts))
+                                     parts: frame, trailingParts: parts))
   }
 
   /// Small payloads go inside the control message; larger ones are copied
@@ -144,13 +149,7 @@ final class SharedMemoryConnection: InboxReceiving {
     }
     let block = try await reserve(count, kind: .payload)
     var destination = block.pointer
-    for part in parts {
-      part.withUnsafeBytes { bytes in
-        guard let source = bytes.baseAddress else { return }
-        destination.copyMemory(from: source, byteCount: bytes.count)
-        destination += bytes.count
-      }
-    }
+    for part in parts { destination += part.copy(to: destination) }
     withExtendedLifetime(block.segment) {}
     try await submitWaiting(Outgoing(kind: inSegment, tag: tag, words: (block.address, UInt64(count)), wordCount: 2))
   }
@@ -275,7 +274,7 @@ final class SharedMemoryConnection: InboxReceiving {
     return try withUnsafeTemporaryAllocation(byteCount: length, alignment: 8) { (header) throws(DissociatedIPCError) -> Bool in
       SharedMemoryWire.write(message.kind, tag: message.tag, words: message.words, count: message.wordCount,
                              into: header.baseAddress!)
-      return try socket.send(header: UnsafeRawBufferPointer(header), parts: message.parts,
+      return try socket.send(header: UnsafeRawBufferPointer(header), parts: message.parts, message.trailingParts,
                              passing: message.segment?.descriptor ?? message.arena?.descriptor ?? -1, wait: wait)
     }
   }
@@ -431,12 +430,8 @@ final class SharedMemoryConnection: InboxReceiving {
         SharedMemoryWire.write(message.kind, tag: message.tag, words: message.words, count: message.wordCount,
                                into: base + position + 8)
         var cursor = position + 8 + SharedMemoryWire.length(words: message.wordCount)
-        for part in message.parts {
-          part.withUnsafeBytes { bytes in
-            if let source = bytes.baseAddress { (base + cursor).copyMemory(from: source, byteCount: bytes.count) }
-          }
-          cursor += part.count
-        }
+        for part in message.parts { cursor += part.copy(to: base + cursor) }
+        for part in message.trailingParts { cursor += part.copy(to: base + cursor) }
         let next = position + SharedMemoryWire.batchedLength(length)
         if next > cursor { (base + cursor).initializeMemory(as: UInt8.self, repeating: 0, count: next - cursor) }
         position = next
@@ -674,5 +669,16 @@ final class SharedMemoryConnection: InboxReceiving {
     guard state.readerDone, state.writerDone, !state.directSending, !state.descriptorClosed else { return }
     state.descriptorClosed = true
     socket.close()
+  }
+}
+
+extension ArrowBytes {
+  /// Copies these bytes to `destination`, which has room for them;
+  /// returns how many were copied.
+  fileprivate func copy(to destination: UnsafeMutableRawPointer) -> Int {
+    withUnsafeBytes { bytes in
+      if let source = bytes.baseAddress { destination.copyMemory(from: source, byteCount: bytes.count) }
+      return bytes.count
+    }
   }
 }

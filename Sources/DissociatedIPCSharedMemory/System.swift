@@ -129,17 +129,18 @@ struct UnixSocket: Sendable {
     return getsockopt(descriptor, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0 ? credentials.0 : nil
   }
 
-  /// Sends one message: `header`, then `parts` gathered (no copy), with
-  /// `passing` attached as SCM_RIGHTS when it is not -1. Without `wait`
-  /// the call never blocks and returns false where it would have.
-  func send(header: UnsafeRawBufferPointer, parts: [ArrowBytes], passing descriptorToPass: Int32,
-            wait: Bool) throws(DissociatedIPCError) -> Bool {
-    let pieces = parts.count + 1
+  /// Sends one message: `header`, then `parts` and `trailingParts`
+  /// gathered (no copy), with `passing` attached as SCM_RIGHTS when it is
+  /// not -1. Without `wait` the call never blocks and returns false where
+  /// it would have.
+  func send(header: UnsafeRawBufferPointer, parts: [ArrowBytes], _ trailingParts: [ArrowBytes] = [],
+            passing descriptorToPass: Int32, wait: Bool) throws(DissociatedIPCError) -> Bool {
+    let pieces = 1 + parts.count + trailingParts.count
     let sent = withUnsafeTemporaryAllocation(of: iovec.self, capacity: pieces) { vectors -> Int in
       vectors[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: header.baseAddress), iov_len: header.count)
-      for (index, part) in parts.enumerated() {
-        vectors[index + 1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: part.unsafeBaseAddress), iov_len: part.count)
-      }
+      var index = 1
+      for part in parts { vectors[index] = part.ioVector; index += 1 }
+      for part in trailingParts { vectors[index] = part.ioVector; index += 1 }
       let controlSize = descriptorToPass >= 0 ? dipc_cmsg_space_fds(1) : 0
       return withUnsafeTemporaryAllocation(byteCount: max(controlSize, 1), alignment: 8) { control -> Int in
         var message = msghdr()
@@ -153,7 +154,7 @@ struct UnixSocket: Sendable {
         // MSG_NOSIGNAL: a closed peer is EPIPE, never a process-killing SIGPIPE.
         let flags = Int32(MSG_NOSIGNAL) | (wait ? 0 : Int32(MSG_DONTWAIT))
         while true {
-          let sent = withExtendedLifetime(parts) { sendmsg(descriptor, &message, flags) }
+          let sent = withExtendedLifetime((parts, trailingParts)) { sendmsg(descriptor, &message, flags) }
           if sent >= 0 || errno != EINTR { return sent }
         }
       }
@@ -298,3 +299,10 @@ func mapPeerSegment(_ descriptor: Int32, size: Int) throws(DissociatedIPCError) 
 
 /// Unmaps a segment.
 func unmapSegment(_ base: UnsafeRawPointer, size: Int) { _ = munmap(UnsafeMutableRawPointer(mutating: base), size) }
+
+extension ArrowBytes {
+  /// These bytes as an I/O vector (valid while they are alive).
+  fileprivate var ioVector: iovec {
+    iovec(iov_base: UnsafeMutableRawPointer(mutating: unsafeBaseAddress), iov_len: count)
+  }
+}

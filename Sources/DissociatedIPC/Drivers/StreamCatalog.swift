@@ -14,9 +14,9 @@ public enum StreamSource: Sendable {
   /// The messages of this source for one client.
   func messages(limits: ArrowIPCLimits) -> MessageSource {
     switch self {
-    case .messages(let messages): MessageSource(.array(messages, next: 0))
+    case .messages(let messages): MessageSource(.array(messages))
     case .producer(let make): MessageSource(.producer(make().makeAsyncIterator()))
-    case .file(let path): MessageSource(.file(path: path, limits: limits, reader: nil))
+    case .file(let path): MessageSource(.file(path: path, limits: limits))
     }
   }
 }
@@ -24,15 +24,24 @@ public enum StreamSource: Sendable {
 /// One client's pull of a ``StreamSource``: arrays and files are read in
 /// place, one message per call, without a suspension or a buffer in
 /// between; only producers are awaited.
+///
+/// The position in an array and a file's reader are stored beside the
+/// origin, not in its payload: advancing then writes an integer or the
+/// reader in place instead of rebuilding an enum, which copied and
+/// released the payload through generic witnesses once per message.
 struct MessageSource {
   enum Origin {
-    case array([OutgoingMessage], next: Int)
+    case array([OutgoingMessage])
     /// The file is mapped on the first pull.
-    case file(path: String, limits: ArrowIPCLimits, reader: IPCStreamReader?)
+    case file(path: String, limits: ArrowIPCLimits)
     case producer(AsyncThrowingStream<OutgoingMessage, any Error>.Iterator)
   }
 
   private var origin: Origin
+  /// The next message's index in an array origin.
+  private var nextIndex = 0
+  /// A file origin's reader, once mapped.
+  private var reader: IPCStreamReader?
 
   init(_ origin: Origin) { self.origin = origin }
 
@@ -40,15 +49,13 @@ struct MessageSource {
   @inline(__always)
   mutating func next(isolation actor: isolated (any Actor)? = #isolation) async throws -> OutgoingMessage? {
     switch origin {
-    case .array(let messages, let next):
-      guard next < messages.count else { return nil }
-      origin = .array(messages, next: next + 1)
-      return messages[next]
-    case .file(let path, let limits, var reader):
+    case .array(let messages):
+      guard nextIndex < messages.count else { return nil }
+      nextIndex += 1
+      return messages[nextIndex - 1]
+    case .file(let path, let limits):
       if reader == nil { reader = IPCStreamReader(try ArrowBytes(mappingFileAt: path), limits: limits) }
-      let message = try reader!.next().map { message throws(ArrowIPCError) in try OutgoingMessage(message) }
-      origin = .file(path: path, limits: limits, reader: reader)
-      return message
+      return try reader!.next().map { message throws(ArrowIPCError) in try OutgoingMessage(message) }
     case .producer(var iterator):
       let message = try await iterator.next(isolation: actor)
       origin = .producer(iterator)
