@@ -23,9 +23,13 @@ final class SharedMemoryConnection: InboxReceiving {
     var segment: OutboundSegment?
     /// A buffer whose descriptor travels with the message (kind 9).
     var arena: SharedMemoryBuffer?
+    /// Kind 10 only: the batch, filled as messages were queued.
+    var packet: BatchPacket?
 
+    /// The message's length on the wire.
     var queuedBytes: Int {
-      SharedMemoryWire.length(words: wordCount) + parts.reduce(0) { $0 + $1.count } + trailingParts.reduce(0) { $0 + $1.count }
+      if let packet { return packet.length }
+      return SharedMemoryWire.length(words: wordCount) + parts.reduce(0) { $0 + $1.count } + trailingParts.reduce(0) { $0 + $1.count }
     }
     /// Whether it may travel inside a batch (SHM-CTRL-6).
     var batchable: Bool { kind.batchable && segment == nil && arena == nil }
@@ -75,12 +79,41 @@ final class SharedMemoryConnection: InboxReceiving {
       return nil
     }
 
+    /// Sent batch packets kept for reuse (at most ``spareBatchPackets``).
+    var sparePackets: [BatchPacket] = []
+
     /// Wakes the writer if it sleeps; returns whether to signal it.
     mutating func wakeWriter() -> Bool {
       defer { writerSleeping = false }
       return writerSleeping
     }
+
+    /// Queues `message` for the writer: a batchable one is copied at once
+    /// into the batch packet at the queue's end, or a new one, so the
+    /// writer sends whole packets and never touches the message's parts
+    /// (SHM-CTRL-8). Adds the bytes this puts on the wire to `queuedBytes`.
+    mutating func enqueueForWriter(_ message: Outgoing) {
+      let before = queue.last?.packet?.length ?? 0
+      if message.batchable, let packet = queue.last?.packet, packet.append(message) {
+        queuedBytes += packet.length - before
+        return
+      }
+      if message.batchable {
+        let packet = sparePackets.popLast() ?? BatchPacket()
+        if packet.append(message) {
+          queue.append(Outgoing(kind: .batch, packet: packet))
+          queuedBytes += packet.length
+          return
+        }
+        sparePackets.append(packet)
+      }
+      queue.append(message)
+      queuedBytes += message.queuedBytes
+    }
   }
+
+  /// How many sent batch packets a connection keeps for reuse.
+  static let spareBatchPackets = 4
 
   let socket: UnixSocket
   let config: SharedMemoryTransport.Config
@@ -225,8 +258,7 @@ final class SharedMemoryConnection: InboxReceiving {
       state.directSending = true
       return .direct
     }
-    state.queue.append(message)
-    state.queuedBytes += message.queuedBytes
+    state.enqueueForWriter(message)
     return .queued(wake: state.wakeWriter(), over: state.queuedBytes > config.writeQueueBytes)
   }
 
@@ -334,15 +366,17 @@ final class SharedMemoryConnection: InboxReceiving {
   }
 
   /// The writer thread: sends what direct sends could not, and returned
-  /// space, until the connection closes; consecutive small messages go
-  /// together in batch packets (SHM-CTRL-6).
+  /// space, until the connection closes; small messages go together in
+  /// batch packets (SHM-CTRL-6), which senders fill as they queue
+  /// (SHM-CTRL-8).
   private func writeLoop() {
-    let packet = UnsafeMutableRawBufferPointer.allocate(byteCount: SharedMemoryWire.maxMessageLength, alignment: 64)
-    defer { packet.deallocate() }
+    // Where the writer packs its own space returns.
+    let scratch = BatchPacket()
     // Swapped with the state's queues each round, so taking a round's
     // messages allocates nothing.
     var messages: [Outgoing] = []
     var returns: [UInt64] = []
+    var sentPackets: [BatchPacket] = []
     while true {
       let stop = state.withLock { state -> Bool in
         if state.failure != nil { return true }
@@ -372,21 +406,30 @@ final class SharedMemoryConnection: InboxReceiving {
           messages.append(Outgoing(kind: .spaceReturned, parts: [ArrowBytes(copying: payload)]))
           start = end
         }
-        try transmitAll(messages, packet: packet)
+        try transmitAll(messages, scratch: scratch)
       } catch {
         sendFailed(error)
         break
       }
-      // Sent: let go of the payloads (and any segment) before sleeping.
+      // Sent: let go of the payloads (and any segment) before sleeping;
+      // keep a few packets for the senders to fill again.
+      for case let packet? in messages.lazy.map(\.packet) where sentPackets.count < Self.spareBatchPackets {
+        packet.reset()
+        sentPackets.append(packet)
+      }
       messages.removeAll(keepingCapacity: true)
       returns.removeAll(keepingCapacity: true)
       let released = state.withLock { state -> [CheckedContinuation<Void, Never>] in
         state.writerBusy = false
         state.queuedBytes -= queuedBytes
+        while state.sparePackets.count < Self.spareBatchPackets, let packet = sentPackets.popLast() {
+          state.sparePackets.append(packet)
+        }
         guard state.queuedBytes <= config.writeQueueBytes else { return [] }
         defer { state.blockedSenders = [] }
         return state.blockedSenders
       }
+      sentPackets.removeAll(keepingCapacity: true)
       for sender in released { sender.resume() }
     }
     let (waiters, senders) = state.withLock { state in
@@ -402,41 +445,26 @@ final class SharedMemoryConnection: InboxReceiving {
     threadExited()
   }
 
-  /// Sends `messages` in order with blocking calls: runs of two or more
-  /// batchable messages that fit in one packet go as one batch (copied
-  /// into `packet`), the others alone.
-  private func transmitAll(_ messages: [Outgoing], packet: UnsafeMutableRawBufferPointer) throws(DissociatedIPCError) {
+  /// Sends `messages` in order with blocking calls: batch packets as they
+  /// are; runs of other batchable messages (the writer's space returns)
+  /// packed into `scratch`, as many as fit; the rest alone.
+  private func transmitAll(_ messages: [Outgoing], scratch: BatchPacket) throws(DissociatedIPCError) {
     var index = 0
     while index < messages.count {
-      var end = index
-      var total = SharedMemoryWire.headerLength
-      while end < messages.count, messages[end].batchable {
-        let size = SharedMemoryWire.batchedLength(messages[end].queuedBytes)
-        guard total + size <= packet.count else { break }
-        total += size
-        end += 1
+      if let packet = messages[index].packet {
+        _ = try socket.send(header: packet.bytes, parts: [], passing: -1, wait: true)
+        index += 1
+        continue
       }
-      guard end - index >= 2 else {
+      scratch.reset()
+      var end = index
+      while end < messages.count, messages[end].batchable, scratch.append(messages[end]) { end += 1 }
+      guard end > index else {
         _ = try transmit(messages[index], wait: true)
         index += 1
         continue
       }
-      let base = packet.baseAddress!
-      SharedMemoryWire.write(.batch, tag: 0, words: (0, 0), count: 0, into: base)
-      var position = SharedMemoryWire.headerLength
-      for message in messages[index ..< end] {
-        let length = message.queuedBytes
-        base.storeBytes(of: UInt64(length).littleEndian, toByteOffset: position, as: UInt64.self)
-        SharedMemoryWire.write(message.kind, tag: message.tag, words: message.words, count: message.wordCount,
-                               into: base + position + 8)
-        var cursor = position + 8 + SharedMemoryWire.length(words: message.wordCount)
-        for part in message.parts { cursor += part.copy(to: base + cursor) }
-        for part in message.trailingParts { cursor += part.copy(to: base + cursor) }
-        let next = position + SharedMemoryWire.batchedLength(length)
-        if next > cursor { (base + cursor).initializeMemory(as: UInt8.self, repeating: 0, count: next - cursor) }
-        position = next
-      }
-      _ = try socket.send(header: UnsafeRawBufferPointer(rebasing: packet[..<total]), parts: [], passing: -1, wait: true)
+      _ = try socket.send(header: scratch.bytes, parts: [], passing: -1, wait: true)
       index = end
     }
   }
@@ -669,16 +697,5 @@ final class SharedMemoryConnection: InboxReceiving {
     guard state.readerDone, state.writerDone, !state.directSending, !state.descriptorClosed else { return }
     state.descriptorClosed = true
     socket.close()
-  }
-}
-
-extension ArrowBytes {
-  /// Copies these bytes to `destination`, which has room for them;
-  /// returns how many were copied.
-  fileprivate func copy(to destination: UnsafeMutableRawPointer) -> Int {
-    withUnsafeBytes { bytes in
-      if let source = bytes.baseAddress { destination.copyMemory(from: source, byteCount: bytes.count) }
-      return bytes.count
-    }
   }
 }

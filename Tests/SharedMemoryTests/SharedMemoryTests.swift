@@ -231,6 +231,41 @@ struct SharedMemoryTests {
     }
   }
 
+  @Test("messages queued into batch packets keep their order and bytes when packets fill: sizes up to a whole packet, frames with bodies, one too large for any batch")
+  func batchPacketsFillAndSpill() async throws {
+    let maxInline = 64 << 10
+    try await Pair.with(SharedMemoryTransport(config: config { $0.inlineLimit = maxInline })) { pair in
+      // A batch packet has 64 KiB for entries; a tagged entry takes 24
+      // bytes besides its payload. So 65,512 bytes fill an empty packet
+      // exactly, 65,536 fit in none (sent alone), and the others leave a
+      // packet's last bytes unused or start the next one.
+      let sizes = [1, 7, 8, 4_000, 20_000, 30_000, 65_512, maxInline, 0, 3]
+      let rounds = 40
+      func seed(_ round: Int, _ index: Int) -> UInt8 { UInt8(truncatingIfNeeded: round * 16 + index) }
+      let sender = Task {
+        for round in 0 ..< rounds {
+          for (index, size) in sizes.enumerated() {
+            let body = [payload(size, seed: seed(round, index))]
+            if index % 3 == 0 {
+              try await pair.server.sendFrame([payload(5, seed: seed(round, index))], thenTagged: UInt64(index), body)
+            } else {
+              try await pair.server.sendTagged(UInt64(index), body)
+            }
+          }
+        }
+      }
+      for round in 0 ..< rounds {
+        for (index, size) in sizes.enumerated() {
+          if index % 3 == 0 { #expect(try await pair.client.receiveFrame() == payload(5, seed: seed(round, index))) }
+          let message = try await pair.client.receiveTagged(matching: 0, mask: 0)
+          #expect(message?.tag == UInt64(index))
+          #expect(message?.payload == payload(size, seed: seed(round, index)), "round \(round), size \(size)")
+        }
+      }
+      try await sender.value
+    }
+  }
+
   @Test("a send that finds the peer gone does not discard what the peer sent before (SHM-CLOSE-2)")
   func sendAfterPeerClosedKeepsReceived() async throws {
     let listener = try await SharedMemoryTransport().listen(at: TransportAddress(scheme: "shm"))
