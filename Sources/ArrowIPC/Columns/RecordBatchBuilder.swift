@@ -22,6 +22,9 @@ public struct RecordBatchBuilder: Sendable {
   }
 
   /// Adds a fixed-width column; nil values are nulls.
+  // Inlinable, so the caller's compiler specializes it for `T`: run
+  // generically, the loop cost several allocations per value.
+  @inlinable
   public mutating func append<T: ArrowPrimitive & BitwiseCopyable>(_ name: String, _ values: [T?]) {
     var bytes = [UInt8](repeating: 0, count: values.count * MemoryLayout<T>.size)
     bytes.withUnsafeMutableBytes { raw in
@@ -57,7 +60,8 @@ public struct RecordBatchBuilder: Sendable {
     add(field, values.map { $0 != nil }, [offsets.withUnsafeBytes { Array($0) }, data])
   }
 
-  private mutating func add(_ field: Field, _ valid: [Bool], _ buffers: [[UInt8]]) {
+  @usableFromInline
+  mutating func add(_ field: Field, _ valid: [Bool], _ buffers: [[UInt8]]) {
     precondition(rowCount == nil || rowCount == valid.count, "columns must have the same length")
     rowCount = valid.count
     let nulls = valid.count - valid.count { $0 }

@@ -65,8 +65,7 @@ final class ServerSession: Sendable {
 
   private func send(_ source: consuming MessageSource) async -> Result<Void, DissociatedIPCError> {
     var iterator = source
-    // Where metadata frame prefixes are written (one allocation per chunk).
-    var slab = SlabAllocator()
+    var parts = PartLists()
     do throws(DissociatedIPCError) {
       var sinceYield = 0
       while true {
@@ -93,9 +92,9 @@ final class ServerSession: Sendable {
           if Task.isCancelled { throw DissociatedIPCError(.cancelled, "the server stopped serving this stream") }
           break
         }
-        try await send(planned, slab: &slab)
+        try await send(planned, parts: &parts)
       }
-      if let end = state.withLock({ $0.machine.sourceFinished() }) { try await connection.sendFrame(end.parts(using: &slab)) }
+      if let end = state.withLock({ $0.machine.sourceFinished() }) { try await connection.sendFrame(parts.frame(end)) }
       await waitUntil { $0.machine.isFinished }
       if let failure = state.withLock({ $0.failure }) { throw failure }
       return .success(())
@@ -109,16 +108,40 @@ final class ServerSession: Sendable {
     }
   }
 
+  /// What the sending loop hands the transport, built in reused storage:
+  /// frame prefixes come from a slab (one allocation per chunk), and the
+  /// part lists are refilled in place, so a transport that is done with
+  /// them when its send returns (shm:// copies them) costs no array
+  /// allocation per message.
+  private struct PartLists {
+    var slab = SlabAllocator()
+    var frameParts: [ArrowBytes] = []
+    var bodyParts: [ArrowBytes] = []
+
+    /// `frame`'s prefix and payload.
+    mutating func frame(_ frame: MetadataFrame) -> [ArrowBytes] {
+      frame.parts(into: &frameParts, using: &slab)
+      return frameParts
+    }
+
+    /// `bytes` as a one-part list.
+    mutating func body(_ bytes: ArrowBytes) -> [ArrowBytes] {
+      bodyParts.removeAll(keepingCapacity: true)
+      bodyParts.append(bytes)
+      return bodyParts
+    }
+  }
+
   @inline(__always)
-  private func send(_ send: ServerSend, slab: inout SlabAllocator) async throws(DissociatedIPCError) {
+  private func send(_ send: ServerSend, parts: inout PartLists) async throws(DissociatedIPCError) {
     if let frame = send.metadata, case .inline(let tag, let bytes)? = send.body {
       // A frame and its inline body: one hand-off to the transport.
-      return try await connection.sendFrame(frame.parts(using: &slab), thenTagged: tag.rawValue, [bytes])
+      return try await connection.sendFrame(parts.frame(frame), thenTagged: tag.rawValue, parts.body(bytes))
     }
-    if let frame = send.metadata { try await connection.sendFrame(frame.parts(using: &slab)) }
+    if let frame = send.metadata { try await connection.sendFrame(parts.frame(frame)) }
     switch send.body {
     case .inline(let tag, let bytes)?:
-      try await connection.sendTagged(tag.rawValue, [bytes])
+      try await connection.sendTagged(tag.rawValue, parts.body(bytes))
     case .expose(let sequence, let bytes)?:
       guard let remoteMemory else { preconditionFailure("exposing without remote memory") }
       let region = try await remoteMemory.expose(bytes)

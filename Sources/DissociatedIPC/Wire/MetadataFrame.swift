@@ -45,10 +45,13 @@ public enum MetadataFrame: Hashable, Sendable {
     pointer.storeBytes(of: word.littleEndian, toByteOffset: 1, as: UInt32.self)
   }
 
-  /// The prefix and the payload as two parts of one framed message (the
-  /// flatbuffer is not copied), the prefix taken from `slab`.
-  package func parts(using slab: inout SlabAllocator) -> [ArrowBytes] {
-    [slab.allocate(Self.prefixLength) { writePrefix(to: $0) }, payload]
+  /// Makes `parts` the prefix and the payload, two parts of one framed
+  /// message (the flatbuffer is not copied), the prefix taken from `slab`.
+  /// The array's storage is reused when nothing else holds it.
+  package func parts(into parts: inout [ArrowBytes], using slab: inout SlabAllocator) {
+    parts.removeAll(keepingCapacity: true)
+    parts.append(slab.allocate(Self.prefixLength) { writePrefix(to: $0) })
+    parts.append(payload)
   }
 
   /// The bytes after the prefix.
