@@ -179,22 +179,35 @@ package final class MessageInbox: Sendable {
     case tagged(TaggedMessage)
   }
 
+  /// How many messages ``deliver(_:)`` places per lock: few enough that a
+  /// receive arriving meanwhile waits a fraction of a microsecond,
+  /// spinning, instead of sleeping in the kernel.
+  static let deliveriesPerLock = 16
+
   /// Delivers `deliveries` in order as ``deliverFrame(_:)`` and
-  /// ``deliverTagged(_:)`` would, under one lock: a reader that received
-  /// many messages at once (a batch packet) contends with the receives
-  /// once, not once per message. False when over the limit.
+  /// ``deliverTagged(_:)`` would, ``deliveriesPerLock`` under each lock: a
+  /// reader that received many messages at once (a batch packet) contends
+  /// with the receives a few times, not once per message, and never holds
+  /// them off for long. False when over the limit.
   @discardableResult
   package func deliver(_ deliveries: [Delivery]) -> Bool {
     var handedFrames: [(CheckedContinuation<ArrowBytes?, any Error>, ArrowBytes)] = []
     var handedTagged: [(CheckedContinuation<TaggedMessage?, any Error>, TaggedMessage)] = []
-    let withinLimit = state.withLock { state in
-      for delivery in deliveries {
-        switch delivery {
-        case .frame(let frame): if let waiter = state.place(frame: frame) { handedFrames.append((waiter, frame)) }
-        case .tagged(let message): if let waiter = state.place(tagged: message) { handedTagged.append((waiter, message)) }
+    var withinLimit = true
+    var start = 0
+    while start < deliveries.count {
+      let end = min(start + Self.deliveriesPerLock, deliveries.count)
+      let placed = state.withLock { state in
+        for delivery in deliveries[start ..< end] {
+          switch delivery {
+          case .frame(let frame): if let waiter = state.place(frame: frame) { handedFrames.append((waiter, frame)) }
+          case .tagged(let message): if let waiter = state.place(tagged: message) { handedTagged.append((waiter, message)) }
+          }
         }
+        return state.bufferedBytes <= maxBufferedBytes
       }
-      return state.bufferedBytes <= maxBufferedBytes
+      withinLimit = withinLimit && placed
+      start = end
     }
     for (waiter, frame) in handedFrames { waiter.resume(returning: frame) }
     for (waiter, message) in handedTagged { waiter.resume(returning: message) }
