@@ -278,24 +278,33 @@ struct Bench: AsyncParsableCommand {
   }
 
   /// Runs `server` plus a random port as a background process while
-  /// `body` runs its client against that port; a client that fails is
-  /// run twice more, half a second apart (a loaded machine may start the
-  /// server later than the 0.3 s allowed).
+  /// `body` runs its client against that port. A client that fails is
+  /// tried twice more, each time with a fresh server on a fresh port
+  /// after half a second: a loaded machine may start the server later
+  /// than the 0.3 s allowed, and a port taken meanwhile makes the server
+  /// exit at once.
   static func withServerProcess<T>(_ server: [String], _ body: (String) throws -> T) throws -> T {
-    let port = String(Int.random(in: 20_000 ..< 60_000))
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = server + [port]
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    defer { if process.isRunning { process.terminate() } }
-    Thread.sleep(forTimeInterval: 0.3)
-    for _ in 1 ..< 3 {
-      if let result = try? body(port) { return result }
-      Thread.sleep(forTimeInterval: 0.5)
+    var attempt = 1
+    while true {
+      let port = String(Int.random(in: 20_000 ..< 60_000))
+      let process = Process()
+      process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+      process.arguments = server + [port]
+      process.standardOutput = FileHandle.nullDevice
+      process.standardError = FileHandle.nullDevice
+      try process.run()
+      defer {
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+      }
+      Thread.sleep(forTimeInterval: 0.3)
+      do {
+        return try body(port)
+      } catch where attempt < 3 {
+        attempt += 1
+        Thread.sleep(forTimeInterval: 0.5)
+      }
     }
-    return try body(port)
   }
 
   /// Arrow Flight DoGet through pyarrow.
