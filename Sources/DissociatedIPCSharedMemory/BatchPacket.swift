@@ -24,12 +24,17 @@ final class BatchPacket: @unchecked Sendable {
   /// The packet as it goes on the wire.
   var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: buffer[..<length]) }
 
+  /// Whether a message of `messageLength` bytes fits in an empty batch.
+  static func fitsEmpty(messageLength: Int) -> Bool {
+    SharedMemoryWire.headerLength + SharedMemoryWire.batchedLength(messageLength) <= SharedMemoryWire.maxMessageLength
+  }
+
   /// Copies `message` (header and parts) in as the next entry; false,
   /// leaving the packet as it was, when it does not fit.
   func append(_ message: SharedMemoryConnection.Outgoing) -> Bool {
     let messageLength = message.queuedBytes
     let end = length + SharedMemoryWire.batchedLength(messageLength)
-    guard end <= buffer.count else { return false }
+    guard end <= SharedMemoryWire.maxMessageLength else { return false }
     let base = buffer.baseAddress!
     base.storeBytes(of: UInt64(messageLength).littleEndian, toByteOffset: length, as: UInt64.self)
     SharedMemoryWire.write(message.kind, tag: message.tag, words: message.words, count: message.wordCount,

@@ -93,19 +93,19 @@ final class SharedMemoryConnection: InboxReceiving {
     /// writer sends whole packets and never touches the message's parts
     /// (SHM-CTRL-8). Adds the bytes this puts on the wire to `queuedBytes`.
     mutating func enqueueForWriter(_ message: Outgoing) {
-      let before = queue.last?.packet?.length ?? 0
-      if message.batchable, let packet = queue.last?.packet, packet.append(message) {
-        queuedBytes += packet.length - before
-        return
-      }
-      if message.batchable {
-        let packet = sparePackets.popLast() ?? BatchPacket()
+      if message.batchable, let packet = queue.last?.packet {
+        let before = packet.length
         if packet.append(message) {
-          queue.append(Outgoing(kind: .batch, packet: packet))
-          queuedBytes += packet.length
+          queuedBytes += packet.length - before
           return
         }
-        sparePackets.append(packet)
+      }
+      if message.batchable, BatchPacket.fitsEmpty(messageLength: message.queuedBytes) {
+        let packet = sparePackets.popLast() ?? BatchPacket()
+        _ = packet.append(message)
+        queue.append(Outgoing(kind: .batch, packet: packet))
+        queuedBytes += packet.length
+        return
       }
       queue.append(message)
       queuedBytes += message.queuedBytes
