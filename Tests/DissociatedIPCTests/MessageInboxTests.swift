@@ -67,6 +67,30 @@ struct MessageInboxReadAheadTests {
     #expect(resumed.value == 1, "half the cap received: the reader resumes")
   }
 
+  @Test("a receive that waits lifts the message cap: a parked reader resumes, a new check does not wait, the awaited frame arrives")
+  func waitingReceiveLiftsCap() async throws {
+    let inbox = MessageInbox()
+    let body = TaggedMessage(tag: 1, payload: ArrowBytes(copying: [1]))
+    // Full of tagged messages (a peer a whole reorder window ahead on the
+    // body flow), none of them what the client will wait for.
+    inbox.deliver(Array(repeating: .tagged(body), count: MessageInbox.readAheadMessages))
+    let parked = MessageInboxTests.WakeCounter()
+    let resume = parked.wake
+    Thread { inbox.waitForRoom(below: .max); resume() }.start()
+    try await Task.sleep(for: .milliseconds(100))
+    #expect(parked.value == 0, "full and no receive waiting: the reader waits")
+    async let frame = inbox.receiveFrame()
+    for _ in 0 ..< 500 where parked.value == 0 { try await Task.sleep(for: .milliseconds(10)) }
+    #expect(parked.value == 1, "a receive waits: the parked reader resumes")
+    let checked = MessageInboxTests.WakeCounter()
+    let done = checked.wake
+    Thread { inbox.waitForRoom(below: .max); done() }.start()
+    for _ in 0 ..< 500 where checked.value == 0 { try await Task.sleep(for: .milliseconds(10)) }
+    #expect(checked.value == 1, "while the receive waits, the cap does not stop the reader")
+    inbox.deliverFrame(ArrowBytes(copying: [9]))
+    #expect(try await frame?.array == [9])
+  }
+
   @Test("a batch delivery hands messages to waiting receives and queues the rest in order")
   func batchDelivery() async throws {
     let inbox = MessageInbox()

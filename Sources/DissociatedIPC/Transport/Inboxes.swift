@@ -107,10 +107,20 @@ package final class MessageInbox: Sendable {
     }
 
     /// Whether a reader asking for room below `limit` bytes must wait:
-    /// that many bytes or ``MessageInbox/readAheadMessages`` messages are
-    /// queued.
+    /// that many bytes are queued, or ``MessageInbox/readAheadMessages``
+    /// messages while no receive waits (a receive that waits with that
+    /// many queued wants a message behind them, so the reader goes on).
     func isFull(below limit: Int) -> Bool {
-      bufferedBytes >= limit || queuedMessages >= MessageInbox.readAheadMessages
+      bufferedBytes >= limit
+        || (queuedMessages >= MessageInbox.readAheadMessages && frameWaiters.isEmpty && posted.isEmpty)
+    }
+
+    /// The reader parked in ``MessageInbox/waitForRoom(below:)``, if it
+    /// may go on now (a receive started waiting); it is to be signalled.
+    mutating func releaseReaderIfRoom() -> DispatchSemaphore? {
+      guard let waiter = roomWaiter, !isFull(below: waiter.limit) else { return nil }
+      roomWaiter = nil
+      return waiter.semaphore
     }
 
     /// A message of `bytes` was received: wakes the blocked reader once
@@ -137,12 +147,13 @@ package final class MessageInbox: Sendable {
     }
   }
 
-  /// The most messages ``waitForRoom(below:)`` lets wait to be received,
-  /// whatever their size: tiny messages would otherwise queue by the
-  /// hundred thousand within a byte limit, each costing memory and cache.
-  /// A peer a reorder window ahead on one flow of a connection stays well
-  /// within it (DIPC-LIM-3's default window is 1,024 messages).
-  package static let readAheadMessages = 8192
+  /// The most messages ``waitForRoom(below:)`` lets wait to be received
+  /// while no receive waits, whatever their size: tiny messages would
+  /// otherwise queue by the hundred thousand within a byte limit, each
+  /// costing memory and cache, and a reader far ahead of its consumer
+  /// only takes CPU from it (TCP-RECV-2). A receive that waits lifts the
+  /// cap, so a peer any reorder window ahead on one flow never stalls it.
+  package static let readAheadMessages = 2048
 
   private let state = Mutex(State())
   private let maxBufferedBytes: Int
@@ -339,6 +350,9 @@ package final class MessageInbox: Sendable {
     return try await wait { state, id, continuation in
       if let ready = take(&state) { return ready }
       register(&state, id, continuation)
+      // A reader parked on the message cap goes on: what this receive
+      // waits for is behind the queued messages.
+      state.releaseReaderIfRoom()?.signal()
       return nil
     } cancel: { state, id in cancel(&state, id) }
   }
