@@ -69,6 +69,16 @@ final class SharedMemoryConnection: InboxReceiving {
     var failure: DissociatedIPCError?
     var writerDone = false
     var readerDone = false
+    /// The reader thread handed receiving to the receiving tasks and waits
+    /// on ``readerWake`` (SHM-THREAD-4).
+    var readerParked = false
+    /// A task is receiving from the socket now (SHM-THREAD-4).
+    var taskReceiving = false
+    /// A receive started waiting while a task received: that task wakes
+    /// the reader when it is done (SHM-THREAD-4).
+    var readerWanted = false
+    /// Control messages received on tasks rather than the reader thread.
+    var receivedOnTasks = 0
     var descriptorClosed = false
     var closeWaiters: [CheckedContinuation<Void, Never>] = []
 
@@ -120,12 +130,18 @@ final class SharedMemoryConnection: InboxReceiving {
   let inbox = MessageInbox(maxBufferedBytes: Int.max)
   let state = Mutex(State())
   private let writerWake = DispatchSemaphore(value: 0)
+  /// Wakes the parked reader thread (SHM-THREAD-4).
+  private let readerWake = DispatchSemaphore(value: 0)
+  /// What a receive uses; only whoever receives now (the reader thread,
+  /// or the task that claimed the socket) touches it.
+  private let receiving = ReceiveContext()
   let pathDescription: String
 
   init(socket: UnixSocket, config: SharedMemoryTransport.Config, path: String) {
     self.socket = socket
     self.config = config
     pathDescription = "shm via \(path), peer pid \(socket.peerProcess().map(String.init) ?? "?")"
+    inbox.whenReceiveWaits { [weak self] in self?.wakeParkedReader() }
     startDedicatedThread(named: "shm-reader") { [self] in readLoop() }
     startDedicatedThread(named: "shm-writer") { [self] in writeLoop() }
     do throws(DissociatedIPCError) {
@@ -472,24 +488,17 @@ final class SharedMemoryConnection: InboxReceiving {
   // MARK: Receiving
 
   /// The reader thread: the peer's hello, then control messages until the
-  /// peer closes (orderly) or breaks the protocol (SHM-FAULT-2).
+  /// peer closes (orderly) or breaks the protocol (SHM-FAULT-2). While the
+  /// receiving task is behind, it hands receiving to that task and parks
+  /// (SHM-THREAD-4).
   private func readLoop() {
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: SharedMemoryWire.maxMessageLength, alignment: 64)
-    defer { buffer.deallocate() }
-    var greeted = false
-    // Small received payloads are carved out of pooled 64 KiB chunks
-    // (one allocation per chunk, not per message).
-    var slab = SlabAllocator(pool: Self.receivePool)
-    // What one control message received, for the inbox, and a batch's
-    // entries (both reused).
-    var deliveries: [MessageInbox.Delivery] = []
-    var batchEntries: [Range<Int>] = []
     do throws(DissociatedIPCError) {
-      while let received = try socket.receive(into: buffer) {
-        try handle(received, in: UnsafeRawBufferPointer(buffer), greeted: &greeted, slab: &slab, deliveries: &deliveries,
-                   batchEntries: &batchEntries)
+      while waitWhileTasksReceive() {
+        guard case .message(let received) = try socket.receive(into: receiving.buffer) else { break }
+        try handle(received, receiving)
         inbox.waitForRoom(below: config.readAheadBytes)
         if inbox.isClosed { break }  // closed locally: nobody will receive more
+        handOffIfBehind()
       }
       peerClosed()
     } catch {
@@ -499,44 +508,177 @@ final class SharedMemoryConnection: InboxReceiving {
     threadExited()
   }
 
+  /// The reader hands receiving to the tasks once this many messages wait
+  /// to be received after a delivery, and no receive waits (SHM-THREAD-4).
+  static let handOffBacklog = 64
+
+  /// Parks the reader when the receiving task is behind. Checked again
+  /// after parking: a receive that started waiting meanwhile needs the
+  /// reader, and its wake-up (``wakeParkedReader()``) may have come before
+  /// the park.
+  private func handOffIfBehind() {
+    guard inbox.unclaimedBacklog >= Self.handOffBacklog else { return }
+    state.withLock { $0.readerParked = true }
+    guard inbox.unclaimedBacklog < Self.handOffBacklog else { return }
+    state.withLock { state in if !state.taskReceiving { state.readerParked = false } }
+  }
+
+  /// A receive started waiting: the reader receives again, unless a task
+  /// receives now (it hands receiving back itself when it finds nothing).
+  private func wakeParkedReader() {
+    let wake = state.withLock { state -> Bool in
+      guard state.readerParked else { return false }
+      guard !state.taskReceiving else {
+        state.readerWanted = true
+        return false
+      }
+      state.readerParked = false
+      return true
+    }
+    if wake { readerWake.signal() }
+  }
+
+  /// How long a parked reader waits before it takes receiving back, so
+  /// that control messages and the peer's close are seen while no task
+  /// receives (SHM-THREAD-4).
+  static let parkTimeout = DispatchTimeInterval.milliseconds(5)
+
+  /// Waits while the reader is parked and a task may receive; false once
+  /// the inbox is closed.
+  private func waitWhileTasksReceive() -> Bool {
+    while state.withLock({ $0.readerParked }) {
+      if inbox.isClosed { return false }
+      _ = readerWake.wait(timeout: .now() + Self.parkTimeout)
+      // Take receiving back unless a task receives right now (it hands it
+      // back itself, with a signal, when it is done and a receive waits or
+      // it found nothing).
+      state.withLock { state in if !state.taskReceiving { state.readerParked = false } }
+    }
+    return !inbox.isClosed
+  }
+
+  /// Receives one control message on the calling task, without waiting,
+  /// when the reader handed receiving to the tasks and the inbox has room
+  /// (SHM-THREAD-4). True when something was received; false when the
+  /// socket is not the task's to read or nothing was there. The reader
+  /// thread receives again, woken, when nothing was there, when a receive
+  /// waits, or when nothing that arrived waits for this task.
+  private func receiveOnTask() -> Bool {
+    guard state.withLock({ $0.readerParked && !$0.taskReceiving }), inbox.hasRoom(below: config.readAheadBytes) else {
+      return false
+    }
+    let claimed = state.withLock { state -> Bool in
+      guard state.readerParked, !state.taskReceiving, !state.descriptorClosed, state.failure == nil else { return false }
+      state.taskReceiving = true
+      return true
+    }
+    guard claimed else { return false }
+    var received = false
+    do throws(DissociatedIPCError) {
+      switch try socket.receive(into: receiving.buffer, wait: false) {
+      case .message(let message):
+        try handle(message, receiving)
+        received = true
+      case .closed:
+        peerClosed()
+      case .wouldBlock:
+        break
+      }
+    } catch {
+      fail(error)
+    }
+    let unclaimed = received ? inbox.unclaimedBacklog : 0
+    let wake = state.withLock { state -> Bool in
+      state.taskReceiving = false
+      if received { state.receivedOnTasks += 1 }
+      let wake = unclaimed == 0 || state.readerWanted
+      if wake {
+        state.readerParked = false
+        state.readerWanted = false
+      }
+      closeDescriptorIfIdle(&state)
+      return wake
+    }
+    if wake { readerWake.signal() }
+    return received
+  }
+
+  /// How many control messages tasks received themselves (SHM-THREAD-4).
+  var controlMessagesReceivedOnTasks: Int { state.withLock { $0.receivedOnTasks } }
+
+  /// `take` again after each control message received on this task,
+  /// while it finds nothing and the task may receive (SHM-THREAD-4).
+  @inline(__always)
+  private func takeReceiving<T>(
+    _ take: () throws(DissociatedIPCError) -> ReadyReceive<T>
+  ) throws(DissociatedIPCError) -> ReadyReceive<T> {
+    while true {
+      let ready = try take()
+      guard case .wouldWait = ready, receiveOnTask() else { return ready }
+    }
+  }
+
+  /// The inbox's next frame, if queued or receivable now on this task.
+  func readyFrame() throws(DissociatedIPCError) -> ReadyReceive<ArrowBytes> {
+    try takeReceiving { () throws(DissociatedIPCError) in try inbox.readyFrame() }
+  }
+
+  /// The inbox's next matching tagged message, if queued or receivable
+  /// now on this task.
+  func readyTagged(matching tag: UInt64, mask: UInt64) throws(DissociatedIPCError) -> ReadyReceive<TaggedMessage> {
+    try takeReceiving { () throws(DissociatedIPCError) in try inbox.readyTagged(matching: tag, mask: mask) }
+  }
+
+  /// The next frame: as ``readyFrame()``, else waiting in the inbox for
+  /// the reader thread.
+  func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
+    try await readyFrame().orWaiting { () async throws(DissociatedIPCError) in try await inbox.receiveFrame() }
+  }
+
+  /// The next matching tagged message: as ``readyTagged(matching:mask:)``,
+  /// else waiting in the inbox for the reader thread.
+  func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
+    try await readyTagged(matching: tag, mask: mask).orWaiting { () async throws(DissociatedIPCError) in
+      try await inbox.receiveTagged(matching: tag, mask: mask)
+    }
+  }
+
   /// Chunks for received payloads, shared by every connection (warm,
   /// already-faulted memory).
   static let receivePool = BufferPool(maxPooledBytes: 16 << 20, minimumSize: SlabAllocator.chunkSize)
 
-  /// Acts on one control message; what it received goes to the inbox in
-  /// one delivery (`deliveries` and `batchEntries` are the caller's reused
-  /// buffers).
-  private func handle(_ received: UnixSocket.Received, in buffer: UnsafeRawBufferPointer, greeted: inout Bool,
-                      slab: inout SlabAllocator, deliveries: inout [MessageInbox.Delivery],
-                      batchEntries: inout [Range<Int>]) throws(DissociatedIPCError) {
+  /// Acts on one control message received into `context`'s buffer; what
+  /// it received goes to the inbox in one delivery.
+  private func handle(_ received: UnixSocket.Received, _ context: ReceiveContext) throws(DissociatedIPCError) {
+    let buffer = UnsafeRawBufferPointer(context.buffer)
     var descriptors = received.descriptors
     defer { for descriptor in descriptors { closeDescriptor(descriptor) } }
     defer {
-      if !deliveries.isEmpty { inbox.deliver(deliveries) }
-      deliveries.removeAll(keepingCapacity: true)
+      if !context.deliveries.isEmpty { inbox.deliver(context.deliveries) }
+      context.deliveries.removeAll(keepingCapacity: true)
     }
     guard !received.truncated else {
       throw DissociatedIPCError(.transportFailure, "a shm:// control message longer than \(buffer.count) bytes or with too many descriptors")
     }
     let bytes = UnsafeRawBufferPointer(rebasing: buffer[..<received.length])
     let message = try SharedMemoryWire.parse(bytes)
-    guard greeted == (message != .hello) else {
-      throw DissociatedIPCError(.transportFailure, greeted ? "a second shm:// hello" : "the peer is not a shm:// Dissociated IPC endpoint (no hello)")
+    guard context.greeted == (message != .hello) else {
+      throw DissociatedIPCError(.transportFailure, context.greeted ? "a second shm:// hello" : "the peer is not a shm:// Dissociated IPC endpoint (no hello)")
     }
     if message == .hello {
-      greeted = true
+      context.greeted = true
       return
     }
     if case .segmentAdded = message {} else if !descriptors.isEmpty {
       throw DissociatedIPCError(.transportFailure, "a shm:// control message of kind \(bytes[0]) carried a descriptor")
     }
-    guard message == .batch else { return try dispatch(message, bytes, descriptors: &descriptors, slab: &slab, into: &deliveries) }
+    guard message == .batch else { return try dispatch(message, bytes, descriptors: &descriptors, slab: &context.slab, into: &context.deliveries) }
     // A batch (SHM-CTRL-6): each entry is handled as if it came alone.
     var none: [Int32] = []
-    try SharedMemoryWire.batchEntries(bytes, into: &batchEntries)
-    for entry in batchEntries {
+    try SharedMemoryWire.batchEntries(bytes, into: &context.batchEntries)
+    for entry in context.batchEntries {
       let inner = UnsafeRawBufferPointer(rebasing: bytes[entry])
-      try dispatch(try SharedMemoryWire.parse(inner), inner, descriptors: &none, slab: &slab, into: &deliveries)
+      try dispatch(try SharedMemoryWire.parse(inner), inner, descriptors: &none, slab: &context.slab, into: &context.deliveries)
     }
   }
 
@@ -694,8 +836,28 @@ final class SharedMemoryConnection: InboxReceiving {
   /// Closes the descriptor when both threads stopped and no direct send
   /// runs (SHM-THREAD-2).
   func closeDescriptorIfIdle(_ state: inout State) {
-    guard state.readerDone, state.writerDone, !state.directSending, !state.descriptorClosed else { return }
+    guard state.readerDone, state.writerDone, !state.directSending, !state.taskReceiving, !state.descriptorClosed else { return }
     state.descriptorClosed = true
     socket.close()
   }
+}
+
+/// What receiving one control message uses, reused from message to
+/// message: the receive buffer, whether the peer said hello, the slab for
+/// small payloads, and scratch lists. Unchecked `Sendable`: only whoever
+/// receives touches it — the reader thread, or the one task that claimed
+/// the socket (`taskReceiving`) while the reader is parked (SHM-THREAD-4);
+/// the hand-overs go through the connection's lock.
+final class ReceiveContext: @unchecked Sendable {
+  let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: SharedMemoryWire.maxMessageLength, alignment: 64)
+  var greeted = false
+  // Small received payloads are carved out of pooled 64 KiB chunks (one
+  // allocation per chunk, not per message).
+  var slab = SlabAllocator(pool: SharedMemoryConnection.receivePool)
+  /// What one control message received, for the inbox.
+  var deliveries: [MessageInbox.Delivery] = []
+  /// A batch's entries.
+  var batchEntries: [Range<Int>] = []
+
+  deinit { buffer.deallocate() }
 }

@@ -172,10 +172,20 @@ struct UnixSocket: Sendable {
     var descriptors: [Int32]
   }
 
-  /// Receives one message into `buffer`; nil when the peer closed.
-  func receive(into buffer: UnsafeMutableRawBufferPointer) throws(DissociatedIPCError) -> Received? {
+  /// What ``receive(into:wait:)`` found.
+  enum Receipt {
+    case message(Received)
+    /// The peer closed.
+    case closed
+    /// Nothing was waiting (only without `wait`).
+    case wouldBlock
+  }
+
+  /// Receives one message into `buffer`, waiting for one when `wait`.
+  func receive(into buffer: UnsafeMutableRawBufferPointer, wait: Bool = true) throws(DissociatedIPCError) -> Receipt {
     let controlSize = dipc_cmsg_space_fds(Self.maxReceivedDescriptors)
-    return try withUnsafeTemporaryAllocation(byteCount: controlSize, alignment: 8) { (control) throws(DissociatedIPCError) -> Received? in
+    let flags = Int32(MSG_CMSG_CLOEXEC) | (wait ? 0 : Int32(MSG_DONTWAIT))
+    return try withUnsafeTemporaryAllocation(byteCount: controlSize, alignment: 8) { (control) throws(DissociatedIPCError) -> Receipt in
       var vector = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
       var message = msghdr()
       message.msg_control = control.baseAddress
@@ -186,7 +196,7 @@ struct UnixSocket: Sendable {
         var resetSeen = false
         while true {
           // MSG_CMSG_CLOEXEC: received segments never leak into child processes.
-          let received = recvmsg(descriptor, &message, Int32(MSG_CMSG_CLOEXEC))
+          let received = recvmsg(descriptor, &message, flags)
           if received >= 0 { return received }
           // ECONNRESET: the peer closed while messages we sent it were
           // unread. The error is reported once, ahead of the messages the
@@ -199,6 +209,7 @@ struct UnixSocket: Sendable {
           if errno != EINTR { return received }
         }
       }
+      if received < 0, !wait, errno == EAGAIN || errno == EWOULDBLOCK { return .wouldBlock }
       guard received >= 0 else { throw systemError("recvmsg") }
       // Most messages carry no descriptor: allocate an array only for those that do.
       var descriptors: [Int32] = []
@@ -207,9 +218,9 @@ struct UnixSocket: Sendable {
         let count = dipc_cmsg_take_fds(&message, &descriptors, Self.maxReceivedDescriptors)
         descriptors.removeLast(descriptors.count - Int(count))
       }
-      if received == 0, descriptors.isEmpty { return nil }  // SEQPACKET: 0 bytes is the peer's close
+      if received == 0, descriptors.isEmpty { return .closed }  // SEQPACKET: 0 bytes is the peer's close
       let truncated = message.msg_flags & Int32(MSG_TRUNC) != 0 || message.msg_flags & Int32(MSG_CTRUNC) != 0
-      return Received(length: received, truncated: truncated, descriptors: descriptors)
+      return .message(Received(length: received, truncated: truncated, descriptors: descriptors))
     }
   }
 

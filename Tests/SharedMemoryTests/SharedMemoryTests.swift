@@ -1,6 +1,6 @@
 import ArrowIPC
 import DissociatedIPC
-import DissociatedIPCSharedMemory
+@testable import DissociatedIPCSharedMemory
 import Foundation
 import Synchronization
 import Testing
@@ -263,6 +263,32 @@ struct SharedMemoryTests {
         }
       }
       try await sender.value
+    }
+  }
+
+  @Test("a receiving task that falls behind receives on its own task; a receive waiting for a later tag is served meanwhile (SHM-THREAD-4)")
+  func tasksReceiveWhenBehind() async throws {
+    try await Pair.with { pair in
+      let count = 6_000
+      func body(_ index: Int) -> ArrowBytes { payload(16, seed: UInt8(truncatingIfNeeded: index)) }
+      let sender = Task {
+        for index in 0 ..< count { try await pair.server.sendTagged(1, [body(index)]) }
+        try await pair.server.sendTagged(2, [payload(3, seed: 9)])
+      }
+      // The reader runs ahead to the inbox's message cap, then hands
+      // receiving over once the task drains below half of it.
+      try await Task.sleep(for: .milliseconds(100))
+      for index in 0 ..< count / 2 {
+        #expect(try await pair.client.receiveTagged(matching: 1, mask: .max)?.payload == body(index), "message \(index)")
+      }
+      async let later = pair.client.receiveTagged(matching: 2, mask: .max)
+      for index in count / 2 ..< count {
+        #expect(try await pair.client.receiveTagged(matching: 1, mask: .max)?.payload == body(index), "message \(index)")
+      }
+      #expect(try await later?.payload == payload(3, seed: 9))
+      try await sender.value
+      let connection = try #require(pair.client as? SharedMemoryConnection)
+      #expect(connection.controlMessagesReceivedOnTasks > 0)
     }
   }
 

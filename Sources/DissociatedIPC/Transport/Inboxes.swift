@@ -156,6 +156,7 @@ package final class MessageInbox: Sendable {
   package static let readAheadMessages = 2048
 
   private let state = Mutex(State())
+  private let receiveWaitsHook = Mutex<(@Sendable () -> Void)?>(nil)
   private let maxBufferedBytes: Int
 
   /// An inbox that holds at most `maxBufferedBytes` of unreceived messages.
@@ -255,6 +256,25 @@ package final class MessageInbox: Sendable {
       state.taggedRoomWaiter = (limit, wake)
       return true
     }
+  }
+
+  /// Whether a reader may deliver more now without waiting in
+  /// ``waitForRoom(below:)`` (fewer than `limit` bytes and, unless a
+  /// receive waits, fewer than ``readAheadMessages`` messages queued).
+  package func hasRoom(below limit: Int) -> Bool {
+    state.withLock { !$0.isFull(below: limit) }
+  }
+
+  /// How many delivered messages wait to be received while no receive
+  /// waits (0 while one does).
+  package var unclaimedBacklog: Int {
+    state.withLock { $0.frameWaiters.isEmpty && $0.posted.isEmpty ? $0.queuedMessages : 0 }
+  }
+
+  /// Runs `hook` (outside the lock) whenever a receive starts waiting,
+  /// for a backend whose reader may be parked (SHM-THREAD-4).
+  package func whenReceiveWaits(_ hook: @escaping @Sendable () -> Void) {
+    receiveWaitsHook.withLock { $0 = hook }
   }
 
   /// True once ``close(error:)`` was called.
@@ -375,6 +395,7 @@ package final class MessageInbox: Sendable {
           case .success(let value)?: continuation.resume(returning: value)
           case .failure(let error)?: continuation.resume(throwing: error)
           case nil:
+            receiveWaitsHook.withLock { $0 }?()
             if Task.isCancelled, let removed = state.withLock({ cancel(&$0, id) }) {
               removed.resume(throwing: DissociatedIPCError(.cancelled, "receive cancelled"))
             }
