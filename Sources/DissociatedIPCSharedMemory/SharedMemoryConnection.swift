@@ -495,7 +495,7 @@ final class SharedMemoryConnection: InboxReceiving {
     do throws(DissociatedIPCError) {
       while waitWhileTasksReceive() {
         guard case .message(let received) = try socket.receive(into: receiving.buffer) else { break }
-        try handle(received, receiving)
+        try handle(received)
         inbox.waitForRoom(below: config.readAheadBytes)
         if inbox.isClosed { break }  // closed locally: nobody will receive more
         handOffIfBehind()
@@ -564,6 +564,8 @@ final class SharedMemoryConnection: InboxReceiving {
   /// thread receives again, woken, when nothing was there, when a receive
   /// waits, or when nothing that arrived waits for this task.
   private func receiveOnTask() -> Bool {
+    // A quick look first: while the reader receives (the usual case when
+    // the task keeps up) this costs one uncontended lock, not the inbox's.
     guard state.withLock({ $0.readerParked && !$0.taskReceiving }), inbox.hasRoom(below: config.readAheadBytes) else {
       return false
     }
@@ -577,7 +579,7 @@ final class SharedMemoryConnection: InboxReceiving {
     do throws(DissociatedIPCError) {
       switch try socket.receive(into: receiving.buffer, wait: false) {
       case .message(let message):
-        try handle(message, receiving)
+        try handle(message)
         received = true
       case .closed:
         peerClosed()
@@ -647,9 +649,10 @@ final class SharedMemoryConnection: InboxReceiving {
   /// already-faulted memory).
   static let receivePool = BufferPool(maxPooledBytes: 16 << 20, minimumSize: SlabAllocator.chunkSize)
 
-  /// Acts on one control message received into `context`'s buffer; what
-  /// it received goes to the inbox in one delivery.
-  private func handle(_ received: UnixSocket.Received, _ context: ReceiveContext) throws(DissociatedIPCError) {
+  /// Acts on one control message received into the receive context's
+  /// buffer; what it received goes to the inbox in one delivery.
+  private func handle(_ received: UnixSocket.Received) throws(DissociatedIPCError) {
+    let context = receiving
     let buffer = UnsafeRawBufferPointer(context.buffer)
     var descriptors = received.descriptors
     defer { for descriptor in descriptors { closeDescriptor(descriptor) } }

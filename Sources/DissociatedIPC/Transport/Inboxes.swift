@@ -111,9 +111,11 @@ package final class MessageInbox: Sendable {
     /// messages while no receive waits (a receive that waits with that
     /// many queued wants a message behind them, so the reader goes on).
     func isFull(below limit: Int) -> Bool {
-      bufferedBytes >= limit
-        || (queuedMessages >= MessageInbox.readAheadMessages && frameWaiters.isEmpty && posted.isEmpty)
+      bufferedBytes >= limit || (queuedMessages >= MessageInbox.readAheadMessages && !receiveWaits)
     }
+
+    /// Whether a receive (of a frame or a tagged message) waits.
+    var receiveWaits: Bool { !frameWaiters.isEmpty || !posted.isEmpty }
 
     /// The reader parked in ``MessageInbox/waitForRoom(below:)``, if it
     /// may go on now (a receive started waiting); it is to be signalled.
@@ -268,7 +270,7 @@ package final class MessageInbox: Sendable {
   /// How many delivered messages wait to be received while no receive
   /// waits (0 while one does).
   package var unclaimedBacklog: Int {
-    state.withLock { $0.frameWaiters.isEmpty && $0.posted.isEmpty ? $0.queuedMessages : 0 }
+    state.withLock { $0.receiveWaits ? 0 : $0.queuedMessages }
   }
 
   /// Runs `hook` (outside the lock) whenever a receive starts waiting,
