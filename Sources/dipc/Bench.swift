@@ -4,13 +4,16 @@ import DissociatedIPCTransports
 import Foundation
 
 /// `dipc bench`: transports side by side with the usual baselines, in
-/// interleaved rounds, reported as medians and ratios.
+/// interleaved rounds, reported as medians and per-round ratios.
 struct Bench: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Compare transports with iperf3 and Arrow Flight on this machine (medians of interleaved rounds).",
     discussion: """
-      Each round runs every case once, in turn, so a slow phase of a shared
-      machine hits all of them alike. Cases:
+      Each round runs every case once, grouped with the baselines it is
+      compared with (bulk and copy; get; tiny; latency), every other round
+      in reverse order; a ratio is the median over the rounds of each
+      round's ratio, so a machine whose speed changes between groups (a
+      shared one) moves both sides of a ratio alike. Values are medians. Cases:
         bulk     --bulk-bytes in --batch-bytes batches (default 1 GiB in 1 MiB);
                  bodies go as the server decides by default: as descriptors where
                  the transport has remote memory (over shm:// the body lives in a
@@ -67,8 +70,6 @@ struct Bench: AsyncParsableCommand {
 
   func run() async throws {
     let schemes = transports.split(separator: ",").map(String.init)
-    let baselineSet = Set(baselines.split(separator: ",").map(String.init))
-    let bulkCount = max(1, bulkBytes / batchBytes)
     // One set of transports for every round, as a long-running server and
     // client keep theirs: receive-buffer pools stay warm (a fresh pool per
     // case made every ucx:// and tcp:// bulk case fault in its first
@@ -76,48 +77,89 @@ struct Bench: AsyncParsableCommand {
     let ucxOptions = ["TLS": ucxTLS, "NET_DEVICES": "lo"]
     let registry = TransportRegistry.builtIn(ucxDescriptors: .automatic, ucxOptions: ucxOptions, ucxProgress: ucxProgress)
     let forcedGets = TransportRegistry.builtIn(ucxDescriptors: .always, ucxOptions: ucxOptions, ucxProgress: ucxProgress)
+    let groups = try caseGroups(schemes: schemes, registry: registry, forcedGets: forcedGets)
     var results: [String: [Measurement]] = [:]
     for round in 1 ... rounds {
       FileHandle.standardError.write(Data("round \(round)/\(rounds)\n".utf8))
-      for scheme in schemes {
-        let remoteMemory = try registry.transport(forScheme: scheme).capabilities.remoteMemory
-        results["\(scheme) bulk", default: []].append(
-          try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, registry: registry))
-        if remoteMemory {
-          // The same bodies inline (type 0): the transport's copy path.
-          results["\(scheme) copy", default: []].append(
-            try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, inline: true, registry: registry))
+      for group in groups {
+        // Every other round runs each group backwards, so that a machine
+        // speeding up or slowing down within a group favours no case.
+        for item in round.isMultiple(of: 2) ? group.reversed() : group {
+          results[item.name, default: []].append(try await item.measure())
         }
-        if scheme == "ucx" {
-          results["ucx get", default: []].append(
-            try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, registry: forcedGets))
-        }
-        results["\(scheme) tiny", default: []].append(
-          try await Self.measure(scheme: scheme, batches: tinyBatches, rows: 2, registry: registry))
-        results["\(scheme) latency", default: []].append(try await Self.roundTrip(scheme: scheme, registry: registry))
-      }
-      results["memcpy", default: []].append(Self.memcpy(bytes: bulkCount * batchBytes, chunk: batchBytes, span: 64 << 20))
-      if schemes.contains("shm") {
-        results["memcpy ring", default: []].append(
-          Self.memcpy(bytes: bulkCount * batchBytes, chunk: batchBytes, span: Self.ringSpan))
-      }
-      if baselineSet.contains("ucx_perftest"), schemes.contains("ucx") {
-        results["ucx_perftest bulk", default: []].append(
-          try Self.ucxPerftest("tag_bw", length: batchBytes, iterations: bulkCount, tls: ucxTLS))
-        results["ucx_perftest get", default: []].append(try Self.ucxPerftest("ucp_get", length: batchBytes, iterations: bulkCount, tls: ucxTLS))
-        results["ucx_perftest latency", default: []].append(try Self.ucxPerftest("tag_lat", length: 8, iterations: 10_000, tls: ucxTLS))
-        // Small-message rate: a tiny batch is two such messages.
-        results["ucx_perftest tiny", default: []].append(try Self.ucxPerftest("tag_bw", length: 16, iterations: 100_000, tls: ucxTLS))
-      }
-      if baselineSet.contains("iperf3") {
-        results["iperf3 bulk", default: []].append(try Self.iperf3(bytes: bulkCount * batchBytes, length: batchBytes))
-      }
-      if baselineSet.contains("flight") {
-        results["flight bulk", default: []].append(try flight(batches: bulkCount, batchBytes: batchBytes))
-        results["flight tiny", default: []].append(try flight(batches: tinyBatches, batchBytes: 16))
       }
     }
     report(results, schemes: schemes)
+  }
+
+  /// A named, timed case of a round.
+  struct Case {
+    var name: String
+    var measure: () async throws -> Measurement
+  }
+
+  /// The cases of one round, grouped with the baselines they are compared
+  /// with (bulk and copy; get; tiny; latency): a group runs back to back,
+  /// so each ratio compares measurements taken seconds apart, and the
+  /// report takes it per round.
+  func caseGroups(schemes: [String], registry: TransportRegistry, forcedGets: TransportRegistry) throws -> [[Case]] {
+    let baselineSet = Set(baselines.split(separator: ",").map(String.init))
+    let perftest = baselineSet.contains("ucx_perftest") && schemes.contains("ucx")
+    let bulkCount = max(1, bulkBytes / batchBytes)
+    let (batchBytes, tinyBatches, ucxTLS) = (batchBytes, tinyBatches, ucxTLS)
+    var bulk: [Case] = []
+    var get: [Case] = []
+    var tiny: [Case] = []
+    var latency: [Case] = []
+    for scheme in schemes {
+      bulk.append(Case(name: "\(scheme) bulk") {
+        try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, registry: registry)
+      })
+      if try registry.transport(forScheme: scheme).capabilities.remoteMemory {
+        // The same bodies inline (type 0): the transport's copy path.
+        bulk.append(Case(name: "\(scheme) copy") {
+          try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, inline: true, registry: registry)
+        })
+      }
+      if scheme == "ucx" {
+        get.append(Case(name: "ucx get") {
+          try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, registry: forcedGets)
+        })
+      }
+      tiny.append(Case(name: "\(scheme) tiny") {
+        try await Self.measure(scheme: scheme, batches: tinyBatches, rows: 2, registry: registry)
+      })
+      latency.append(Case(name: "\(scheme) latency") { try await Self.roundTrip(scheme: scheme, registry: registry) })
+    }
+    bulk.append(Case(name: "memcpy") { Self.memcpy(bytes: bulkCount * batchBytes, chunk: batchBytes, span: 64 << 20) })
+    if schemes.contains("shm") {
+      bulk.append(Case(name: "memcpy ring") {
+        Self.memcpy(bytes: bulkCount * batchBytes, chunk: batchBytes, span: Self.ringSpan)
+      })
+    }
+    if perftest {
+      bulk.append(Case(name: "ucx_perftest bulk") {
+        try Self.ucxPerftest("tag_bw", length: batchBytes, iterations: bulkCount, tls: ucxTLS)
+      })
+      get.append(Case(name: "ucx_perftest get") {
+        try Self.ucxPerftest("ucp_get", length: batchBytes, iterations: bulkCount, tls: ucxTLS)
+      })
+      // Small-message rate: a tiny batch is two such messages.
+      tiny.append(Case(name: "ucx_perftest tiny") {
+        try Self.ucxPerftest("tag_bw", length: 16, iterations: 100_000, tls: ucxTLS)
+      })
+      latency.append(Case(name: "ucx_perftest latency") {
+        try Self.ucxPerftest("tag_lat", length: 8, iterations: 10_000, tls: ucxTLS)
+      })
+    }
+    if baselineSet.contains("iperf3") {
+      bulk.append(Case(name: "iperf3 bulk") { try Self.iperf3(bytes: bulkCount * batchBytes, length: batchBytes) })
+    }
+    if baselineSet.contains("flight") {
+      bulk.append(Case(name: "flight bulk") { try flight(batches: bulkCount, batchBytes: batchBytes) })
+      tiny.append(Case(name: "flight tiny") { try flight(batches: tinyBatches, batchBytes: 16) })
+    }
+    return [bulk, get, tiny, latency].filter { !$0.isEmpty }
   }
 
   /// One timed transfer.
@@ -337,61 +379,67 @@ struct Bench: AsyncParsableCommand {
       let sorted = values.sorted()
       return sorted.isEmpty ? .nan : sorted[sorted.count / 2]
     }
-    func rate(_ name: String) -> Double { median(results[name, default: []].map(\.bytesPerSecond)) }
-    func batchRate(_ name: String) -> Double { median(results[name, default: []].map(\.batchesPerSecond)) }
     func has(_ name: String) -> Bool { results[name] != nil }
-    func ratio(_ value: Double, _ baseline: String, _ reference: Double) -> String {
-      String(format: "%.2f× %@", value / reference, baseline)
+    func values(_ name: String, _ metric: KeyPath<Measurement, Double>) -> [Double] {
+      results[name, default: []].map { $0[keyPath: metric] }
+    }
+    func rate(_ name: String) -> Double { median(values(name, \.bytesPerSecond)) }
+    func batchRate(_ name: String) -> Double { median(values(name, \.batchesPerSecond)) }
+    /// `name` against `baseline` (labelled `label`): the median over the
+    /// rounds of each round's ratio, `factor` times ours to theirs.
+    func ratio(_ name: String, _ baseline: String, _ label: String,
+               _ metric: KeyPath<Measurement, Double> = \.bytesPerSecond, factor: Double = 1) -> String {
+      let ratios = zip(values(name, metric), values(baseline, metric)).map { factor * $0 / $1 }
+      return String(format: "%.2f× %@", median(ratios), label)
     }
     let gb = { (value: Double) in String(format: "%.2f GB/s", value / 1e9) }
-    print("dipc bench: \(rounds) rounds, medians; bulk = \(formatBytes(Double(bulkBytes))) in "
+    print("dipc bench: \(rounds) rounds, medians (ratios: the median of each round's ratio); bulk = \(formatBytes(Double(bulkBytes))) in "
       + "\(formatBytes(Double(batchBytes))) batches (copy = the same bodies inline), tiny = \(tinyBatches) batches of 2 rows, "
       + "latency = round trip of an 8-byte tagged message")
     var lines: [(String, String, String)] = []
     for scheme in schemes {
-      let bulk = rate("\(scheme) bulk")
+      let bulk = "\(scheme) bulk"
       var bulkRatios: [String] = []
-      if has("iperf3 bulk") { bulkRatios.append(ratio(bulk, "iperf3", rate("iperf3 bulk"))) }
-      if has("flight bulk") { bulkRatios.append(ratio(bulk, "Flight", rate("flight bulk"))) }
-      if scheme != "tcp", has("tcp bulk") { bulkRatios.append(ratio(bulk, "tcp://", rate("tcp bulk"))) }
-      if scheme == "ucx", has("ucx_perftest bulk") { bulkRatios.append(ratio(bulk, "ucx_perftest tag_bw", rate("ucx_perftest bulk"))) }
-      bulkRatios.append(ratio(bulk, "memcpy", rate("memcpy")))
-      lines.append(("\(scheme):// bulk", gb(bulk), bulkRatios.joined(separator: ", ")))
-      if has("\(scheme) copy") {
-        let copy = rate("\(scheme) copy")
-        var copyRatios = [ratio(copy, "memcpy", rate("memcpy"))]
-        if scheme == "shm", has("memcpy ring") { copyRatios.append(ratio(copy, "memcpy into \(formatBytes(Double(Self.ringSpan)))", rate("memcpy ring"))) }
-        if scheme == "ucx", has("ucx_perftest bulk") { copyRatios.append(ratio(copy, "ucx_perftest tag_bw", rate("ucx_perftest bulk"))) }
-        lines.append(("\(scheme):// copy", gb(copy), copyRatios.joined(separator: ", ")))
+      if has("iperf3 bulk") { bulkRatios.append(ratio(bulk, "iperf3 bulk", "iperf3")) }
+      if has("flight bulk") { bulkRatios.append(ratio(bulk, "flight bulk", "Flight")) }
+      if scheme != "tcp", has("tcp bulk") { bulkRatios.append(ratio(bulk, "tcp bulk", "tcp://")) }
+      if scheme == "ucx", has("ucx_perftest bulk") { bulkRatios.append(ratio(bulk, "ucx_perftest bulk", "ucx_perftest tag_bw")) }
+      bulkRatios.append(ratio(bulk, "memcpy", "memcpy"))
+      lines.append(("\(scheme):// bulk", gb(rate(bulk)), bulkRatios.joined(separator: ", ")))
+      let copy = "\(scheme) copy"
+      if has(copy) {
+        var copyRatios = [ratio(copy, "memcpy", "memcpy")]
+        if scheme == "shm", has("memcpy ring") { copyRatios.append(ratio(copy, "memcpy ring", "memcpy into \(formatBytes(Double(Self.ringSpan)))")) }
+        if scheme == "ucx", has("ucx_perftest bulk") { copyRatios.append(ratio(copy, "ucx_perftest bulk", "ucx_perftest tag_bw")) }
+        lines.append(("\(scheme):// copy", gb(rate(copy)), copyRatios.joined(separator: ", ")))
       }
-      if has("\(scheme) get") {
-        let get = rate("\(scheme) get")
-        lines.append(("\(scheme):// get (type 1)", gb(get),
-                      has("ucx_perftest get") ? ratio(get, "ucx_perftest ucp_get", rate("ucx_perftest get")) : ""))
+      let get = "\(scheme) get"
+      if has(get) {
+        lines.append(("\(scheme):// get (type 1)", gb(rate(get)),
+                      has("ucx_perftest get") ? ratio(get, "ucx_perftest get", "ucx_perftest ucp_get") : ""))
       }
-      let tiny = batchRate("\(scheme) tiny")
+      let tiny = "\(scheme) tiny"
       var tinyRatios: [String] = []
-      if has("flight tiny") { tinyRatios.append(ratio(tiny, "Flight", batchRate("flight tiny"))) }
+      if has("flight tiny") { tinyRatios.append(ratio(tiny, "flight tiny", "Flight", \.batchesPerSecond)) }
       if scheme == "ucx", has("ucx_perftest tiny") {
         // Two messages per batch against ucx_perftest's message rate.
-        tinyRatios.append(ratio(2 * tiny, "ucx_perftest tag_bw 16 B messages", batchRate("ucx_perftest tiny")))
+        tinyRatios.append(ratio(tiny, "ucx_perftest tiny", "ucx_perftest tag_bw 16 B messages", \.batchesPerSecond, factor: 2))
       }
-      lines.append(("\(scheme):// tiny", String(format: "%.0f k batches/s (%.2f µs each)", tiny / 1e3, 1e6 / tiny),
+      let tinyRate = batchRate(tiny)
+      lines.append(("\(scheme):// tiny", String(format: "%.0f k batches/s (%.2f µs each)", tinyRate / 1e3, 1e6 / tinyRate),
                     tinyRatios.joined(separator: ", ")))
-      let setup = median(results["\(scheme) bulk", default: []].map(\.setupSeconds))
+      let setup = median(values(bulk, \.setupSeconds))
       lines.append(("\(scheme):// setup", String(format: "%.1f ms", setup * 1e3), "connect and want_data, until the schema"))
-      let latency = median(results["\(scheme) latency", default: []].map(\.seconds))
-      let perftestLatency = median(results["ucx_perftest latency", default: []].map(\.seconds))
-      lines.append(("\(scheme):// latency", String(format: "%.1f µs round trip", latency * 1e6),
-                    scheme == "ucx" && has("ucx_perftest latency") ? ratio(latency, "ucx_perftest", perftestLatency) : ""))
+      let latency = "\(scheme) latency"
+      lines.append(("\(scheme):// latency", String(format: "%.1f µs round trip", median(values(latency, \.seconds)) * 1e6),
+                    scheme == "ucx" && has("ucx_perftest latency") ? ratio(latency, "ucx_perftest latency", "ucx_perftest", \.seconds) : ""))
     }
     lines.append(("memcpy (one core)", gb(rate("memcpy")), "into 64 MiB"))
     if has("memcpy ring") { lines.append(("memcpy (one core)", gb(rate("memcpy ring")), "into \(formatBytes(Double(Self.ringSpan))) (the shm:// ring)")) }
     if has("ucx_perftest bulk") {
       lines.append(("ucx_perftest tag_bw", gb(rate("ucx_perftest bulk")), "UCX_TLS=\(ucxTLS), lo"))
       if has("ucx_perftest get") { lines.append(("ucx_perftest ucp_get", gb(rate("ucx_perftest get")), "UCX_TLS=\(ucxTLS), lo")) }
-      lines.append(("ucx_perftest tag_lat", String(format: "%.1f µs round trip",
-                                                   median(results["ucx_perftest latency", default: []].map(\.seconds)) * 1e6), ""))
+      lines.append(("ucx_perftest tag_lat", String(format: "%.1f µs round trip", median(values("ucx_perftest latency", \.seconds)) * 1e6), ""))
       if has("ucx_perftest tiny") {
         lines.append(("ucx_perftest tag_bw", String(format: "%.0f k messages/s", batchRate("ucx_perftest tiny") / 1e3),
                       "16-byte messages, UCX_TLS=\(ucxTLS), lo"))
