@@ -56,6 +56,9 @@ struct Bench: AsyncParsableCommand {
   @Option(help: "Batches in the tiny case.")
   var tinyBatches = 10_000
 
+  @Option(help: "Comma-separated case groups to run: bulk (with copy), get, tiny, latency.")
+  var cases = "bulk,get,tiny,latency"
+
   @Option(help: "Comma-separated baselines: iperf3, flight, ucx_perftest (with ucx; empty for none).")
   var baselines = "iperf3,flight,ucx_perftest"
 
@@ -159,7 +162,10 @@ struct Bench: AsyncParsableCommand {
       bulk.append(Case(name: "flight bulk") { try flight(batches: bulkCount, batchBytes: batchBytes) })
       tiny.append(Case(name: "flight tiny") { try flight(batches: tinyBatches, batchBytes: 16) })
     }
-    return [bulk, get, tiny, latency].filter { !$0.isEmpty }
+    let chosen = Set(cases.split(separator: ",").map(String.init))
+    let named = [("bulk", bulk), ("get", get), ("tiny", tiny), ("latency", latency)]
+    if let unknown = chosen.subtracting(named.map(\.0)).first { throw ValidationError("unknown case group '\(unknown)'") }
+    return named.filter { chosen.contains($0.0) && !$0.1.isEmpty }.map(\.1)
   }
 
   /// One timed transfer.
@@ -399,13 +405,15 @@ struct Bench: AsyncParsableCommand {
     var lines: [(String, String, String)] = []
     for scheme in schemes {
       let bulk = "\(scheme) bulk"
-      var bulkRatios: [String] = []
-      if has("iperf3 bulk") { bulkRatios.append(ratio(bulk, "iperf3 bulk", "iperf3")) }
-      if has("flight bulk") { bulkRatios.append(ratio(bulk, "flight bulk", "Flight")) }
-      if scheme != "tcp", has("tcp bulk") { bulkRatios.append(ratio(bulk, "tcp bulk", "tcp://")) }
-      if scheme == "ucx", has("ucx_perftest bulk") { bulkRatios.append(ratio(bulk, "ucx_perftest bulk", "ucx_perftest tag_bw")) }
-      bulkRatios.append(ratio(bulk, "memcpy", "memcpy"))
-      lines.append(("\(scheme):// bulk", gb(rate(bulk)), bulkRatios.joined(separator: ", ")))
+      if has(bulk) {
+        var bulkRatios: [String] = []
+        if has("iperf3 bulk") { bulkRatios.append(ratio(bulk, "iperf3 bulk", "iperf3")) }
+        if has("flight bulk") { bulkRatios.append(ratio(bulk, "flight bulk", "Flight")) }
+        if scheme != "tcp", has("tcp bulk") { bulkRatios.append(ratio(bulk, "tcp bulk", "tcp://")) }
+        if scheme == "ucx", has("ucx_perftest bulk") { bulkRatios.append(ratio(bulk, "ucx_perftest bulk", "ucx_perftest tag_bw")) }
+        bulkRatios.append(ratio(bulk, "memcpy", "memcpy"))
+        lines.append(("\(scheme):// bulk", gb(rate(bulk)), bulkRatios.joined(separator: ", ")))
+      }
       let copy = "\(scheme) copy"
       if has(copy) {
         var copyRatios = [ratio(copy, "memcpy", "memcpy")]
@@ -425,31 +433,35 @@ struct Bench: AsyncParsableCommand {
         // Two messages per batch against ucx_perftest's message rate.
         tinyRatios.append(ratio(tiny, "ucx_perftest tiny", "ucx_perftest tag_bw 16 B messages", \.batchesPerSecond, factor: 2))
       }
-      let tinyRate = batchRate(tiny)
-      lines.append(("\(scheme):// tiny", String(format: "%.0f k batches/s (%.2f µs each)", tinyRate / 1e3, 1e6 / tinyRate),
-                    tinyRatios.joined(separator: ", ")))
-      let setup = median(values(bulk, \.setupSeconds))
-      lines.append(("\(scheme):// setup", String(format: "%.1f ms", setup * 1e3), "connect and want_data, until the schema"))
+      if has(tiny) {
+        let tinyRate = batchRate(tiny)
+        lines.append(("\(scheme):// tiny", String(format: "%.0f k batches/s (%.2f µs each)", tinyRate / 1e3, 1e6 / tinyRate),
+                      tinyRatios.joined(separator: ", ")))
+      }
+      if has(bulk) {
+        let setup = median(values(bulk, \.setupSeconds))
+        lines.append(("\(scheme):// setup", String(format: "%.1f ms", setup * 1e3), "connect and want_data, until the schema"))
+      }
       let latency = "\(scheme) latency"
-      lines.append(("\(scheme):// latency", String(format: "%.1f µs round trip", median(values(latency, \.seconds)) * 1e6),
-                    scheme == "ucx" && has("ucx_perftest latency") ? ratio(latency, "ucx_perftest latency", "ucx_perftest", \.seconds) : ""))
+      if has(latency) { lines.append(("\(scheme):// latency", String(format: "%.1f µs round trip", median(values(latency, \.seconds)) * 1e6),
+                    scheme == "ucx" && has("ucx_perftest latency") ? ratio(latency, "ucx_perftest latency", "ucx_perftest", \.seconds) : "")) }
     }
-    lines.append(("memcpy (one core)", gb(rate("memcpy")), "into 64 MiB"))
+    if has("memcpy") { lines.append(("memcpy (one core)", gb(rate("memcpy")), "into 64 MiB")) }
     if has("memcpy ring") { lines.append(("memcpy (one core)", gb(rate("memcpy ring")), "into \(formatBytes(Double(Self.ringSpan))) (the shm:// ring)")) }
     if has("ucx_perftest bulk") {
       lines.append(("ucx_perftest tag_bw", gb(rate("ucx_perftest bulk")), "UCX_TLS=\(ucxTLS), lo"))
-      if has("ucx_perftest get") { lines.append(("ucx_perftest ucp_get", gb(rate("ucx_perftest get")), "UCX_TLS=\(ucxTLS), lo")) }
+    }
+    if has("ucx_perftest get") { lines.append(("ucx_perftest ucp_get", gb(rate("ucx_perftest get")), "UCX_TLS=\(ucxTLS), lo")) }
+    if has("ucx_perftest latency") {
       lines.append(("ucx_perftest tag_lat", String(format: "%.1f µs round trip", median(values("ucx_perftest latency", \.seconds)) * 1e6), ""))
-      if has("ucx_perftest tiny") {
-        lines.append(("ucx_perftest tag_bw", String(format: "%.0f k messages/s", batchRate("ucx_perftest tiny") / 1e3),
-                      "16-byte messages, UCX_TLS=\(ucxTLS), lo"))
-      }
+    }
+    if has("ucx_perftest tiny") {
+      lines.append(("ucx_perftest tag_bw", String(format: "%.0f k messages/s", batchRate("ucx_perftest tiny") / 1e3),
+                    "16-byte messages, UCX_TLS=\(ucxTLS), lo"))
     }
     if has("iperf3 bulk") { lines.append(("iperf3 bulk", gb(rate("iperf3 bulk")), "")) }
-    if has("flight bulk") {
-      lines.append(("Flight DoGet bulk", gb(rate("flight bulk")), ""))
-      lines.append(("Flight DoGet tiny", String(format: "%.0f k batches/s", batchRate("flight tiny") / 1e3), ""))
-    }
+    if has("flight bulk") { lines.append(("Flight DoGet bulk", gb(rate("flight bulk")), "")) }
+    if has("flight tiny") { lines.append(("Flight DoGet tiny", String(format: "%.0f k batches/s", batchRate("flight tiny") / 1e3), "")) }
     for (name, value, ratio) in lines {
       print(name.padding(toLength: 22, withPad: " ", startingAt: 0) + value.padding(toLength: 34, withPad: " ", startingAt: 0) + ratio)
     }
