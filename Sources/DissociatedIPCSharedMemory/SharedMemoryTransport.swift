@@ -100,7 +100,12 @@ public struct SharedMemoryTransport: DissociatedTransport {
       throw DissociatedIPCError(.invalidLocation, "\(location): shm:// needs a socket path and no host (shm:///path)")
     }
     let config = config
-    // connect(2) blocks while the listener's backlog is full: not on the pool.
+    // The usual case connects at once, here (SHM-ADDR-7); connect(2)
+    // blocks while the listener's backlog is full: that wait is not for
+    // the pool.
+    if let socket = try UnixSocket.connectNow(path: location.path) {
+      return SharedMemoryConnection(socket: socket, config: config, path: location.path)
+    }
     let result: Result<UnixSocket, DissociatedIPCError> = await withCheckedContinuation { continuation in
       startDedicatedThread(named: "shm-connect") {
         do throws(DissociatedIPCError) {

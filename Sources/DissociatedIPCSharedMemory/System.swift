@@ -94,6 +94,25 @@ struct UnixSocket: Sendable {
     return socket
   }
 
+  /// Connects without blocking: nil when the listener's backlog is full
+  /// (connect would wait; ``connect(path:)`` waits). The socket returned
+  /// blocks, as every other one does.
+  static func connectNow(path: String) throws(DissociatedIPCError) -> UnixSocket? {
+    let address = try address(path)
+    let socket = try open()
+    let flags = fcntl(socket.descriptor, F_GETFL)
+    _ = fcntl(socket.descriptor, F_SETFL, flags | O_NONBLOCK)
+    while withSockaddr(address, { Glibc.connect(socket.descriptor, $0, $1) }) != 0 {
+      if errno == EINTR { continue }
+      let error = errno == EAGAIN ? nil : systemError("connect to \(path)")
+      socket.close()
+      if let error { throw error }
+      return nil
+    }
+    _ = fcntl(socket.descriptor, F_SETFL, flags)
+    return socket
+  }
+
   /// Whether something accepts connections on the socket file at `path`:
   /// false when connecting is refused (a stale file). Never blocks.
   static func isListening(path: String) throws(DissociatedIPCError) -> Bool {

@@ -77,6 +77,39 @@ struct SharedMemoryTests {
     #expect(FileManager.default.contents(atPath: path) == Data("keep me".utf8), "a regular file was replaced")
   }
 
+  @Test("connect completes at once while the listener has room, and waits off the pool while its backlog is full")
+  func connectWhenBacklogFull() async throws {
+    let path = "/tmp/dipc-backlog-\(getpid()).sock"
+    defer { unlink(path) }
+    // A bare listener that accepts nothing, its backlog shrunk to one
+    // pending connection.
+    guard let (listening, _) = try UnixSocket.listen(path: path, mode: 0o600) else { throw DissociatedIPCError(.transportFailure, "bind") }
+    defer { listening.close() }
+    #expect(Glibc.listen(listening.descriptor, 0) == 0)
+    let first = try #require(try UnixSocket.connectNow(path: path), "a listener with room refused an immediate connect")
+    defer { first.close() }
+    let over = try UnixSocket.connectNow(path: path)
+    over?.close()
+    #expect(over == nil, "a full backlog did not make the immediate connect give up")
+
+    let connected = Atomic<Bool>(false)
+    let connecting = Task {
+      let connection = try await SharedMemoryTransport().connect(to: Location(scheme: "shm", path: path, wantData: 0))
+      connected.store(true, ordering: .releasing)
+      await connection.close()
+    }
+    try await Task.sleep(for: .milliseconds(200))
+    let connectedEarly = connected.load(ordering: .acquiring)
+    #expect(!connectedEarly, "connect returned while the backlog was full")
+    // Accepting the pending connection makes room: the waiting connect goes on.
+    let accepted = try #require(try listening.accept())
+    defer { accepted.close() }
+    try await connecting.value
+    let connectedLater = connected.load(ordering: .acquiring)
+    #expect(connectedLater)
+    if let second = try listening.accept() { second.close() }
+  }
+
   // MARK: Remote memory (SHM-RM-*)
 
   @Test("descriptors outside what the peer exposed are malformedDescriptor, never a read out of bounds")
