@@ -268,7 +268,10 @@ final class SharedMemoryConnection: InboxReceiving {
     switch Self.sendPolicy {
     case .direct: direct = true
     case .writer: direct = false
-    case .adaptive: direct = state.submissions.submitted()
+    // The hello, sent as the connection opens, does not count: the first
+    // message after it (want_data, a schema) is a lone one, not the
+    // second of a stream that would wait for the writer thread to wake.
+    case .adaptive: direct = message.kind == .hello || state.submissions.submitted()
     }
     if direct, state.queue.isEmpty, !state.writerBusy, !state.directSending, !state.descriptorClosed {
       state.directSending = true
