@@ -157,12 +157,16 @@ struct ClientStreamTests {
     #expect(emptyClient.isComplete)
   }
 
-  @Test("sequence numbers roll over at UInt32.max (DIPC-SEQ-2)")
-  func rollover() throws {
+  /// The default window, and one that does not divide 2^32 (slots by
+  /// `sequence % window` collided across the wrap).
+  @Test("sequence numbers roll over at UInt32.max (DIPC-SEQ-2)", arguments: [1024, 7])
+  func rollover(window: Int) throws {
     let first = UInt32.max - 2
     var memory = FakeRemoteMemory()
     let events = try serve(Self.messages, memory: &memory, firstSequence: first)
-    var client = ClientStreamStateMachine(config: .defaults, firstSequence: first)
+    var config = ClientStreamConfig.defaults
+    config.reorderWindow = window
+    var client = ClientStreamStateMachine(config: config, firstSequence: first)
     let items = try receive(events.reversed(), memory: memory, client: &client)
     #expect(try StreamFixtures.ids(items) == StreamFixtures.expectedIDs(batches: 3))
     #expect(client.isComplete)

@@ -94,9 +94,14 @@ public struct ClientStreamStateMachine: Sendable {
 
 
   private let config: ClientStreamConfig
-  /// Ring of `reorderWindow` slots; slot of sequence s is s % window.
+  /// Ring of `reorderWindow` slots: the next expected sequence number's
+  /// is `expectedSlot`, and the one `d` ahead of it `d` slots further
+  /// (wrapping). Relative, not `sequence % window`: no division per
+  /// message, and a window that does not divide 2^32 still maps the
+  /// sequence numbers around the wrap to distinct slots.
   private var slots: [Slot]
   private var expected: UInt32
+  private var expectedSlot = 0
   private var delivered = 0
   private var endOfStream: UInt32?
   private var bufferedBytes = 0
@@ -140,7 +145,7 @@ public struct ClientStreamStateMachine: Sendable {
   public var need: Need {
     guard failure == nil, !isComplete else { return .nothing }
     // Read the slot in place: copying it would copy a whole Message.
-    let index = Int(expected % UInt32(slots.count))
+    let index = expectedSlot
     guard slots[index].hasMessage else { return .metadata }
     guard slots[index].hasBody else { return .nothing }
     if case .ready = slots[index].body { return .nothing }
@@ -266,7 +271,7 @@ public struct ClientStreamStateMachine: Sendable {
   // MARK: Internals
 
   private mutating func takeNext() throws(DissociatedIPCError) -> ClientItem? {
-    let index = Int(expected % UInt32(slots.count))
+    let index = expectedSlot
     guard slots[index].hasMessage else { return nil }
     if slots[index].hasBody {
       guard case .ready = slots[index].body else { return nil }
@@ -283,6 +288,7 @@ public struct ClientStreamStateMachine: Sendable {
     }
     bufferedBytes -= body.count
     expected &+= 1
+    expectedSlot = expectedSlot + 1 == slots.count ? 0 : expectedSlot + 1
     delivered += 1
     let item: StreamItem?
     do throws(ArrowIPCError) { item = try validator.accept(consume message, body: body) } catch { throw DissociatedIPCError(error) }
@@ -308,7 +314,8 @@ public struct ClientStreamStateMachine: Sendable {
       throw DissociatedIPCError(.reorderWindowExceeded,
                                 "message \(sequence) is \(distance) ahead of \(expected); the window is \(slots.count)")
     }
-    return Int(sequence % UInt32(slots.count))
+    let index = expectedSlot + Int(distance)
+    return index >= slots.count ? index - slots.count : index
   }
 
   private mutating func reserve(_ bytes: Int) throws(DissociatedIPCError) {
@@ -339,7 +346,7 @@ public struct ClientStreamStateMachine: Sendable {
   private func checkBeforeEnd() throws(DissociatedIPCError) {
     guard let endOfStream else { return }
     for slot in slots.indices where !slots[slot].isEmpty {
-      let sequence = expected &+ UInt32((slot - Int(expected % UInt32(slots.count)) + slots.count) % slots.count)
+      let sequence = expected &+ UInt32((slot - expectedSlot + slots.count) % slots.count)
       guard sequence &- expected < endOfStream &- expected else {
         throw DissociatedIPCError(.unexpectedMessage, "message \(sequence) at or after the end of stream (\(endOfStream))")
       }
