@@ -41,13 +41,16 @@ final class MappedSegment: ArrowBytesOwner, @unchecked Sendable {
 final class PayloadLease: ArrowBytesOwner {
   let segment: MappedSegment
   let address: UInt64
+  /// The payload's length, counted as held until the lease goes (SHM-RING-7).
+  let length: Int
   weak let connection: SharedMemoryConnection?
 
-  init(segment: MappedSegment, address: UInt64, connection: SharedMemoryConnection) {
+  init(segment: MappedSegment, address: UInt64, length: Int, connection: SharedMemoryConnection) {
     self.segment = segment
     self.address = address
+    self.length = length
     self.connection = connection
   }
 
-  deinit { connection?.returnSpace(address) }
+  deinit { connection?.returnSpace(address, held: length) }
 }

@@ -51,6 +51,9 @@ final class SharedMemoryConnection: InboxReceiving {
     var writerSleeping = false
     /// Space of the peer's segments to return (SHM-RING-3).
     var returns: [UInt64] = []
+    /// Bytes of the peer's segments that delivered payloads still hold
+    /// (SHM-RING-7).
+    var heldPayloadBytes = 0
     /// Senders waiting for the queue to drain below its limit.
     var blockedSenders: [CheckedContinuation<Void, Never>] = []
     // This side's segments.
@@ -373,10 +376,23 @@ final class SharedMemoryConnection: InboxReceiving {
     return known
   }
 
+  /// Counts a received payload of `length` bytes as held, unless held
+  /// payloads would then pin more than `maxHeldPayloadBytes` of the
+  /// peer's memory (one alone always may); false then (SHM-RING-7).
+  private func holdPayload(_ length: Int) -> Bool {
+    state.withLock { state in
+      guard state.heldPayloadBytes == 0 || state.heldPayloadBytes + length <= config.maxHeldPayloadBytes else { return false }
+      state.heldPayloadBytes += length
+      return true
+    }
+  }
+
   /// The application released a payload in the peer's segment: queue its
-  /// address for the writer, which coalesces returns (SHM-RING-3).
-  func returnSpace(_ address: UInt64) {
+  /// address for the writer, which coalesces returns (SHM-RING-3); `held`
+  /// is what ``holdPayload(_:)`` counted for it.
+  func returnSpace(_ address: UInt64, held: Int = 0) {
     let wake = state.withLock { state -> Bool in
+      state.heldPayloadBytes -= held
       guard state.sendError == nil else { return false }
       state.returns.append(address)
       return state.wakeWriter()
@@ -715,7 +731,14 @@ final class SharedMemoryConnection: InboxReceiving {
         returnSpace(address)
         return deliveries.append(.frame(frame))
       }
-      let lease = PayloadLease(segment: segment, address: address, connection: self)
+      guard holdPayload(length) else {
+        // Held payloads already pin as much of the peer's memory as they
+        // may: this one is copied and its space returned (SHM-RING-7).
+        let copy = segment.view(offset: offset, length: length, owner: segment).copied()
+        returnSpace(address)
+        return deliveries.append(.tagged(TaggedMessage(tag: tag, payload: copy)))
+      }
+      let lease = PayloadLease(segment: segment, address: address, length: length, connection: self)
       deliveries.append(.tagged(TaggedMessage(tag: tag, payload: segment.view(offset: offset, length: length, owner: lease))))
     case .segmentAdded(let id, let size, let arena):
       guard descriptors.count == 1 else {

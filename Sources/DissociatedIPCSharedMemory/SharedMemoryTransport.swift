@@ -48,9 +48,16 @@ public struct SharedMemoryTransport: DissociatedTransport {
     /// The name segments carry in `/proc/PID/maps` and `/proc/PID/fd`
     /// (`/memfd:NAME`), to tell them apart when debugging.
     public var segmentName: String
+    /// The most bytes of the peer's segments that received payloads the
+    /// application still holds may keep; a payload that would go beyond
+    /// is copied into this process's memory and its space returned at
+    /// once (SHM-RING-7), so a consumer that keeps everything never makes
+    /// the peer's sender wait for space it cannot get back.
+    public var maxHeldPayloadBytes: Int
 
     /// Mode 0600, 16 KiB inline, an 8 MiB first segment, 1 GiB shared per
-    /// connection, 64 MiB read ahead, 8 MiB write queue, 4 GiB messages.
+    /// connection, 64 MiB read ahead, 8 MiB write queue, 4 GiB messages,
+    /// 512 MiB of held payloads (half the peer's default 1 GiB).
     public static var defaults: Config {
       Config(socketMode: 0o600, inlineLimit: 16 << 10, segmentSize: 8 << 20, maxSharedBytes: 1 << 30,
              readAheadBytes: 64 << 20, writeQueueBytes: 8 << 20, maxMessageSize: 4 << 30, segmentName: "dipc-shm")
@@ -58,7 +65,8 @@ public struct SharedMemoryTransport: DissociatedTransport {
 
     /// Creates settings.
     public init(socketMode: UInt32, inlineLimit: Int, segmentSize: Int, maxSharedBytes: Int,
-                readAheadBytes: Int, writeQueueBytes: Int, maxMessageSize: Int, segmentName: String) {
+                readAheadBytes: Int, writeQueueBytes: Int, maxMessageSize: Int, segmentName: String,
+                maxHeldPayloadBytes: Int = 512 << 20) {
       precondition((0 ... SharedMemoryWire.maxInlinePayload).contains(inlineLimit), "inlineLimit is at most 64 KiB")
       precondition(segmentSize > 0 && maxSharedBytes >= segmentSize, "maxSharedBytes must hold at least one segment")
       self.socketMode = socketMode
@@ -69,6 +77,7 @@ public struct SharedMemoryTransport: DissociatedTransport {
       self.writeQueueBytes = writeQueueBytes
       self.maxMessageSize = maxMessageSize
       self.segmentName = segmentName
+      self.maxHeldPayloadBytes = maxHeldPayloadBytes
     }
   }
 

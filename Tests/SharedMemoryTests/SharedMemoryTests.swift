@@ -486,6 +486,70 @@ struct SharedMemoryTests {
     }
   }
 
+  /// Keeps every batch of a stream (`bodyRows` int64 rows per batch, over
+  /// a server whose bounds are small), then checks that all arrived
+  /// intact, and lets them go (the server finishes a stream once its
+  /// client returned everything).
+  private static func keepEverything(batches: Int, bodyRows: Int, serverConfig: DissociatedServer.Config,
+                                     transport: SharedMemoryTransport.Config,
+                                     client clientConfig: DissociatedClient.Config) async throws {
+    var registry = TransportRegistry()
+    registry.register(SharedMemoryTransport(config: transport))
+    var messages: [OutgoingMessage] = []
+    for batch in 0 ..< batches {
+      var builder = RecordBatchBuilder()
+      builder.append("v", (0 ..< bodyRows).map { Int64(batch * bodyRows + $0) as Int64? })
+      if batch == 0 { messages.append(try OutgoingMessage(Message(header: .schema(builder.schema)))) }
+      let (message, body) = builder.finish()
+      messages.append(try OutgoingMessage(message, body: body))
+    }
+    var catalog = StreamCatalog()
+    catalog.add("s", .messages(messages))
+    let server = try await DissociatedServer(listeningAt: "shm://", catalog: catalog, registry: registry, config: serverConfig)
+    let running = Task { await server.run() }
+    try await afterwards({
+      await server.shutdown()
+      await running.value
+    }) {
+      var kept: [RecordBatch] = []
+      let client = DissociatedClient(registry: registry, config: clientConfig)
+      for try await case .recordBatch(let batch) in client.stream(from: server.location(for: "s")) { kept.append(batch) }
+      #expect(kept.count == batches)
+      for (index, batch) in kept.enumerated() {
+        let values = try batch.column(0).values(as: Int64.self)
+        #expect(values.first == Int64(index * bodyRows) && values.last == Int64((index + 1) * bodyRows - 1))
+      }
+    }
+  }
+
+  @Test("a consumer that keeps every batch gets them all: mapped bodies past maxMappedBytes are copied and returned (DIPC-FREE-5)")
+  func keptDescriptorBodies() async throws {
+    var server = DissociatedServer.Config.defaults
+    server.stream = ServerStreamConfig(rendezvousThreshold: 1 << 10, maxOutstandingBytes: 1 << 20)
+    // 24 bodies of 256 KiB (6 MiB) against 1 MiB outstanding: without the
+    // copies the server waits for free_data that never comes.
+    try await Self.keepEverything(
+      batches: 24, bodyRows: 32 << 10, serverConfig: server, transport: .defaults,
+      client: DissociatedClient.Config(stream: .defaults, idleTimeout: .seconds(5), maxMappedBytes: 512 << 10))
+  }
+
+  @Test("a consumer that keeps every batch gets them all: payloads past maxHeldPayloadBytes are copied and returned (SHM-RING-7)")
+  func keptInlineBodies() async throws {
+    var server = DissociatedServer.Config.defaults
+    server.stream.rendezvousThreshold = .max  // every body inline, in the server's segments
+    // 200 bodies of 32 KiB (6.25 MiB) against 4 MiB of segments (1, 1
+    // and 2 MiB), at most 1 MiB of them held: the kept payloads pin the
+    // first segment and the start of the second; the third cycles.
+    let transport = config {
+      $0.segmentSize = 1 << 20
+      $0.maxSharedBytes = 4 << 20
+      $0.maxHeldPayloadBytes = 1 << 20
+    }
+    try await Self.keepEverything(
+      batches: 200, bodyRows: 4 << 10, serverConfig: server, transport: transport,
+      client: DissociatedClient.Config(stream: .defaults, idleTimeout: .seconds(5)))
+  }
+
   // MARK: Leaks (SHM-MEM-3, SHM-THREAD-2)
 
   @Test("no descriptor, mapping or socket outlives served, abandoned and failed streams")

@@ -53,6 +53,16 @@ public struct ArrowBytes: @unchecked Sendable {
     self = storage.freeze(count: array.count)
   }
 
+  /// These bytes copied once into a new 64-byte-aligned allocation that
+  /// the result alone owns.
+  public func copied() -> ArrowBytes {
+    let storage = AlignedStorage(capacity: count, zeroed: false)
+    withUnsafeBytes { source in
+      if let from = source.baseAddress { storage.mutableBytes.baseAddress!.copyMemory(from: from, byteCount: source.count) }
+    }
+    return storage.freeze(count: count)
+  }
+
   /// Whether the view holds no bytes.
   @inlinable public var isEmpty: Bool { count == 0 }
 

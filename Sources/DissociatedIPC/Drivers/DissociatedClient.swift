@@ -30,13 +30,20 @@ public struct DissociatedClient: Sendable {
     /// Fail with `.timedOut` when nothing arrives for this long (nil: wait
     /// for ever).
     public var idleTimeout: Duration?
-    /// Default limits and a 30 s idle timeout.
+    /// Most bytes of the server's memory a stream's mapped bodies may hold
+    /// at once; a body that would go beyond is copied and returned at once
+    /// (DIPC-FREE-5), so a consumer that keeps every batch never holds the
+    /// server back (DIPC-BP-1).
+    public var maxMappedBytes: Int
+    /// Default limits, a 30 s idle timeout, 128 MiB mapped (half the
+    /// server's default bound on outstanding bytes).
     public static let defaults = Config(stream: .defaults, idleTimeout: .seconds(30))
 
     /// Creates settings.
-    public init(stream: ClientStreamConfig, idleTimeout: Duration?) {
+    public init(stream: ClientStreamConfig, idleTimeout: Duration?, maxMappedBytes: Int = 128 << 20) {
       self.stream = stream
       self.idleTimeout = idleTimeout
+      self.maxMappedBytes = maxMappedBytes
     }
   }
 
@@ -304,22 +311,26 @@ final class ClientSession: Sendable {
   }
 
   /// Fetches a type-1 body. A mapping is returned to the server when its
-  /// last view is released; a copy right away (DIPC-FREE-1).
+  /// last view is released; a copy right away (DIPC-FREE-1), and so is a
+  /// mapping copied because the stream's mapped bodies would exceed
+  /// `maxMappedBytes` (DIPC-FREE-5).
   private func fetch(_ descriptor: BodyDescriptor, sequence: UInt32) async throws(DissociatedIPCError) {
     guard let remoteMemory = data.remoteMemory else {
       throw DissociatedIPCError(.unsupportedOperation, "a descriptor body arrived on a transport without remote memory")
     }
     let fetched = try await remoteMemory.fetch(descriptor.ranges)
     let addresses = descriptor.ranges.map(\.address)
-    if canMap {
+    if canMap, returns.hold(fetched.count, limit: config.maxMappedBytes) {
       let owner = ReturnOnRelease(bytes: fetched, addresses: addresses, returns: returns)
       let view = fetched.isEmpty ? fetched : ArrowBytes(unsafeBase: fetched.unsafeBaseAddress!, count: fetched.count, owner: owner)
       _ = try machine.withLock { (machine) throws(DissociatedIPCError) in
         try machine.bodyFetched(sequence: sequence, bytes: view, release: true)
       }
     } else {
+      // A mapping over the limit is copied before its addresses go back.
+      let owned = canMap ? fetched.copied() : fetched
       let now = try machine.withLock { (machine) throws(DissociatedIPCError) in
-        try machine.bodyFetched(sequence: sequence, bytes: fetched, release: false)
+        try machine.bodyFetched(sequence: sequence, bytes: owned, release: false)
       }
       returns.send(now)
     }
@@ -374,6 +385,7 @@ final class FreeDataReturns: Sendable {
     var pending: [UInt64] = []
     var sending = false
     var held = 0
+    var heldBytes = 0
     var closeWhenIdle = false
     var closed = false
   }
@@ -383,12 +395,24 @@ final class FreeDataReturns: Sendable {
 
   init(connection: any TransportConnection) { self.connection = connection }
 
-  /// A mapped body with these addresses is now held by the user.
-  func hold() { state.withLock { $0.held += 1 } }
+  /// Counts a mapped body of `bytes` as held by the user, unless that
+  /// takes the mapped bytes held beyond `limit` (one body alone always
+  /// fits); false then, and nothing is counted.
+  func hold(_ bytes: Int, limit: Int) -> Bool {
+    state.withLock { state in
+      guard state.heldBytes == 0 || state.heldBytes + bytes <= limit else { return false }
+      state.held += 1
+      state.heldBytes += bytes
+      return true
+    }
+  }
 
-  /// The user released a mapped body.
-  func released(_ addresses: [UInt64]) {
-    state.withLock { $0.held -= 1 }
+  /// The user released a mapped body of `bytes`.
+  func released(_ addresses: [UInt64], bytes: Int) {
+    state.withLock { state in
+      state.held -= 1
+      state.heldBytes -= bytes
+    }
     send(addresses)
   }
 
@@ -447,8 +471,7 @@ final class ReturnOnRelease: ArrowBytesOwner {
     self.bytes = bytes
     self.addresses = addresses
     self.returns = returns
-    returns.hold()
   }
 
-  deinit { returns.released(addresses) }
+  deinit { returns.released(addresses, bytes: bytes.count) }
 }
