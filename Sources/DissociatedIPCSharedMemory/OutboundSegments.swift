@@ -1,4 +1,5 @@
 internal import DissociatedIPC
+internal import Synchronization
 
 /// A memfd segment this side writes and its peer maps read-only. The
 /// mapping and the descriptor go away with the last reference (a sender
@@ -10,11 +11,28 @@ final class OutboundSegment: @unchecked Sendable {
   let descriptor: Int32
   let base: UnsafeMutableRawPointer
   let size: Int
+  /// The bytes from the start whose pages are populated (SHM-MEM-5).
+  private let populated = Atomic<Int>(0)
 
   init(id: UInt16, size: Int, name: String) throws(DissociatedIPCError) {
     (descriptor, base) = try createSegment(size: size, name: name)
     self.id = id
     self.size = size
+  }
+
+  /// How far ahead of a write the pages are populated at once.
+  static let populateStep = 2 << 20
+
+  /// Populates the pages before `end` and up to ``populateStep`` beyond,
+  /// unless that was done: one system call instead of a page fault per
+  /// page on the first pass through the segment (SHM-MEM-5). Concurrent
+  /// writers each populate a different range.
+  func populate(through end: Int) {
+    let done = populated.load(ordering: .relaxed)
+    guard end > done else { return }
+    let target = min(size, (max(end, done + Self.populateStep) + pageSize - 1) / pageSize * pageSize)
+    guard populated.compareExchange(expected: done, desired: target, ordering: .relaxed).exchanged else { return }
+    populatePages(base + done, count: target - done)
   }
 
   deinit {

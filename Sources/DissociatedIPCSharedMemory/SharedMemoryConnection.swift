@@ -344,6 +344,7 @@ final class SharedMemoryConnection: InboxReceiving {
       }
       switch placement.0 {
       case .placed(let reservation, let added, let retired):
+        reservation.segment.populate(through: reservation.payloadOffset + count)
         for id in retired { try submit(Outgoing(kind: .segmentRetired, words: (UInt64(id), 0), wordCount: 1)) }
         if let added {
           try submit(Outgoing(kind: .segmentAdded, words: (UInt64(added.id), UInt64(added.size)), wordCount: 2, segment: added))
