@@ -301,28 +301,35 @@ struct SharedMemoryTests {
 
   @Test("a receiving task that falls behind receives on its own task; a receive waiting for a later tag is served meanwhile (SHM-THREAD-4)")
   func tasksReceiveWhenBehind() async throws {
-    try await Pair.with { pair in
-      let count = 6_000
-      func body(_ index: Int) -> ArrowBytes { payload(16, seed: UInt8(truncatingIfNeeded: index)) }
-      let sender = Task {
-        for index in 0 ..< count { try await pair.server.sendTagged(1, [body(index)]) }
-        try await pair.server.sendTagged(2, [payload(3, seed: 9)])
+    // Whether a task receives depends on scheduling (the reader hands over
+    // only while the task is behind): a loaded machine may keep the task
+    // ahead for a whole run, so up to three runs, each checked in full.
+    var receivedOnTasks = 0
+    for _ in 0 ..< 3 where receivedOnTasks == 0 {
+      try await Pair.with { pair in
+        let count = 6_000
+        func body(_ index: Int) -> ArrowBytes { payload(16, seed: UInt8(truncatingIfNeeded: index)) }
+        let connection = try #require(pair.client as? SharedMemoryConnection)
+        let sender = Task {
+          for index in 0 ..< count { try await pair.server.sendTagged(1, [body(index)]) }
+          try await pair.server.sendTagged(2, [payload(3, seed: 9)])
+        }
+        // The reader runs ahead to the inbox's message cap, then hands
+        // receiving over once the task drains below half of it.
+        try await Task.sleep(for: .milliseconds(100))
+        for index in 0 ..< count / 2 {
+          #expect(try await pair.client.receiveTagged(matching: 1, mask: .max)?.payload == body(index), "message \(index)")
+        }
+        async let later = pair.client.receiveTagged(matching: 2, mask: .max)
+        for index in count / 2 ..< count {
+          #expect(try await pair.client.receiveTagged(matching: 1, mask: .max)?.payload == body(index), "message \(index)")
+        }
+        #expect(try await later?.payload == payload(3, seed: 9))
+        try await sender.value
+        receivedOnTasks = connection.controlMessagesReceivedOnTasks
       }
-      // The reader runs ahead to the inbox's message cap, then hands
-      // receiving over once the task drains below half of it.
-      try await Task.sleep(for: .milliseconds(100))
-      for index in 0 ..< count / 2 {
-        #expect(try await pair.client.receiveTagged(matching: 1, mask: .max)?.payload == body(index), "message \(index)")
-      }
-      async let later = pair.client.receiveTagged(matching: 2, mask: .max)
-      for index in count / 2 ..< count {
-        #expect(try await pair.client.receiveTagged(matching: 1, mask: .max)?.payload == body(index), "message \(index)")
-      }
-      #expect(try await later?.payload == payload(3, seed: 9))
-      try await sender.value
-      let connection = try #require(pair.client as? SharedMemoryConnection)
-      #expect(connection.controlMessagesReceivedOnTasks > 0)
     }
+    #expect(receivedOnTasks > 0)
   }
 
   @Test("a send that finds the peer gone does not discard what the peer sent before (SHM-CLOSE-2)")
