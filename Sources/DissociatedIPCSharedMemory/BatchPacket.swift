@@ -50,14 +50,3 @@ final class BatchPacket: @unchecked Sendable {
   /// Empties the batch for reuse.
   func reset() { length = SharedMemoryWire.headerLength }
 }
-
-extension ArrowBytes {
-  /// Copies these bytes to `destination`, which has room for them;
-  /// returns how many were copied.
-  func copy(to destination: UnsafeMutableRawPointer) -> Int {
-    withUnsafeBytes { bytes in
-      if let source = bytes.baseAddress { destination.copyMemory(from: source, byteCount: bytes.count) }
-      return bytes.count
-    }
-  }
-}

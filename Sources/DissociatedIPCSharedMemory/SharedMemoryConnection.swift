@@ -53,7 +53,7 @@ final class SharedMemoryConnection: InboxReceiving {
     var returns: [UInt64] = []
     /// Bytes of the peer's segments that delivered payloads still hold
     /// (SHM-RING-7).
-    var heldPayloadBytes = 0
+    var heldPayloads = HeldBytes()
     /// Senders waiting for the queue to drain below its limit.
     var blockedSenders: [CheckedContinuation<Void, Never>] = []
     // This side's segments.
@@ -381,11 +381,7 @@ final class SharedMemoryConnection: InboxReceiving {
   /// payloads would then pin more than `maxHeldPayloadBytes` of the
   /// peer's memory (one alone always may); false then (SHM-RING-7).
   private func holdPayload(_ length: Int) -> Bool {
-    state.withLock { state in
-      guard state.heldPayloadBytes == 0 || state.heldPayloadBytes + length <= config.maxHeldPayloadBytes else { return false }
-      state.heldPayloadBytes += length
-      return true
-    }
+    state.withLock { $0.heldPayloads.hold(length, limit: config.maxHeldPayloadBytes) }
   }
 
   /// The application released a payload in the peer's segment: queue its
@@ -393,7 +389,7 @@ final class SharedMemoryConnection: InboxReceiving {
   /// is what ``holdPayload(_:)`` counted for it.
   func returnSpace(_ address: UInt64, held: Int = 0) {
     let wake = state.withLock { state -> Bool in
-      state.heldPayloadBytes -= held
+      state.heldPayloads.release(held)
       guard state.sendError == nil else { return false }
       state.returns.append(address)
       return state.wakeWriter()

@@ -19,9 +19,7 @@ struct SharedMemoryRemoteMemory: RemoteMemory {
       return region
     }
     let block = try await connection.reserve(bytes.count, kind: .exposed)
-    bytes.withUnsafeBytes { source in
-      if let base = source.baseAddress { block.pointer.copyMemory(from: base, byteCount: source.count) }
-    }
+    bytes.copy(to: block.pointer)
     return ExposedRegion(id: block.address, ranges: [RemoteRange(address: block.address, length: UInt64(bytes.count))])
   }
 

@@ -199,9 +199,7 @@ final class ExposedMemoryPool: Sendable {
     guard let offset else { throw UCXConnection.closedError }
     let block = registration.base + offset
     let address = base + UInt64(offset + Self.blockHeader)
-    bytes.withUnsafeBytes { source in
-      if let from = source.baseAddress { (block + Self.blockHeader).copyMemory(from: from, byteCount: source.count) }
-    }
+    bytes.copy(to: block + Self.blockHeader)
     block.storeBytes(of: Self.liveMarker(address), as: UInt64.self)
     block.storeBytes(of: UInt64(bytes.count), toByteOffset: 8, as: UInt64.self)
     return ExposedRegion(id: address, ranges: [RemoteRange(address: address, length: UInt64(bytes.count))])

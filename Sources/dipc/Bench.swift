@@ -228,9 +228,7 @@ struct Bench: AsyncParsableCommand {
   /// copy at all.
   static func shared(_ body: ArrowBytes) throws -> ArrowBytes {
     let buffer = try SharedMemoryBuffer(capacity: max(body.count, 1))
-    body.withUnsafeBytes { source in
-      if let base = source.baseAddress { buffer.mutableBytes.baseAddress!.copyMemory(from: base, byteCount: source.count) }
-    }
+    body.copy(to: buffer.mutableBytes.baseAddress!)
     return buffer.freeze(count: body.count)
   }
 

@@ -57,10 +57,18 @@ public struct ArrowBytes: @unchecked Sendable {
   /// the result alone owns.
   public func copied() -> ArrowBytes {
     let storage = AlignedStorage(capacity: count, zeroed: false)
-    withUnsafeBytes { source in
-      if let from = source.baseAddress { storage.mutableBytes.baseAddress!.copyMemory(from: from, byteCount: source.count) }
-    }
+    if let destination = storage.mutableBytes.baseAddress { copy(to: destination) }
     return storage.freeze(count: count)
+  }
+
+  /// Copies these bytes to `destination`, which has room for them;
+  /// returns how many were copied.
+  @discardableResult
+  package func copy(to destination: UnsafeMutableRawPointer) -> Int {
+    withUnsafeBytes { bytes in
+      if let source = bytes.baseAddress { destination.copyMemory(from: source, byteCount: bytes.count) }
+      return bytes.count
+    }
   }
 
   /// Whether the view holds no bytes.

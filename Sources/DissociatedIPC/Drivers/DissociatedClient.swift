@@ -385,7 +385,7 @@ final class FreeDataReturns: Sendable {
     var pending: [UInt64] = []
     var sending = false
     var held = 0
-    var heldBytes = 0
+    var heldBytes = HeldBytes()
     var closeWhenIdle = false
     var closed = false
   }
@@ -400,9 +400,8 @@ final class FreeDataReturns: Sendable {
   /// fits); false then, and nothing is counted.
   func hold(_ bytes: Int, limit: Int) -> Bool {
     state.withLock { state in
-      guard state.heldBytes == 0 || state.heldBytes + bytes <= limit else { return false }
+      guard state.heldBytes.hold(bytes, limit: limit) else { return false }
       state.held += 1
-      state.heldBytes += bytes
       return true
     }
   }
@@ -411,7 +410,7 @@ final class FreeDataReturns: Sendable {
   func released(_ addresses: [UInt64], bytes: Int) {
     state.withLock { state in
       state.held -= 1
-      state.heldBytes -= bytes
+      state.heldBytes.release(bytes)
     }
     send(addresses)
   }
