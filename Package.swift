@@ -106,9 +106,10 @@ let package = Package(
         permissions: [.writeToPackageDirectory(reason: "The corpus is written under .build/ by default")]
       )
     ),
-    // Helpers the test targets share: running child processes.
+    // Helpers the test targets share: running child processes, reading /proc, test streams.
     .target(
       name: "TestSupport",
+      dependencies: ["ArrowIPC", "DissociatedIPC"],
       path: "Tests/TestSupport",
       swiftSettings: strictSettings
     ),

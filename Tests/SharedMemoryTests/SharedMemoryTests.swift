@@ -3,6 +3,7 @@ import DissociatedIPC
 @testable import DissociatedIPCSharedMemory
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -502,16 +503,8 @@ struct SharedMemoryTests {
                                      client clientConfig: DissociatedClient.Config) async throws {
     var registry = TransportRegistry()
     registry.register(SharedMemoryTransport(config: transport))
-    var messages: [OutgoingMessage] = []
-    for batch in 0 ..< batches {
-      var builder = RecordBatchBuilder()
-      builder.append("v", (0 ..< bodyRows).map { Int64(batch * bodyRows + $0) as Int64? })
-      if batch == 0 { messages.append(try OutgoingMessage(Message(header: .schema(builder.schema)))) }
-      let (message, body) = builder.finish()
-      messages.append(try OutgoingMessage(message, body: body))
-    }
     var catalog = StreamCatalog()
-    catalog.add("s", .messages(messages))
+    catalog.add("s", .messages(try int64Stream(batches: batches, rows: bodyRows)))
     let server = try await DissociatedServer(listeningAt: "shm://", catalog: catalog, registry: registry, config: serverConfig)
     let running = Task { await server.run() }
     try await afterwards({

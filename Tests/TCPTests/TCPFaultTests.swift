@@ -20,22 +20,10 @@ struct TCPFaultTests {
     return registry
   }
 
-  static func messages(batches: Int, rows: Int) throws -> [OutgoingMessage] {
-    var result: [OutgoingMessage] = []
-    for batch in 0 ..< batches {
-      var builder = RecordBatchBuilder()
-      builder.append("v", (0 ..< rows).map { Int64(batch * rows + $0) as Int64? })
-      if batch == 0 { result.append(try OutgoingMessage(Message(header: .schema(builder.schema)))) }
-      let (message, body) = builder.finish()
-      result.append(try OutgoingMessage(message, body: body))
-    }
-    return result
-  }
-
   /// Runs a server over tcp://127.0.0.1 for `body`.
   static func withServer(_ body: (DissociatedServer) async throws -> Void) async throws {
     var catalog = StreamCatalog()
-    catalog.add("s", .messages(try messages(batches: 200, rows: 8192)))
+    catalog.add("s", .messages(try int64Stream(batches: 200, rows: 8192)))
     let server = try await DissociatedServer(listeningAt: "tcp://127.0.0.1:0", catalog: catalog, registry: registry())
     let running = Task { await server.run() }
     try await body(server)
@@ -119,7 +107,7 @@ struct TCPFaultTests {
   @Test("a server that vanishes mid-stream is a typed error on the client")
   func serverVanishes() async throws {
     var catalog = StreamCatalog()
-    catalog.add("s", .messages(try Self.messages(batches: 400, rows: 8192)))
+    catalog.add("s", .messages(try int64Stream(batches: 400, rows: 8192)))
     let server = try await DissociatedServer(listeningAt: "tcp://127.0.0.1:0", catalog: catalog, registry: Self.registry())
     let running = Task { await server.run() }
     var iterator = DissociatedClient(registry: Self.registry()).stream(from: server.location(for: "s")).makeAsyncIterator()

@@ -1,0 +1,17 @@
+internal import ArrowIPC
+public import DissociatedIPC
+
+/// A schema and `batches` batches of one int64 column `v` of `rows` rows,
+/// batch `b` holding `b * rows ..< (b + 1) * rows`: a stream whose every
+/// value says where it belongs.
+public func int64Stream(batches: Int, rows: Int) throws -> [OutgoingMessage] {
+  var result: [OutgoingMessage] = []
+  for batch in 0 ..< batches {
+    var builder = RecordBatchBuilder()
+    builder.append("v", (0 ..< rows).map { Int64(batch * rows + $0) as Int64? })
+    if batch == 0 { result.append(try OutgoingMessage(Message(header: .schema(builder.schema)))) }
+    let (message, body) = builder.finish()
+    result.append(try OutgoingMessage(message, body: body))
+  }
+  return result
+}
