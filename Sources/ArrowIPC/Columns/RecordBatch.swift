@@ -31,7 +31,16 @@ public final class RecordBatch: Sendable {
     try self.init(schema: schema, fields: schema.fields, message: message, header: header, body: body)
   }
 
-  init(schema: Schema, fields: [Field], message: consuming Message, header: RecordBatchHeader, body: ArrowBytes) throws(ArrowIPCError) {
+  convenience init(schema: Schema, fields: [Field], message: consuming Message, header: RecordBatchHeader,
+                   body: ArrowBytes) throws(ArrowIPCError) {
+    let layouts = try BodyLayout.arrays(of: fields, in: header, bodyLength: message.bodyLength, version: message.version)
+    try self.init(schema: schema, message: message, header: header, layouts: layouts, body: body)
+  }
+
+  /// `layouts` are `BodyLayout.arrays` of the schema's fields in `header`
+  /// (computed for an equal header before).
+  init(schema: Schema, message: consuming Message, header: RecordBatchHeader, layouts: [ArrayLayout],
+       body: ArrowBytes) throws(ArrowIPCError) {
     guard Int64(body.count) == message.bodyLength else {
       throw ArrowIPCError(.layoutMismatch, "body of \(body.count) bytes, bodyLength \(message.bodyLength)")
     }
@@ -40,8 +49,7 @@ public final class RecordBatch: Sendable {
     self.rowCount = Int(header.length)
     self.compressed = header.compression != nil
     self.body = body
-    self.layouts = try BodyLayout.arrays(of: fields, in: header, bodyLength: message.bodyLength,
-                                         version: message.version)
+    self.layouts = layouts
   }
 
   /// The number of columns.

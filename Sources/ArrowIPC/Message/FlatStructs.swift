@@ -109,8 +109,11 @@ public struct FlatStructs<Element: FlatStruct>: RandomAccessCollection, Hashable
     return Element(flatAt: base! + index * Element.flatSize)
   }
 
-  /// Equal when the elements are equal.
-  public static func == (lhs: Self, rhs: Self) -> Bool { lhs.elementsEqual(rhs) }
+  /// Equal when the elements are equal (at once when both read the same
+  /// memory, which is immutable).
+  public static func == (lhs: Self, rhs: Self) -> Bool {
+    (lhs.base == rhs.base && lhs.count == rhs.count) || lhs.elementsEqual(rhs)
+  }
 
   /// Hashes the elements.
   public func hash(into hasher: inout Hasher) {

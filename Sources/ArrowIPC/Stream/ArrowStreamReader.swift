@@ -22,6 +22,10 @@ public struct ArrowStreamValidator: Sendable {
   private var hasSchema = false
   private var dictionaryFields: [Int64: Field] = [:]
   private var seenDictionaries: Set<Int64> = []
+  /// The last record batch's metadata and layouts: a batch with the same
+  /// header, body length and version has the same layouts (a stream of
+  /// batches of one shape computes them once).
+  private var lastBatch: (header: RecordBatchHeader, bodyLength: Int64, version: MetadataVersion, layouts: [ArrayLayout])?
 
   /// A validator expecting the Schema first.
   public init() {}
@@ -64,8 +68,17 @@ public struct ArrowStreamValidator: Sendable {
         throw ArrowIPCError(.invalidStream,
                             "record batch uses dictionary \(missing.key) of field '\(missing.value.name)' before it was sent")
       }
-      return .recordBatch(try RecordBatch(schema: current, fields: current.fields, message: consume message,
-                                          header: header, body: body))
+      let layouts: [ArrayLayout]
+      if let lastBatch, lastBatch.header == header, lastBatch.bodyLength == message.bodyLength,
+         lastBatch.version == message.version {
+        layouts = lastBatch.layouts
+      } else {
+        layouts = try BodyLayout.arrays(of: current.fields, in: header, bodyLength: message.bodyLength,
+                                        version: message.version)
+        lastBatch = (header, message.bodyLength, message.version, layouts)
+      }
+      return .recordBatch(try RecordBatch(schema: current, message: consume message, header: header,
+                                          layouts: layouts, body: body))
     }
   }
 }

@@ -106,6 +106,7 @@ public struct ClientStreamStateMachine: Sendable {
   private var endOfStream: UInt32?
   private var bufferedBytes = 0
   private var validator = ArrowStreamValidator()
+  private var decoder: RepeatedMessageDecoder
   private var failure: DissociatedIPCError?
 
   /// A client stream expecting sequence 0 first.
@@ -118,6 +119,7 @@ public struct ClientStreamStateMachine: Sendable {
     self.config = config
     self.slots = Array(repeating: Slot(), count: config.reorderWindow)
     self.expected = firstSequence
+    self.decoder = RepeatedMessageDecoder(limits: config.arrowLimits)
   }
 
   /// Whether the end of stream arrived and every message was delivered.
@@ -177,7 +179,7 @@ public struct ClientStreamStateMachine: Sendable {
           throw DissociatedIPCError(.duplicateSequence, "metadata \(sequence) arrived twice")
         }
         let message: Message
-        do throws(ArrowIPCError) { message = try Message.decode(flatbuffer, limits: config.arrowLimits) } catch {
+        do throws(ArrowIPCError) { message = try decoder.decode(flatbuffer) } catch {
           throw DissociatedIPCError(error)
         }
         guard message.header.hasBody || !slots[index].body.isPresent else {
