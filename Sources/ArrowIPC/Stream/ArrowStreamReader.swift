@@ -22,10 +22,7 @@ public struct ArrowStreamValidator: Sendable {
   private var hasSchema = false
   private var dictionaryFields: [Int64: Field] = [:]
   private var seenDictionaries: Set<Int64> = []
-  /// The last record batch's metadata and layouts: a batch with the same
-  /// header, body length and version has the same layouts (a stream of
-  /// batches of one shape computes them once).
-  private var lastBatch: (header: RecordBatchHeader, bodyLength: Int64, version: MetadataVersion, layouts: [ArrayLayout])?
+  private var batchLayouts = LayoutMemo()
 
   /// A validator expecting the Schema first.
   public init() {}
@@ -68,18 +65,33 @@ public struct ArrowStreamValidator: Sendable {
         throw ArrowIPCError(.invalidStream,
                             "record batch uses dictionary \(missing.key) of field '\(missing.value.name)' before it was sent")
       }
-      let layouts: [ArrayLayout]
-      if let lastBatch, lastBatch.header == header, lastBatch.bodyLength == message.bodyLength,
-         lastBatch.version == message.version {
-        layouts = lastBatch.layouts
-      } else {
-        layouts = try BodyLayout.arrays(of: current.fields, in: header, bodyLength: message.bodyLength,
-                                        version: message.version)
-        lastBatch = (header, message.bodyLength, message.version, layouts)
-      }
+      let layouts = try batchLayouts.layouts(of: current.fields, in: header, of: message)
       return .recordBatch(try RecordBatch(schema: current, message: consume message, header: header,
                                           layouts: layouts, body: body))
     }
+  }
+}
+
+/// The layouts of the last record batch: a batch with the same header,
+/// bodyLength and version has the same layouts, so a stream of batches of
+/// one shape computes them once (IPC-MSG-11). Compared in place: copying
+/// the remembered header out would cost more than the comparison.
+private struct LayoutMemo: Sendable {
+  private var header = RecordBatchHeader(length: 0, nodes: [], buffers: [])
+  /// -1 until the first batch (a bodyLength is never negative).
+  private var bodyLength: Int64 = -1
+  private var version = MetadataVersion.v5
+  private var layouts: [ArrayLayout] = []
+
+  /// The layouts of `fields` in `header`, the header of `message`.
+  mutating func layouts(of fields: [Field], in header: RecordBatchHeader,
+                        of message: borrowing Message) throws(ArrowIPCError) -> [ArrayLayout] {
+    if bodyLength == message.bodyLength, version == message.version, self.header == header { return layouts }
+    layouts = try BodyLayout.arrays(of: fields, in: header, bodyLength: message.bodyLength, version: message.version)
+    self.header = header
+    bodyLength = message.bodyLength
+    version = message.version
+    return layouts
   }
 }
 
