@@ -9,14 +9,15 @@ struct Demo: AsyncParsableCommand {
     abstract: "Stream a generated dataset from a server to a client and verify every value.",
     discussion: """
       Starts a server and a client over the chosen transport (the fastest
-      embedded one by default), streams N batches of four columns (int64 id,
-      float64 value, bool flag, utf8 label, with nulls), checks every value
-      on arrival and prints one line with the throughput.
+      embedded one by default: shm://, POSIX shared memory), streams N
+      batches of four columns (int64 id, float64 value, bool flag, utf8
+      label, with nulls), checks every value on arrival and prints one line
+      with the throughput.
       """
   )
 
   @Option(help: "Transport scheme to run over (see `dipc transports`).")
-  var transport = "tcp"
+  var transport = "shm"
 
   @Option(help: "Number of record batches.")
   var batches = 64
