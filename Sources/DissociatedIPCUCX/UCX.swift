@@ -625,6 +625,19 @@ func currentThreadID() -> Int32 { cucx_thread_id() }
 /// destructors of UCX, which was loaded earlier.
 func atProcessExit(_ handler: @convention(c) () -> Void) { atexit(handler) }
 
+/// Runs `handler` with exit's status when the process exits (glibc's
+/// `on_exit`), before the library destructors.
+func atProcessExitWithStatus(_ handler: @convention(c) (Int32, UnsafeMutableRawPointer?) -> Void) {
+  on_exit(handler, nil)
+}
+
+/// Ends the process with `status` at once, after flushing stdio: no
+/// further exit handlers, no library destructors (`_exit`).
+func endProcess(status: Int32) -> Never {
+  fflush(nil)
+  _exit(status)
+}
+
 /// Sleeps the calling thread for `microseconds`.
 func sleepThread(microseconds: UInt32) { usleep(microseconds) }
 

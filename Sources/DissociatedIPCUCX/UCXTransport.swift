@@ -176,4 +176,18 @@ extension UCXTransport {
   /// that leaves with `_exit` instead, skipping UCX 1.13's library
   /// destructors (UCX-LIM-6), calls it first.
   public static func closeAllConnections() { ProgressThreads.stopAll() }
+
+  /// Makes this process, when it exits, close every ucx:// connection (as
+  /// ``closeAllConnections()``) and then end with `_exit` and exit's
+  /// status, so that UCX 1.13's library destructors, which can abort after
+  /// connections were torn down (UCX-LIM-6), never run. Exit handlers
+  /// registered before this call and other libraries' destructors are
+  /// skipped as well; stdio is flushed. For programs that cannot call
+  /// `_exit` themselves, such as a test runner. Later calls do nothing.
+  public static func leaveWithoutLibraryDestructors() { _ = leavesWithoutLibraryDestructors }
+
+  private static let leavesWithoutLibraryDestructors: Void = atProcessExitWithStatus { status, _ in
+    ProgressThreads.stopAll()
+    endProcess(status: status)
+  }
 }

@@ -8,7 +8,7 @@ import Testing
 /// ucx:// behaviour beyond the shared suite: the path it reports, idle
 /// progress threads, prompt refusal, broken peers, polling mode, and the
 /// wire mapping seen by a reference-style client.
-@Suite("ucx:// backend", .serialized)
+@Suite("ucx:// backend", .serialized, .exitsWithoutUCXDestructors)
 struct UCXBackendTests {
   static let tcp = UCXConformanceTests.transport("tcp")
   static let sharedMemory = UCXConformanceTests.transport("tcp,sm,self")

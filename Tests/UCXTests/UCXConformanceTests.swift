@@ -11,7 +11,7 @@ import Testing
 /// abort when workers are torn down while another worker's missed async
 /// events are replayed (UCX-LIM-4), and fewer workers at once make that
 /// rarer.
-@Suite("Conformance: ucx://", .serialized)
+@Suite("Conformance: ucx://", .serialized, .exitsWithoutUCXDestructors)
 struct UCXConformanceTests {
   /// Descriptors forced (`.always`): the remote-memory case needs them,
   /// and over these lanes `.automatic` sends every body inline (UCX-RM-8).

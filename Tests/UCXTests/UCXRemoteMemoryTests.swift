@@ -9,7 +9,7 @@ import Testing
 /// remote handles and ranges, a server that vanishes mid-get, and blocks
 /// and registrations that never leak. Serialized like every ucx:// suite
 /// (UCX-LIM-4).
-@Suite("ucx:// remote memory", .serialized)
+@Suite("ucx:// remote memory", .serialized, .exitsWithoutUCXDestructors)
 struct UCXRemoteMemoryTests {
   static let transports = ["tcp", "tcp,sm,self"]
 
