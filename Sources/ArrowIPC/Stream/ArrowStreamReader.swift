@@ -65,7 +65,7 @@ public struct ArrowStreamValidator: Sendable {
         throw ArrowIPCError(.invalidStream,
                             "record batch uses dictionary \(missing.key) of field '\(missing.value.name)' before it was sent")
       }
-      let layouts = try batchLayouts.layouts(of: current.fields, in: header, of: message)
+      let layouts = try batchLayouts.layouts(of: current.fields, in: header, message: message)
       return .recordBatch(try RecordBatch(schema: current, message: consume message, header: header,
                                           layouts: layouts, body: body))
     }
@@ -85,7 +85,7 @@ private struct LayoutMemo: Sendable {
 
   /// The layouts of `fields` in `header`, the header of `message`.
   mutating func layouts(of fields: [Field], in header: RecordBatchHeader,
-                        of message: borrowing Message) throws(ArrowIPCError) -> [ArrayLayout] {
+                        message: borrowing Message) throws(ArrowIPCError) -> [ArrayLayout] {
     if bodyLength == message.bodyLength, version == message.version, self.header == header { return layouts }
     layouts = try BodyLayout.arrays(of: fields, in: header, bodyLength: message.bodyLength, version: message.version)
     self.header = header
