@@ -83,14 +83,7 @@ struct UnixSocket: Sendable {
   /// Connects to the socket at `path` (blocks only while the listener's
   /// backlog is full).
   static func connect(path: String) throws(DissociatedIPCError) -> UnixSocket {
-    let address = try address(path)
-    let socket = try open()
-    while withSockaddr(address, { Glibc.connect(socket.descriptor, $0, $1) }) != 0 {
-      if errno == EINTR { continue }
-      let error = systemError("connect to \(path)")
-      socket.close()
-      throw error
-    }
+    guard let socket = try connect(path: path, wait: true) else { preconditionFailure("a waiting connect returns a socket or throws") }
     return socket
   }
 
@@ -98,18 +91,24 @@ struct UnixSocket: Sendable {
   /// (connect would wait; ``connect(path:)`` waits). The socket returned
   /// blocks, as every other one does.
   static func connectNow(path: String) throws(DissociatedIPCError) -> UnixSocket? {
+    try connect(path: path, wait: false)
+  }
+
+  /// Connects, waiting for room in the listener's backlog or, without
+  /// `wait`, returning nil where it would have to.
+  private static func connect(path: String, wait: Bool) throws(DissociatedIPCError) -> UnixSocket? {
     let address = try address(path)
     let socket = try open()
     let flags = fcntl(socket.descriptor, F_GETFL)
-    _ = fcntl(socket.descriptor, F_SETFL, flags | O_NONBLOCK)
+    if !wait { _ = fcntl(socket.descriptor, F_SETFL, flags | O_NONBLOCK) }
     while withSockaddr(address, { Glibc.connect(socket.descriptor, $0, $1) }) != 0 {
       if errno == EINTR { continue }
-      let error = errno == EAGAIN ? nil : systemError("connect to \(path)")
+      let error = !wait && errno == EAGAIN ? nil : systemError("connect to \(path)")
       socket.close()
       if let error { throw error }
       return nil
     }
-    _ = fcntl(socket.descriptor, F_SETFL, flags)
+    if !wait { _ = fcntl(socket.descriptor, F_SETFL, flags) }
     return socket
   }
 
