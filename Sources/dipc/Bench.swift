@@ -19,6 +19,10 @@ struct Bench: AsyncParsableCommand {
                  the transport has remote memory (over shm:// the body lives in a
                  SharedMemoryBuffer: no copy; ucx:// only where gets are native)
         copy     the same bodies inline (type 0), on transports with remote memory
+        untouched  ucx:// with ucx_perftest only: the bulk batches with their bodies
+                 in memory never written (all zeros, read from the kernel's zero
+                 page), as ucx_perftest tag_bw sends its buffer: the like-for-like
+                 comparison with tag_bw (bulk's real data comes from DRAM)
         get      ucx:// only: the same bodies as descriptors (type 1) read with
                  ucp_get, forced (descriptorBodies .always) whatever the lanes
         tiny     --tiny-batches batches of 2 rows (also shown as µs per batch)
@@ -124,6 +128,11 @@ struct Bench: AsyncParsableCommand {
           try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, inline: true, registry: registry)
         })
       }
+      if scheme == "ucx", perftest {
+        bulk.append(Case(name: "ucx untouched") {
+          try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, untouchedBody: true, registry: registry)
+        })
+      }
       if scheme == "ucx" {
         get.append(Case(name: "ucx get") {
           try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, registry: forcedGets)
@@ -189,14 +198,17 @@ struct Bench: AsyncParsableCommand {
   /// A server and a client over `scheme` from `registry` in this process;
   /// `batches` batches of one int64 column of `rows` rows (the same body
   /// each time), sent inline (type 0) when `inline`, else as the server
-  /// decides.
-  static func measure(scheme: String, batches: Int, rows: Int, inline: Bool = false,
+  /// decides; with `untouchedBody` the body lies in ``UntouchedMemory``
+  /// (all zeros).
+  static func measure(scheme: String, batches: Int, rows: Int, inline: Bool = false, untouchedBody: Bool = false,
                       registry: TransportRegistry) async throws -> Measurement {
     var builder = RecordBatchBuilder()
     builder.append("v", (0 ..< rows).map { Int64($0) as Int64? })
     let (message, built) = builder.finish()
     let schema = try OutgoingMessage(Message(header: .schema(builder.schema)))
-    let batch = try OutgoingMessage(message, body: scheme == "shm" && !inline ? try Self.shared(built) : built)
+    let body = untouchedBody ? try UntouchedMemory(count: built.count).bytes
+      : scheme == "shm" && !inline ? try Self.shared(built) : built
+    let batch = try OutgoingMessage(message, body: body)
     var catalog = StreamCatalog()
     catalog.add("bench", .messages([schema] + Array(repeating: batch, count: batches)))
     var config = DissociatedServer.Config.defaults
@@ -419,6 +431,10 @@ struct Bench: AsyncParsableCommand {
         if scheme == "ucx", has("ucx_perftest bulk") { copyRatios.append(ratio(copy, "ucx_perftest bulk", "ucx_perftest tag_bw")) }
         lines.append(("\(scheme):// copy", gb(rate(copy)), copyRatios.joined(separator: ", ")))
       }
+      let untouched = "\(scheme) untouched"
+      if has(untouched) {
+        lines.append(("\(scheme):// untouched", gb(rate(untouched)), ratio(untouched, "ucx_perftest bulk", "ucx_perftest tag_bw (like for like)")))
+      }
       let get = "\(scheme) get"
       if has(get) {
         lines.append(("\(scheme):// get (type 1)", gb(rate(get)),
@@ -464,4 +480,29 @@ struct Bench: AsyncParsableCommand {
       print(name.padding(toLength: 22, withPad: " ", startingAt: 0) + value.padding(toLength: 34, withPad: " ", startingAt: 0) + ratio)
     }
   }
+}
+
+/// Anonymous memory mapped and never written: every page reads as the
+/// kernel's shared zero page, so copying out of it hits the caches whatever
+/// its size. ucx_perftest's tag_bw sends from such a buffer (it allocates
+/// its send buffer and never fills it: the sender's resident memory stays
+/// far below the message size), so the bench's like-for-like case sends
+/// from one too (Spec/ucx.md, UCX-BENCH-1).
+final class UntouchedMemory: ArrowBytesOwner, @unchecked Sendable {  // never written after init
+  private let base: UnsafeMutableRawPointer
+  private let count: Int
+
+  /// `count` bytes of it (read-only).
+  init(count: Int) throws {
+    self.count = count
+    guard let mapped = mmap(nil, max(count, 1), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), mapped != MAP_FAILED else {
+      throw ValidationError("mmap of \(count) bytes failed: errno \(errno)")
+    }
+    base = mapped
+  }
+
+  /// All of it (zeros).
+  var bytes: ArrowBytes { ArrowBytes(unsafeBase: base, count: count, owner: self) }
+
+  deinit { munmap(base, max(count, 1)) }
 }
