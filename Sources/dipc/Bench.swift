@@ -32,16 +32,18 @@ struct Bench: AsyncParsableCommand {
       count from the stream's first message to its last (the data phase, as
       ucx_perftest and iperf3 count theirs; the setup before it is shown
       apart); tiny batches count from the connect, as the Flight baseline
-      counts its DoGet. The baselines: single-core memcpy of the bulk bytes
-      (one hot source into destinations cycling through 64 MiB, beyond the
-      caches; with shm, also through the shm:// ring's first segment, 8 MiB,
-      which the caches may hold),
-      iperf3 -l BATCH (bulk), ucx_perftest tag_bw (BATCH and 16-byte messages:
-      a tiny batch is two messages), tag_lat and ucp_get (beside ucx:// get)
-      (when ucx is measured), with the same UCX_TLS (--ucx-tls, default tcp)
-      and UCX_NET_DEVICES=lo as ucx:// itself, Arrow Flight
-      DoGet via pyarrow (bulk and tiny; needs Benchmarks/Baselines/
-      flight_baseline.py, run from the repository root).
+      counts its DoGet. Ratios to ucx_perftest's bandwidth compare rates
+      after the first tenth of the batches, as ucx_perftest measures after
+      a warm-up of a tenth of its iterations. The baselines: single-core
+      memcpy of the bulk bytes (one hot source into destinations cycling
+      through 64 MiB, beyond the caches; with shm, also through the shm://
+      ring's first segment, 8 MiB, which the caches may hold), iperf3 -l
+      BATCH (bulk), ucx_perftest tag_bw (BATCH and 16-byte messages: a tiny
+      batch is two messages), tag_lat and ucp_get (beside ucx:// get) (when
+      ucx is measured), with the same UCX_TLS (--ucx-tls, default tcp) and
+      UCX_NET_DEVICES=lo as ucx:// itself, Arrow Flight DoGet via pyarrow
+      (bulk and tiny; needs Benchmarks/Baselines/flight_baseline.py, run
+      from the repository root).
       """
   )
 
@@ -190,6 +192,14 @@ struct Bench: AsyncParsableCommand {
     /// iperf3 count theirs): every bandwidth, ours and the baselines',
     /// compares on this one footing.
     var bytesPerSecond: Double { Double(bytes) / (seconds - setupSeconds) }
+    /// Seconds and bytes after the first tenth of the batches arrived:
+    /// ucx_perftest measures after a warm-up of a tenth of its iterations
+    /// (`min(-w, ⌈n/10⌉)`, unmeasured, on the same endpoints), so ratios
+    /// to it compare ``steadyBytesPerSecond``; nil where the case has no
+    /// such phase (its whole data phase is then steady).
+    var steady: (seconds: Double, bytes: Int)?
+    /// Bytes over the time after the warm-up tenth (see ``steady``).
+    var steadyBytesPerSecond: Double { steady.map { Double($0.bytes) / $0.seconds } ?? bytesPerSecond }
     /// Batches over the whole time, setup included (as the Flight baseline
     /// counts its DoGet).
     var batchesPerSecond: Double { Double(batches) / seconds }
@@ -219,6 +229,8 @@ struct Bench: AsyncParsableCommand {
     defer { running.cancel() }
     let started = ContinuousClock.now
     var firstMessage: ContinuousClock.Instant?
+    var warmedUp: (at: ContinuousClock.Instant, bytes: Int)?
+    let warmupBatches = (batches + 9) / 10
     var received = 0
     var bytes = 0
     for try await item in DissociatedClient(registry: registry).stream(from: server.location(for: "bench")) {
@@ -226,13 +238,15 @@ struct Bench: AsyncParsableCommand {
       if case .recordBatch(let batch) = item {
         received += 1
         bytes += batch.body.count
+        if received == warmupBatches { warmedUp = (ContinuousClock.now, bytes) }
       }
     }
     let finished = ContinuousClock.now
     await server.shutdown()
     guard received == batches, let firstMessage else { throw ValidationError("\(scheme): received \(received) of \(batches) batches") }
     return Measurement(seconds: seconds(finished - started), bytes: bytes, batches: received,
-                       setupSeconds: seconds(firstMessage - started))
+                       setupSeconds: seconds(firstMessage - started),
+                       steady: warmedUp.map { (seconds(finished - $0.at), bytes - $0.bytes) })
   }
 
   /// `body` copied once into a ``SharedMemoryBuffer``: what a producer
@@ -420,7 +434,7 @@ struct Bench: AsyncParsableCommand {
         if has("iperf3 bulk") { bulkRatios.append(ratio(bulk, "iperf3 bulk", "iperf3")) }
         if has("flight bulk") { bulkRatios.append(ratio(bulk, "flight bulk", "Flight")) }
         if scheme != "tcp", has("tcp bulk") { bulkRatios.append(ratio(bulk, "tcp bulk", "tcp://")) }
-        if scheme == "ucx", has("ucx_perftest bulk") { bulkRatios.append(ratio(bulk, "ucx_perftest bulk", "ucx_perftest tag_bw")) }
+        if scheme == "ucx", has("ucx_perftest bulk") { bulkRatios.append(ratio(bulk, "ucx_perftest bulk", "ucx_perftest tag_bw", \.steadyBytesPerSecond)) }
         bulkRatios.append(ratio(bulk, "memcpy", "memcpy"))
         lines.append(("\(scheme):// bulk", gb(rate(bulk)), bulkRatios.joined(separator: ", ")))
       }
@@ -428,17 +442,17 @@ struct Bench: AsyncParsableCommand {
       if has(copy) {
         var copyRatios = [ratio(copy, "memcpy", "memcpy")]
         if scheme == "shm", has("memcpy ring") { copyRatios.append(ratio(copy, "memcpy ring", "memcpy into \(formatBytes(Double(Self.ringSpan)))")) }
-        if scheme == "ucx", has("ucx_perftest bulk") { copyRatios.append(ratio(copy, "ucx_perftest bulk", "ucx_perftest tag_bw")) }
+        if scheme == "ucx", has("ucx_perftest bulk") { copyRatios.append(ratio(copy, "ucx_perftest bulk", "ucx_perftest tag_bw", \.steadyBytesPerSecond)) }
         lines.append(("\(scheme):// copy", gb(rate(copy)), copyRatios.joined(separator: ", ")))
       }
       let untouched = "\(scheme) untouched"
       if has(untouched) {
-        lines.append(("\(scheme):// untouched", gb(rate(untouched)), ratio(untouched, "ucx_perftest bulk", "ucx_perftest tag_bw (like for like)")))
+        lines.append(("\(scheme):// untouched", gb(rate(untouched)), ratio(untouched, "ucx_perftest bulk", "ucx_perftest tag_bw (like for like)", \.steadyBytesPerSecond)))
       }
       let get = "\(scheme) get"
       if has(get) {
         lines.append(("\(scheme):// get (type 1)", gb(rate(get)),
-                      has("ucx_perftest get") ? ratio(get, "ucx_perftest get", "ucx_perftest ucp_get") : ""))
+                      has("ucx_perftest get") ? ratio(get, "ucx_perftest get", "ucx_perftest ucp_get", \.steadyBytesPerSecond) : ""))
       }
       let tiny = "\(scheme) tiny"
       var tinyRatios: [String] = []
