@@ -238,7 +238,7 @@ struct Bench: AsyncParsableCommand {
       if case .recordBatch(let batch) = item {
         received += 1
         bytes += batch.body.count
-        if received == warmupBatches { warmedUp = (ContinuousClock.now, bytes) }
+        if received == warmupBatches, received < batches { warmedUp = (ContinuousClock.now, bytes) }
       }
     }
     let finished = ContinuousClock.now
