@@ -422,6 +422,11 @@ struct Bench: AsyncParsableCommand {
       let ratios = zip(values(name, metric), values(baseline, metric)).map { factor * $0 / $1 }
       return String(format: "%.2f× %@", median(ratios), label)
     }
+    /// `name` against a ucx_perftest bandwidth case: both after their
+    /// warm-up tenth (UCX-BENCH-2).
+    func perftestRatio(_ name: String, _ baseline: String, _ label: String) -> String {
+      ratio(name, baseline, label, \.steadyBytesPerSecond)
+    }
     let gb = { (value: Double) in String(format: "%.2f GB/s", value / 1e9) }
     print("dipc bench: \(rounds) rounds, medians (ratios: the median of each round's ratio); bulk = \(formatBytes(Double(bulkBytes))) in "
       + "\(formatBytes(Double(batchBytes))) batches (copy = the same bodies inline), tiny = \(tinyBatches) batches of 2 rows, "
@@ -434,7 +439,7 @@ struct Bench: AsyncParsableCommand {
         if has("iperf3 bulk") { bulkRatios.append(ratio(bulk, "iperf3 bulk", "iperf3")) }
         if has("flight bulk") { bulkRatios.append(ratio(bulk, "flight bulk", "Flight")) }
         if scheme != "tcp", has("tcp bulk") { bulkRatios.append(ratio(bulk, "tcp bulk", "tcp://")) }
-        if scheme == "ucx", has("ucx_perftest bulk") { bulkRatios.append(ratio(bulk, "ucx_perftest bulk", "ucx_perftest tag_bw", \.steadyBytesPerSecond)) }
+        if scheme == "ucx", has("ucx_perftest bulk") { bulkRatios.append(perftestRatio(bulk, "ucx_perftest bulk", "ucx_perftest tag_bw")) }
         bulkRatios.append(ratio(bulk, "memcpy", "memcpy"))
         lines.append(("\(scheme):// bulk", gb(rate(bulk)), bulkRatios.joined(separator: ", ")))
       }
@@ -442,17 +447,17 @@ struct Bench: AsyncParsableCommand {
       if has(copy) {
         var copyRatios = [ratio(copy, "memcpy", "memcpy")]
         if scheme == "shm", has("memcpy ring") { copyRatios.append(ratio(copy, "memcpy ring", "memcpy into \(formatBytes(Double(Self.ringSpan)))")) }
-        if scheme == "ucx", has("ucx_perftest bulk") { copyRatios.append(ratio(copy, "ucx_perftest bulk", "ucx_perftest tag_bw", \.steadyBytesPerSecond)) }
+        if scheme == "ucx", has("ucx_perftest bulk") { copyRatios.append(perftestRatio(copy, "ucx_perftest bulk", "ucx_perftest tag_bw")) }
         lines.append(("\(scheme):// copy", gb(rate(copy)), copyRatios.joined(separator: ", ")))
       }
       let untouched = "\(scheme) untouched"
       if has(untouched) {
-        lines.append(("\(scheme):// untouched", gb(rate(untouched)), ratio(untouched, "ucx_perftest bulk", "ucx_perftest tag_bw (like for like)", \.steadyBytesPerSecond)))
+        lines.append(("\(scheme):// untouched", gb(rate(untouched)), perftestRatio(untouched, "ucx_perftest bulk", "ucx_perftest tag_bw (like for like)")))
       }
       let get = "\(scheme) get"
       if has(get) {
         lines.append(("\(scheme):// get (type 1)", gb(rate(get)),
-                      has("ucx_perftest get") ? ratio(get, "ucx_perftest get", "ucx_perftest ucp_get", \.steadyBytesPerSecond) : ""))
+                      has("ucx_perftest get") ? perftestRatio(get, "ucx_perftest get", "ucx_perftest ucp_get") : ""))
       }
       let tiny = "\(scheme) tiny"
       var tinyRatios: [String] = []
