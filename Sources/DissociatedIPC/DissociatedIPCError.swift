@@ -68,6 +68,10 @@ public struct DissociatedIPCError: Error, Hashable, Sendable, CustomStringConver
     case transportFailure = 42
     /// The operation was cancelled.
     case cancelled = 43
+    /// A local resource (a thread, a connection slot, a mapping) could not
+    /// be had: its configured bound was reached or the system refused it
+    /// (DIPC-LIM-*).
+    case resourceExhausted = 44
   }
 
   /// The kind of fault.

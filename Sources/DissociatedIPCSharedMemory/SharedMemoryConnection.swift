@@ -140,13 +140,39 @@ final class SharedMemoryConnection: InboxReceiving {
   private let receiving = ReceiveContext()
   let pathDescription: String
 
-  init(socket: UnixSocket, config: SharedMemoryTransport.Config, path: String) {
+  /// The listener's claim on this connection (DIPC-LIM-7), given back when
+  /// the connection is freed.
+  private let slot: ConnectionSlots.Slot?
+
+  /// Starts the reader and writer threads and sends the hello.
+  ///
+  /// - Throws: `.resourceExhausted` when a thread cannot be had; `socket`
+  ///   is closed then (at once, or by the reader thread as it ends).
+  init(socket: UnixSocket, config: SharedMemoryTransport.Config, path: String,
+       slot: ConnectionSlots.Slot? = nil) throws(DissociatedIPCError) {
     self.socket = socket
     self.config = config
+    self.slot = slot
     pathDescription = "shm via \(path), peer pid \(socket.peerProcess().map(String.init) ?? "?")"
     inbox.whenReceiveWaits { [weak self] in self?.wakeParkedReader() }
-    startDedicatedThread(named: "shm-reader") { [self] in readLoop() }
-    startDedicatedThread(named: "shm-writer") { [self] in writeLoop() }
+    do throws(DissociatedIPCError) {
+      try startDedicatedThread(named: "shm-reader") { [self] in readLoop() }
+    } catch {
+      state.withLock { state in
+        state.readerDone = true
+        state.writerDone = true
+        closeDescriptorIfIdle(&state)
+      }
+      throw error
+    }
+    do throws(DissociatedIPCError) {
+      try startDedicatedThread(named: "shm-writer") { [self] in writeLoop() }
+    } catch {
+      // The reader sees the shutdown, ends and closes the descriptor.
+      state.withLock { $0.writerDone = true }
+      fail(error)
+      throw error
+    }
     do throws(DissociatedIPCError) {
       try submit(Outgoing(kind: .hello, words: Self.helloWords, wordCount: 2))
     } catch {

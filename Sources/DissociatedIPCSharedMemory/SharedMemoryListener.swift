@@ -10,6 +10,8 @@ final class SharedMemoryListener: TransportListener {
   private let path: String
   private let inode: UInt64
   private let accepted = AcceptQueue<SharedMemoryConnection>()
+  /// Connections now held, against ``SharedMemoryTransport/Config/maxConnections``.
+  let slots: ConnectionSlots
   /// The acceptor thread closed the descriptor (it may be reused since).
   private let socketClosed = Mutex(false)
 
@@ -35,15 +37,29 @@ final class SharedMemoryListener: TransportListener {
     self.path = path
     self.inode = inode
     address = TransportAddress(scheme: "shm", path: path)
-    startDedicatedThread(named: "shm-accept") { [self, socket] in
-      while let descriptor = try? socket.accept() {
-        let connection = SharedMemoryConnection(socket: descriptor, config: config, path: path)
-        if !accepted.offer(connection) { connection.abort() }
+    slots = ConnectionSlots(limit: config.maxConnections)
+    do throws(DissociatedIPCError) {
+      try startDedicatedThread(named: "shm-accept") { [self, socket, slots] in
+        while let descriptor = try? socket.accept() {
+          // Past the limit: closed at once, before anything starts (DIPC-LIM-7).
+          guard let slot = slots.take() else {
+            descriptor.close()
+            continue
+          }
+          // A connection that fails to start closes its descriptor itself.
+          guard let connection = try? SharedMemoryConnection(socket: descriptor, config: config, path: path, slot: slot)
+          else { continue }
+          if !accepted.offer(connection) { connection.abort() }
+        }
+        socketClosed.withLock { closed in
+          closed = true
+          socket.close()
+        }
       }
-      socketClosed.withLock { closed in
-        closed = true
-        socket.close()
-      }
+    } catch {
+      removeFile(path)
+      socket.close()
+      throw error
     }
   }
 

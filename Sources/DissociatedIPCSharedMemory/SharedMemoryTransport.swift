@@ -54,10 +54,14 @@ public struct SharedMemoryTransport: DissociatedTransport {
     /// once (SHM-RING-7), so a consumer that keeps everything never makes
     /// the peer's sender wait for space it cannot get back.
     public var maxHeldPayloadBytes: Int
+    /// The most connections one listener keeps at once; it closes more at
+    /// once, before starting anything for them (DIPC-LIM-7).
+    public var maxConnections: Int
 
     /// Mode 0600, 16 KiB inline, an 8 MiB first segment, 1 GiB shared per
     /// connection, 64 MiB read ahead, 8 MiB write queue, 4 GiB messages,
-    /// 512 MiB of held payloads (half the peer's default 1 GiB).
+    /// 512 MiB of held payloads (half the peer's default 1 GiB), 256
+    /// connections per listener.
     public static var defaults: Config {
       Config(socketMode: 0o600, inlineLimit: 16 << 10, segmentSize: 8 << 20, maxSharedBytes: 1 << 30,
              readAheadBytes: 64 << 20, writeQueueBytes: 8 << 20, maxMessageSize: 4 << 30, segmentName: "dipc-shm")
@@ -66,7 +70,8 @@ public struct SharedMemoryTransport: DissociatedTransport {
     /// Creates settings.
     public init(socketMode: UInt32, inlineLimit: Int, segmentSize: Int, maxSharedBytes: Int,
                 readAheadBytes: Int, writeQueueBytes: Int, maxMessageSize: Int, segmentName: String,
-                maxHeldPayloadBytes: Int = 512 << 20) {
+                maxHeldPayloadBytes: Int = 512 << 20, maxConnections: Int = 256) {
+      self.maxConnections = maxConnections
       precondition((0 ... SharedMemoryWire.maxInlinePayload).contains(inlineLimit), "inlineLimit is at most 64 KiB")
       precondition(segmentSize > 0 && maxSharedBytes >= segmentSize, "maxSharedBytes must hold at least one segment")
       self.socketMode = socketMode
@@ -113,17 +118,11 @@ public struct SharedMemoryTransport: DissociatedTransport {
     // blocks while the listener's backlog is full: that wait is not for
     // the pool.
     if let socket = try UnixSocket.connectNow(path: location.path) {
-      return SharedMemoryConnection(socket: socket, config: config, path: location.path)
+      return try SharedMemoryConnection(socket: socket, config: config, path: location.path)
     }
-    let result: Result<UnixSocket, DissociatedIPCError> = await withCheckedContinuation { continuation in
-      startDedicatedThread(named: "shm-connect") {
-        do throws(DissociatedIPCError) {
-          continuation.resume(returning: .success(try UnixSocket.connect(path: location.path)))
-        } catch {
-          continuation.resume(returning: .failure(error))
-        }
-      }
+    let socket = try await onDedicatedThread(named: "shm-connect") { () throws(DissociatedIPCError) in
+      try UnixSocket.connect(path: location.path)
     }
-    return SharedMemoryConnection(socket: try result.get(), config: config, path: location.path)
+    return try SharedMemoryConnection(socket: socket, config: config, path: location.path)
   }
 }

@@ -4,7 +4,8 @@ internal import DissociatedIPC
 internal import Synchronization
 
 /// One tcp:// connection: a reader thread that parses the byte stream into
-/// the inbox, and a writer thread that drains the send queue.
+/// the inbox, and a writer thread that drains the send queue, started when
+/// the first message has to wait for it (TCP-THREAD-2).
 final class TCPConnection: InboxReceiving {
   /// A queued message: its kind and tag (the writer encodes the header)
   /// and its payload parts.
@@ -27,6 +28,9 @@ final class TCPConnection: InboxReceiving {
     /// `close()` callers waiting for the writer to finish.
     var closeWaiters: [CheckedContinuation<Void, Never>] = []
     var writerDone = false
+    /// The writer thread was started (or will never be: the connection
+    /// failed or closed before it was needed).
+    var writerStarted = false
     /// The writer thread sleeps on ``writerWake``; senders signal only then.
     var writerSleeping = false
     /// The writer is sending messages it took from the queue: a direct
@@ -34,7 +38,21 @@ final class TCPConnection: InboxReceiving {
     var writerBusy = false
     /// Tells lone messages from streams (TCP-SOCK-3).
     var submissions = LoneMessageDetector()
+
+    /// What must happen for the writer to see a message just queued:
+    /// nothing (it is busy), a wake-up, or its start (the first message).
+    mutating func nudgeWriter() -> WriterNudge {
+      if !writerStarted {
+        writerStarted = true
+        return .start
+      }
+      defer { writerSleeping = false }
+      return writerSleeping ? .wake : .nothing
+    }
   }
+
+  /// See ``WriteState/nudgeWriter()``.
+  private enum WriterNudge { case nothing, wake, start }
 
   private let socket: Socket
   private let config: TCPTransport.Config
@@ -43,15 +61,37 @@ final class TCPConnection: InboxReceiving {
   private let writerWake = DispatchSemaphore(value: 0)
   let pathDescription: String
 
-  init(socket: Socket, config: TCPTransport.Config, peer: String) {
+  /// The listener's claim on this connection (DIPC-LIM-7), given back when
+  /// the connection is freed.
+  private let slot: ConnectionSlots.Slot?
+
+  /// Starts the reader thread and sends the hello; the writer thread
+  /// starts when a message first has to wait for it.
+  ///
+  /// - Throws: `.resourceExhausted` when no reader thread can be had;
+  ///   `socket` is closed then, as the connection is freed.
+  init(socket: Socket, config: TCPTransport.Config, peer: String, slot: ConnectionSlots.Slot? = nil) throws(DissociatedIPCError) {
     self.socket = socket
     self.config = config
+    self.slot = slot
     self.pathDescription = "tcp to \(peer)"
     self.inbox = MessageInbox(maxBufferedBytes: Int.max)
     socket.configure(bufferSize: config.socketBufferSize)
-    enqueue(Outgoing(kind: nil, tag: 0, parts: [ArrowBytes(copying: TCPWire.hello)], size: TCPWire.helloLength))
-    startDedicatedThread(named: "tcp-reader") { [self] in readLoop() }
-    startDedicatedThread(named: "tcp-writer") { [self] in writeLoop() }
+    // 16 bytes into an empty socket: written at once, in all but theory.
+    let hello = ArrowBytes(copying: TCPWire.hello)
+    let written = (try? socket.writeAvailable([UnsafeRawBufferPointer(start: hello.unsafeBaseAddress, count: hello.count)])) ?? 0
+    if written < hello.count {
+      let rest = ArrowBytes(copying: TCPWire.hello.dropFirst(written))
+      enqueue(Outgoing(kind: nil, tag: 0, parts: [rest], size: rest.count))
+    }
+    do throws(DissociatedIPCError) {
+      try startDedicatedThread(named: "tcp-reader") { [self] in readLoop() }
+    } catch {
+      // The writer may run already (the hello's rest): stop it before
+      // the caller closes the descriptor.
+      abort()
+      throw error
+    }
   }
 
   var remoteMemory: (any RemoteMemory)? { nil }
@@ -96,7 +136,7 @@ final class TCPConnection: InboxReceiving {
   /// empty and the writer idle; what the socket does not take now is
   /// queued first for the writer. False when the message must be queued.
   private func sendDirectly(_ message: Outgoing) throws(DissociatedIPCError) -> Bool {
-    let outcome = writeState.withLock { state -> Result<Bool, DissociatedIPCError>? in
+    let outcome = writeState.withLock { state -> Result<WriterNudge, DissociatedIPCError>? in
       guard state.submissions.submitted(), state.queue.isEmpty, !state.writerBusy,
             !state.closing, state.failure == nil
       else { return nil }
@@ -115,23 +155,38 @@ final class TCPConnection: InboxReceiving {
       let remainder: Outgoing
       switch attempt {
       case .failure(let error): return .failure(error)
-      case .success(nil): return .success(false)
+      case .success(nil): return .success(.nothing)
       case .success(let rest?): remainder = rest
       }
       // The socket buffer is full: the rest goes first in the queue.
       state.queue.append(remainder)
       state.queuedBytes += remainder.size
-      defer { state.writerSleeping = false }
-      return .success(state.writerSleeping)
+      return .success(state.nudgeWriter())
     }
     switch outcome {
     case nil: return false
     case .failure(let error)?:
       fail(error)
       throw error
-    case .success(let wake)?:
-      if wake { writerWake.signal() }
+    case .success(let nudge)?:
+      perform(nudge)
       return true
+    }
+  }
+
+  /// Wakes or starts the writer; a writer that cannot start fails the
+  /// connection (what it was to send can never go).
+  private func perform(_ nudge: WriterNudge) {
+    switch nudge {
+    case .nothing: break
+    case .wake: writerWake.signal()
+    case .start:
+      do throws(DissociatedIPCError) {
+        try startDedicatedThread(named: "tcp-writer") { [self] in writeLoop() }
+      } catch {
+        fail(error)
+        finishWriting()
+      }
     }
   }
 
@@ -166,14 +221,13 @@ final class TCPConnection: InboxReceiving {
   /// queued, or nil when the connection is closing or failed.
   @discardableResult
   private func enqueue(_ message: Outgoing) -> Int? {
-    let (queued, wake) = writeState.withLock { state -> (Int?, Bool) in
-      guard !state.closing, state.failure == nil else { return (nil, false) }
+    let (queued, nudge) = writeState.withLock { state -> (Int?, WriterNudge) in
+      guard !state.closing, state.failure == nil else { return (nil, .nothing) }
       state.queue.append(message)
       state.queuedBytes += message.size
-      defer { state.writerSleeping = false }
-      return (state.queuedBytes, state.writerSleeping)
+      return (state.queuedBytes, state.nudgeWriter())
     }
-    if wake { writerWake.signal() }
+    perform(nudge)
     return queued
   }
 
@@ -217,6 +271,12 @@ final class TCPConnection: InboxReceiving {
         break
       }
     }
+    finishWriting()
+  }
+
+  /// The writer's end (or, when it never ran, its stand-in's): wakes
+  /// `close()` callers and blocked senders.
+  private func finishWriting() {
     let waiters = writeState.withLock { state in
       state.writerDone = true
       defer {
@@ -260,11 +320,21 @@ final class TCPConnection: InboxReceiving {
     for sender in senders { sender.resume() }
     inbox.close(error: error)
     socket.shutdown(reading: true, writing: true)
-    let wake = writeState.withLock { state in
+    let nudge = writeState.withLock { state -> WriterNudge in
+      guard state.writerStarted else {
+        state.writerStarted = true  // never needed now
+        return .start
+      }
       defer { state.writerSleeping = false }
-      return state.writerSleeping
+      return state.writerSleeping ? .wake : .nothing
     }
-    if wake { writerWake.signal() }  // let the writer thread see the failure and stop
+    // Let the writer thread see the failure and stop; with no writer, end
+    // its part here.
+    switch nudge {
+    case .wake: writerWake.signal()
+    case .start: finishWriting()
+    case .nothing: break
+    }
   }
 
   // MARK: Receiving
@@ -293,12 +363,17 @@ final class TCPConnection: InboxReceiving {
 
   /// Flushes what was queued, sends FIN, stops reading; idempotent.
   func close() async {
-    let wake = writeState.withLock { state -> Bool in
+    let nudge = writeState.withLock { state -> WriterNudge in
       state.closing = true
-      defer { state.writerSleeping = false }
-      return state.writerSleeping
+      return state.nudgeWriter()
     }
-    if wake { writerWake.signal() }
+    if nudge == .start {
+      // No writer ever ran, so nothing was queued: FIN now (TCP-CLOSE-1).
+      socket.shutdown(reading: false, writing: true)
+      finishWriting()
+    } else {
+      perform(nudge)
+    }
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
       let done = writeState.withLock { state -> Bool in
         if state.writerDone { return true }
@@ -397,18 +472,41 @@ final class StreamReader {
       return (header, slab.copy(staging + start, count: header.length))
     }
     smallSinceLarge = 0
-    let storage = AlignedStorage(capacity: header.length, zeroed: false, pool: pool)
-    let buffered = min(end - start, header.length)
-    if buffered > 0 {
-      storage.mutableBytes.baseAddress!.copyMemory(from: staging + start, byteCount: buffered)
-      start += buffered
+    return (header, try readLargePayload(length: header.length))
+  }
+
+  /// A large payload's first buffer holds this much (or the whole
+  /// payload, if smaller); each later one four times more (TCP-RECV-5).
+  static let firstLargeCapacity = 4 << 20
+
+  /// Receives a payload too large for staging into a 64-byte-aligned
+  /// buffer of its own that grows as its bytes arrive (TCP-RECV-5): a peer
+  /// that announces `length` bytes and sends fewer makes this side hold at
+  /// most four times what it sent, plus ``firstLargeCapacity``, never the
+  /// length it announced.
+  private func readLargePayload(length: Int) throws(DissociatedIPCError) -> ArrowBytes {
+    var storage = AlignedStorage(capacity: min(length, Self.firstLargeCapacity), zeroed: false, pool: pool)
+    // Staging holds at most its 64 KiB, less than the first buffer.
+    var received = min(end - start, length)
+    if received > 0 {
+      storage.mutableBytes.baseAddress!.copyMemory(from: staging + start, byteCount: received)
+      start += received
     }
-    if buffered < header.length {
-      guard try socket.readFully(into: storage.mutableBytes.baseAddress! + buffered, count: header.length - buffered) else {
-        throw DissociatedIPCError(.connectionClosed, "the tcp:// peer closed in the middle of a \(header.length)-byte message")
+    while received < length {
+      if received == storage.mutableBytes.count {
+        let grown = AlignedStorage(capacity: min(length, received * 4), zeroed: false, pool: pool)
+        grown.mutableBytes.baseAddress!.copyMemory(from: storage.mutableBytes.baseAddress!, byteCount: received)
+        storage = grown
       }
+      // One blocking receive (MSG_WAITALL) fills the buffer.
+      guard try socket.readFully(into: storage.mutableBytes.baseAddress! + received,
+                                 count: storage.mutableBytes.count - received)
+      else {
+        throw DissociatedIPCError(.connectionClosed, "the tcp:// peer closed in the middle of a \(length)-byte message")
+      }
+      received = storage.mutableBytes.count
     }
-    return (header, storage.freeze(count: header.length))
+    return storage.freeze(count: length)
   }
 }
 

@@ -10,12 +10,24 @@ final class TCPListener: TransportListener {
   /// The acceptor thread closed the descriptor (it may be reused since).
   private let socketClosed = Mutex(false)
 
-  init(socket: Socket, address: TransportAddress, config: TCPTransport.Config) {
+  /// Connections now held, against ``TCPTransport/Config/maxConnections``.
+  let slots: ConnectionSlots
+
+  init(socket: Socket, address: TransportAddress, config: TCPTransport.Config) throws(DissociatedIPCError) {
     self.socket = socket
     self.address = address
-    startDedicatedThread(named: "tcp-accept") { [self, socket] in
+    slots = ConnectionSlots(limit: config.maxConnections)
+    try startDedicatedThread(named: "tcp-accept") { [self, socket, slots] in
       while let descriptor = try? socket.accept() {
-        let connection = TCPConnection(socket: descriptor, config: config, peer: "accepted on \(address)")
+        // Past the limit, or without a thread for it: closed at once (DIPC-LIM-7).
+        guard let slot = slots.take() else {
+          descriptor.close()
+          continue
+        }
+        // A connection that fails to start closes its descriptor as it is freed.
+        guard let connection = try? TCPConnection(socket: descriptor, config: config, peer: "accepted on \(address)",
+                                                  slot: slot)
+        else { continue }
         if !accepted.offer(connection) { connection.abort() }
       }
       socketClosed.withLock { closed in

@@ -33,16 +33,20 @@ public struct TCPTransport: DissociatedTransport {
     /// batches are released (TCP-RECV-3); shared by every connection made
     /// with this configuration.
     public var receiveBufferPool: BufferPool
+    /// The most connections one listener keeps at once; it closes more at
+    /// once, before starting anything for them (DIPC-LIM-7).
+    public var maxConnections: Int
 
     /// 4 GiB messages, 64 MiB read ahead, 8 MiB write queue, kernel
-    /// buffers, a 64 MiB receive-buffer pool.
+    /// buffers, a 64 MiB receive-buffer pool, 256 connections per listener.
     public static var defaults: Config {
       Config(maxMessageSize: 4 << 30, readAheadBytes: 64 << 20, writeQueueBytes: 8 << 20, socketBufferSize: nil)
     }
 
     /// Creates settings.
     public init(maxMessageSize: Int, readAheadBytes: Int, writeQueueBytes: Int, socketBufferSize: Int?,
-                receiveBufferPool: BufferPool = BufferPool()) {
+                receiveBufferPool: BufferPool = BufferPool(), maxConnections: Int = 256) {
+      self.maxConnections = maxConnections
       self.maxMessageSize = maxMessageSize
       self.readAheadBytes = readAheadBytes
       self.writeQueueBytes = writeQueueBytes
@@ -65,8 +69,13 @@ public struct TCPTransport: DissociatedTransport {
   /// all interfaces).
   public func listen(at address: TransportAddress) async throws(DissociatedIPCError) -> any TransportListener {
     let (socket, port) = try Socket.listen(host: address.host, port: address.port ?? 0)
-    return TCPListener(socket: socket, address: TransportAddress(scheme: scheme, host: address.host, port: port),
-                       config: config)
+    do {
+      return try TCPListener(socket: socket, address: TransportAddress(scheme: scheme, host: address.host, port: port),
+                             config: config)
+    } catch {
+      socket.close()
+      throw error
+    }
   }
 
   /// Connects to the location's `host:port`.
@@ -74,17 +83,10 @@ public struct TCPTransport: DissociatedTransport {
     guard let port = location.port, port != 0 else {
       throw DissociatedIPCError(.invalidLocation, "\(location): tcp:// needs a port")
     }
-    let config = config
     // connect(2) may block for a remote host: do it on a thread of its own.
-    let result: Result<Socket, DissociatedIPCError> = await withCheckedContinuation { continuation in
-      startDedicatedThread(named: "tcp-connect") {
-        do throws(DissociatedIPCError) {
-          continuation.resume(returning: .success(try Socket.connect(host: location.host, port: port)))
-        } catch {
-          continuation.resume(returning: .failure(error))
-        }
-      }
+    let socket = try await onDedicatedThread(named: "tcp-connect") { () throws(DissociatedIPCError) in
+      try Socket.connect(host: location.host, port: port)
     }
-    return TCPConnection(socket: try result.get(), config: config, peer: "\(location.host):\(port)")
+    return try TCPConnection(socket: socket, config: config, peer: "\(location.host):\(port)")
   }
 }

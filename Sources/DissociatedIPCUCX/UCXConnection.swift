@@ -76,8 +76,13 @@ final class UCXConnection: InboxReceiving {
   let isServer: Bool
   /// Server side: the listener's pool that ``remoteMemory`` exposes from.
   let exposedMemory: ExposedMemoryPool?
+  /// The listener's claim on this connection (DIPC-LIM-7), given back when
+  /// the connection is freed.
+  private let slot: ConnectionSlots.Slot?
 
-  private init(config: UCXTransport.Config, peer: String, isServer: Bool, exposedMemory: ExposedMemoryPool? = nil) {
+  private init(config: UCXTransport.Config, peer: String, isServer: Bool, exposedMemory: ExposedMemoryPool? = nil,
+               slot: ConnectionSlots.Slot? = nil) {
+    self.slot = slot
     self.config = config
     self.peer = peer
     self.isServer = isServer
@@ -95,7 +100,8 @@ final class UCXConnection: InboxReceiving {
                       config: UCXTransport.Config) async throws(DissociatedIPCError) -> UCXConnection {
     let connection = UCXConnection(config: config, peer: peer, isServer: false)
     let result: Result<Void, DissociatedIPCError> = await withCheckedContinuation { continuation in
-      startDedicatedThread(named: "ucx-progress") {
+      do throws(DissociatedIPCError) {
+        try startDedicatedThread(named: "ucx-progress") {
         let context: UCXContext
         let address: SocketAddress
         do throws(DissociatedIPCError) {
@@ -108,6 +114,9 @@ final class UCXConnection: InboxReceiving {
                        ready: { continuation.resume(returning: $0) }) {
           (worker, onError) throws(UCXFailure) in try UCXEndpoint(worker: worker, connectingTo: address, onError: onError)
         }
+        }
+      } catch {
+        continuation.resume(returning: .failure(error))
       }
     }
     try result.get()
@@ -117,15 +126,24 @@ final class UCXConnection: InboxReceiving {
   /// Accepts a connection request on a thread of its own; `ready` gets the
   /// connection once its endpoint exists.
   /// Its bodies are exposed from `exposedMemory` (UCX-RM-3).
+  ///
+  /// - Throws: `.resourceExhausted` when no thread can be had; the caller
+  ///   then rejects the request.
   static func accept(context: UCXContext, request: UCXConnectionRequest, peer: String, config: UCXTransport.Config,
-                     exposedMemory: ExposedMemoryPool?, ready: @escaping @Sendable (UCXConnection) -> Void) {
-    let connection = UCXConnection(config: config, peer: peer, isServer: true, exposedMemory: exposedMemory)
+                     exposedMemory: ExposedMemoryPool?, slot: ConnectionSlots.Slot,
+                     ready: @escaping @Sendable (UCXConnection) -> Void) throws(DissociatedIPCError) {
+    let connection = UCXConnection(config: config, peer: peer, isServer: true, exposedMemory: exposedMemory, slot: slot)
     exposedMemory?.open(owner: ObjectIdentifier(connection))
-    startDedicatedThread(named: "ucx-progress") {
-      connection.run(context: context, connectTimeout: nil, remoteHandle: nil,
-                     ready: { if case .success = $0 { ready(connection) } }) {
-        (worker, onError) throws(UCXFailure) in try UCXEndpoint(worker: worker, accepting: request, onError: onError)
+    do throws(DissociatedIPCError) {
+      try startDedicatedThread(named: "ucx-progress") {
+        connection.run(context: context, connectTimeout: nil, remoteHandle: nil,
+                       ready: { if case .success = $0 { ready(connection) } }) {
+          (worker, onError) throws(UCXFailure) in try UCXEndpoint(worker: worker, accepting: request, onError: onError)
+        }
       }
+    } catch {
+      exposedMemory?.close(owner: ObjectIdentifier(connection))
+      throw error
     }
   }
 

@@ -14,11 +14,14 @@ final class UCXListener: TransportListener {
   /// The pool's regions and rkey (UCX-RM-2).
   var remoteHandle: [UInt8]? { exposedMemory?.remoteHandle }
   private let accepted = AcceptQueue<UCXConnection>()
+  /// Connections now held, against ``UCXTransport/Config/maxConnections``.
+  let slots: ConnectionSlots
   /// The listener's worker, to wake its thread; nil once it stopped.
   private let control: Mutex<(closed: Bool, worker: UCXWorker?)>
 
-  private init(address: TransportAddress, worker: UCXWorker, exposedMemory: ExposedMemoryPool?) {
+  private init(address: TransportAddress, worker: UCXWorker, exposedMemory: ExposedMemoryPool?, maxConnections: Int) {
     self.address = address
+    slots = ConnectionSlots(limit: maxConnections)
     self.exposedMemory = exposedMemory
     control = Mutex((false, worker))
   }
@@ -28,12 +31,16 @@ final class UCXListener: TransportListener {
   static func open(runtime: Runtime, host: String, port: UInt16, config: UCXTransport.Config,
                    scheme: String) async throws(DissociatedIPCError) -> UCXListener {
     let result: Result<UCXListener, DissociatedIPCError> = await withCheckedContinuation { continuation in
-      startDedicatedThread(named: "ucx-listener") {
-        let served = serve(runtime: runtime, host: host, port: port, config: config, scheme: scheme) {
-          continuation.resume(returning: $0)
+      do throws(DissociatedIPCError) {
+        try startDedicatedThread(named: "ucx-listener") {
+          let served = serve(runtime: runtime, host: host, port: port, config: config, scheme: scheme) {
+            continuation.resume(returning: $0)
+          }
+          // Its worker is gone now (the locals of `serve`).
+          if let served { ProgressThreads.ended(served) }
         }
-        // Its worker is gone now (the locals of `serve`).
-        if let served { ProgressThreads.ended(served) }
+      } catch {
+        continuation.resume(returning: .failure(error))
       }
     }
     return try result.get()
@@ -67,7 +74,7 @@ final class UCXListener: TransportListener {
       return nil
     }
     let listener = UCXListener(address: TransportAddress(scheme: scheme, host: host, port: handle.port), worker: worker,
-                               exposedMemory: exposedMemory)
+                               exposedMemory: exposedMemory, maxConnections: config.maxConnections)
     ProgressThreads.started(ObjectIdentifier(listener), close: { [weak listener] in listener?.stop() }, reset: {})
     opened(.success(listener))
     listener.run(context: context, worker: worker, handle: handle, requests: requests, config: config)
@@ -87,11 +94,20 @@ final class UCXListener: TransportListener {
           handle.reject(request)
           continue
         }
+        // Past the limit, or without a thread for it: rejected (DIPC-LIM-7).
+        guard let slot = slots.take() else {
+          handle.reject(request)
+          continue
+        }
         served += 1
-        UCXConnection.accept(context: context, request: request, peer: "accepted #\(served) on \(address)", config: config,
-                             exposedMemory: exposedMemory) {
-          [accepted] connection in
-          if !accepted.offer(connection) { connection.abort() }
+        do throws(DissociatedIPCError) {
+          try UCXConnection.accept(context: context, request: request, peer: "accepted #\(served) on \(address)",
+                                   config: config, exposedMemory: exposedMemory, slot: slot) {
+            [accepted] connection in
+            if !accepted.offer(connection) { connection.abort() }
+          }
+        } catch {
+          handle.reject(request)
         }
       }
       if closed { break }

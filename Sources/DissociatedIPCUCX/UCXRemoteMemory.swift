@@ -101,8 +101,10 @@ enum UCXRemoteHandle {
   static func region(of range: RemoteRange, in regions: [Region]) throws(DissociatedIPCError) -> Int {
     let header = UInt64(ExposedMemoryPool.blockHeader)
     let (end, overflow) = range.address.addingReportingOverflow(range.length)
+    // Offsets from each region's base, so no sum of peer numbers can wrap.
     if !overflow, range.address % header == 0, let index = regions.firstIndex(where: { region in
-      range.address >= region.base + header && end <= region.base + region.length
+      range.address >= region.base && range.address - region.base >= header
+        && end - region.base <= region.length
     }) {
       return index
     }

@@ -83,10 +83,14 @@ public struct UCXTransport: DissociatedTransport {
     /// When bodies go as descriptors; `.automatic` by default: only where
     /// gets are native (UCX-RM-8).
     public var descriptorBodies: DescriptorBodies
+    /// The most connections one listener keeps at once; it rejects more
+    /// before starting anything for them (DIPC-LIM-7).
+    public var maxConnections: Int
 
     /// Options from the environment, blocking progress, 64 MiB in flight,
     /// 1 GiB of unread messages, 16 MiB of tagged read-ahead, 10 s to connect, 30 s to close, 512 MiB of
-    /// exposed memory per listener, descriptors only where gets are native.
+    /// exposed memory per listener, descriptors only where gets are native,
+    /// 256 connections per listener.
     public static var defaults: Config { Config() }
 
     /// Creates settings.
@@ -94,7 +98,9 @@ public struct UCXTransport: DissociatedTransport {
                 spinBeforeSleeping: Duration = .zero, sendQueueBytes: Int = 64 << 20,
                 maxQueuedFrameBytes: Int = 1 << 30, readAheadBytes: Int = 16 << 20, connectTimeout: Duration = .seconds(10),
                 closeTimeout: Duration = .seconds(30), receiveBufferPool: BufferPool = BufferPool(),
-                exposedMemoryBytes: Int = 512 << 20, descriptorBodies: DescriptorBodies = .automatic) {
+                exposedMemoryBytes: Int = 512 << 20, descriptorBodies: DescriptorBodies = .automatic,
+                maxConnections: Int = 256) {
+      self.maxConnections = maxConnections
       self.options = options
       self.progressMode = progressMode
       self.spinBeforeSleeping = spinBeforeSleeping

@@ -21,9 +21,13 @@ struct DedicatedThreadTests {
   }
 
   /// Runs a body on a thread of `pool` named `name`; returns what it saw.
-  static func sight(_ pool: DedicatedThreads, _ name: StaticString) async -> Sighting {
-    await withCheckedContinuation { continuation in
-      pool.start(named: name) { continuation.resume(returning: Sighting.current) }
+  static func sight(_ pool: DedicatedThreads, _ name: StaticString) async throws -> Sighting {
+    try await withCheckedThrowingContinuation { continuation in
+      do throws(DissociatedIPCError) {
+        try pool.start(named: name) { continuation.resume(returning: Sighting.current) }
+      } catch {
+        continuation.resume(throwing: error)
+      }
     }
   }
 
@@ -42,10 +46,10 @@ struct DedicatedThreadTests {
   func reused() async throws {
     // Threads wait far longer than a slow test could take.
     let pool = DedicatedThreads(maxIdle: 4, idleLifetime: .seconds(3600))
-    let first = await Self.sight(pool, "test-first")
+    let first = try await Self.sight(pool, "test-first")
     #expect(first.name == "test-first")
     #expect(try await Self.eventually { pool.idleCount == 1 })
-    let second = await Self.sight(pool, "test-second")
+    let second = try await Self.sight(pool, "test-second")
     #expect(second.name == "test-second")
     #expect(second.threadID == first.threadID)
     #expect(try await Self.eventually { pool.idleCount == 1 })
@@ -58,7 +62,7 @@ struct DedicatedThreadTests {
     let sightings = Mutex<[Sighting]>([])
     // Every body holds its thread until all three run.
     for _ in 0 ..< 3 {
-      pool.start(named: "test-parallel") {
+      try pool.start(named: "test-parallel") {
         let seen = Sighting.current
         sightings.withLock { $0.append(seen) }
         release.wait()
@@ -73,10 +77,43 @@ struct DedicatedThreadTests {
   @Test("a thread that waited its idle lifetime ends")
   func idleThreadsEnd() async throws {
     let pool = DedicatedThreads(maxIdle: 4, idleLifetime: .milliseconds(100))
-    let first = await Self.sight(pool, "test-short")
+    let first = try await Self.sight(pool, "test-short")
     func alive() throws -> Bool {
       try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").contains(first.threadID)
     }
     #expect(try await Self.eventually { try pool.idleCount == 0 && !alive() }, "thread \(first.threadID) still runs")
+  }
+
+  @Test("past maxThreads a start throws resourceExhausted, runs nothing, and a later start gets the freed thread (DIPC-LIM-8)")
+  func boundedThreadCount() async throws {
+    let pool = DedicatedThreads(maxIdle: 1, idleLifetime: .seconds(3600), maxThreads: 2)
+    let release = DispatchSemaphore(value: 0)
+    let running = Mutex(0)
+    for _ in 0 ..< 2 {
+      try pool.start(named: "test-bounded") {
+        running.withLock { $0 += 1 }
+        release.wait()
+      }
+    }
+    #expect(try await Self.eventually { running.withLock { $0 } == 2 })
+    let ran = Mutex(false)
+    #expect(throws: DissociatedIPCError.self) {
+      try pool.start(named: "test-refused") { ran.withLock { $0 = true } }
+    }
+    do throws(DissociatedIPCError) {
+      try pool.start(named: "test-refused") {}
+    } catch {
+      #expect(error.code == .resourceExhausted)
+    }
+    #expect(pool.threadCount == 2)
+    // One body ends: its thread waits, and the next start runs on it.
+    release.signal()
+    #expect(try await Self.eventually { pool.idleCount == 1 })
+    let next = try await Self.sight(pool, "test-after")
+    #expect(next.name == "test-after")
+    #expect(!ran.withLock { $0 })
+    // The other body ends too: one thread may wait (maxIdle 1), the other ends.
+    release.signal()
+    #expect(try await Self.eventually { pool.threadCount == 1 && pool.idleCount == 1 })
   }
 }

@@ -163,10 +163,8 @@ struct UCXBackendTests {
     let port = server.listener.address.port!
 
     // The raw client runs on a thread of its own, as UCX wants.
-    let result: Result<RawStream, any Error> = await withCheckedContinuation { continuation in
-      startDedicatedThread(named: "raw-client") {
-        continuation.resume(returning: Result { try RawReferenceClient.fetch(port: port, wantData: ControlTag.combined, ticket: "t") })
-      }
+    let result = try await onDedicatedThread(named: "raw-client") {
+      Result { try RawReferenceClient.fetch(port: port, wantData: ControlTag.combined, ticket: "t") }
     }
     let stream = try result.get()
     #expect(stream.frames.count == 3, "schema, batch, end of stream")

@@ -197,6 +197,29 @@ struct UCXRemoteMemoryTests {
     await pair.close()
   }
 
+  /// UCX-RM-5: a remote_handle is the peer's: a region near the top of the
+  /// address space (that does not itself wrap) must not make any check wrap.
+  @Test("a remote_handle region near UInt64.max is checked without overflow")
+  func regionNearTheTop() throws {
+    let key: [UInt8] = [1, 2, 3]
+    func regions(base: UInt64) throws -> [UCXRemoteHandle.Region] {
+      try UCXRemoteHandle.decode(UCXRemoteHandle.encode([.init(base: base, length: UInt64.max - base, packedKey: key)]))
+    }
+    // Too small to hold a block header and a body: every range is refused.
+    for base in [UInt64.max - 40, UInt64.max - 64] {
+      for range in [RemoteRange(address: 0, length: 8), RemoteRange(address: UInt64.max - 63, length: 8),
+                    RemoteRange(address: base & ~63, length: 0)] {
+        #expect(throws: DissociatedIPCError.self) { try UCXRemoteHandle.region(of: range, in: regions(base: base)) }
+      }
+    }
+    // Room for one header and 63 bytes: the top block is found, past it is refused.
+    let top = try regions(base: UInt64.max - 127)
+    #expect(try UCXRemoteHandle.region(of: RemoteRange(address: UInt64.max - 63, length: 63), in: top) == 0)
+    #expect(throws: DissociatedIPCError.self) {
+      try UCXRemoteHandle.region(of: RemoteRange(address: UInt64.max - 63, length: 64), in: top)
+    }
+  }
+
   /// UCX-RM-5, UCX-CLOSE-2: a server that drops its endpoint while a large
   /// get is in flight ends the fetch with `.connectionClosed`, promptly.
   @Test("the server vanishing mid-get ends the fetch with connectionClosed, no hang", arguments: transports)

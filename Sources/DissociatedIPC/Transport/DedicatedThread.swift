@@ -10,8 +10,12 @@ internal import Synchronization
 /// which would otherwise starve the pool's few threads. The thread is one
 /// that finished an earlier body and waits for the next, if any; else a
 /// new one (DIPC-THREAD-1).
-package func startDedicatedThread(named name: StaticString, _ body: @escaping @Sendable () -> Void) {
-  DedicatedThreads.shared.start(named: name, body)
+///
+/// - Throws: `.resourceExhausted` when the process already runs
+///   ``DedicatedThreads/maxThreads`` of them or the system refuses a new
+///   thread (DIPC-LIM-8); `body` is not run then.
+package func startDedicatedThread(named name: StaticString, _ body: @escaping @Sendable () -> Void) throws(DissociatedIPCError) {
+  try DedicatedThreads.shared.start(named: name, body)
 }
 
 /// Threads that ran a body and wait a while for the next one, so a
@@ -28,40 +32,61 @@ final class DedicatedThreads: Sendable {
     var body: (@Sendable () -> Void)?
   }
 
-  /// The process's threads: at most 16 wait, each for at most 10 s.
-  static let shared = DedicatedThreads(maxIdle: 16, idleLifetime: .seconds(10))
+  /// The process's threads: at most 4,096 in all (DIPC-LIM-8), at most 16
+  /// waiting, each for at most 10 s.
+  static let shared = DedicatedThreads(maxIdle: 16, idleLifetime: .seconds(10), maxThreads: 4096)
   /// At most this many threads wait; more end at once.
   let maxIdle: Int
   /// A thread waiting longer than this for a body ends.
   let idleLifetime: DispatchTimeInterval
+  /// At most this many threads exist, running or waiting (DIPC-LIM-8).
+  let maxThreads: Int
 
-  init(maxIdle: Int, idleLifetime: DispatchTimeInterval) {
+  init(maxIdle: Int, idleLifetime: DispatchTimeInterval, maxThreads: Int = .max) {
     self.maxIdle = maxIdle
     self.idleLifetime = idleLifetime
+    self.maxThreads = maxThreads
   }
 
   /// Waiting threads, the most recently parked last (it is reused first:
-  /// its stack is the warmest).
-  private let idle = Mutex<[Parking]>([])
+  /// its stack is the warmest), and how many threads exist.
+  private let threads = Mutex<(idle: [Parking], count: Int)>(([], 0))
 
   /// How many threads wait for a body now.
-  var idleCount: Int { idle.withLock { $0.count } }
+  var idleCount: Int { threads.withLock { $0.idle.count } }
+
+  /// How many threads exist now, running a body or waiting for one.
+  var threadCount: Int { threads.withLock { $0.count } }
 
   /// Runs `body` on a thread named `name`: a waiting one, or a new one.
-  func start(named name: StaticString, _ body: @escaping @Sendable () -> Void) {
+  ///
+  /// - Throws: `.resourceExhausted` when ``maxThreads`` exist and none
+  ///   waits, or when the system refuses a new thread.
+  func start(named name: StaticString, _ body: @escaping @Sendable () -> Void) throws(DissociatedIPCError) {
     let body: @Sendable () -> Void = {
       Self.nameCurrentThread(name)
       body()
     }
-    if let parking = idle.withLock({ $0.popLast() }) {
+    let reserved = threads.withLock { state -> Parking?? in
+      if let parking = state.idle.popLast() { return .some(parking) }
+      guard state.count < maxThreads else { return nil }
+      state.count += 1
+      return .some(nil)
+    }
+    switch reserved {
+    case .some(let parking?):
       parking.body = body
       parking.wake.signal()
-      return
+    case .some(nil):
+      try spawn(body)
+    case nil:
+      throw DissociatedIPCError(.resourceExhausted, "\(maxThreads) threads are running: no thread for \(name)")
     }
-    spawn(body)
   }
 
-  private func spawn(_ body: @escaping @Sendable () -> Void) {
+  /// Creates a thread for `body`; its slot in ``threadCount`` is already
+  /// counted and is given back when creation fails.
+  private func spawn(_ body: @escaping @Sendable () -> Void) throws(DissociatedIPCError) {
     final class Start: Sendable {
       let pool: DedicatedThreads
       let parking: Parking
@@ -79,7 +104,11 @@ final class DedicatedThreads: Sendable {
       start.pool.serve(start.parking)
       return nil
     }, start)
-    precondition(created == 0, "pthread_create failed: \(created)")
+    guard created == 0 else {
+      Unmanaged<Start>.fromOpaque(start).release()
+      threads.withLock { $0.count -= 1 }
+      throw DissociatedIPCError(.resourceExhausted, "the system refused a new thread (error \(created))")
+    }
     pthread_detach(thread)
   }
 
@@ -103,15 +132,19 @@ final class DedicatedThreads: Sendable {
         body()
       }
       Self.nameCurrentThread("dipc-idle")
-      guard idle.withLock({ (list) -> Bool in
-        guard list.count < maxIdle else { return false }
-        list.append(parking)
+      guard threads.withLock({ (state) -> Bool in
+        guard state.idle.count < maxIdle else {
+          state.count -= 1
+          return false
+        }
+        state.idle.append(parking)
         return true
       }) else { return }
       if parking.wake.wait(timeout: .now() + idleLifetime) == .timedOut {
-        let stillIdle = idle.withLock { list -> Bool in
-          guard let index = list.firstIndex(where: { $0 === parking }) else { return false }
-          list.remove(at: index)
+        let stillIdle = threads.withLock { state -> Bool in
+          guard let index = state.idle.firstIndex(where: { $0 === parking }) else { return false }
+          state.idle.remove(at: index)
+          state.count -= 1
           return true
         }
         if stillIdle { return }
@@ -121,4 +154,25 @@ final class DedicatedThreads: Sendable {
       }
     }
   }
+}
+
+/// Runs a blocking `body` (a `connect(2)`, say) on a dedicated thread and
+/// returns what it returned, so the wait never holds a thread of Swift's
+/// concurrency pool.
+///
+/// - Throws: what `body` threw, or `.resourceExhausted` when no thread
+///   could be had.
+package func onDedicatedThread<T: Sendable>(
+  named name: StaticString, _ body: @escaping @Sendable () throws(DissociatedIPCError) -> T
+) async throws(DissociatedIPCError) -> T {
+  let result: Result<T, DissociatedIPCError> = await withCheckedContinuation { continuation in
+    do throws(DissociatedIPCError) {
+      try startDedicatedThread(named: name) {
+        continuation.resume(returning: Result { () throws(DissociatedIPCError) in try body() })
+      }
+    } catch {
+      continuation.resume(returning: .failure(error))
+    }
+  }
+  return try result.get()
 }

@@ -1,0 +1,44 @@
+internal import Synchronization
+
+/// Bounds how many connections a listener keeps at once (DIPC-LIM-7).
+///
+/// An acceptor takes a ``Slot`` for each connection before it starts any
+/// thread or allocates anything for it, and refuses (closes at once) a
+/// connection that finds none. The connection holds its slot until it is
+/// freed, so a slot counts everything a connection holds: its threads, its
+/// descriptors, its buffers.
+package final class ConnectionSlots: Sendable {
+  /// One connection's claim; given back when released.
+  package final class Slot: Sendable {
+    private let slots: ConnectionSlots
+    fileprivate init(_ slots: ConnectionSlots) { self.slots = slots }
+    deinit { slots.inUse.subtract(1, ordering: .relaxed) }
+  }
+
+  /// The most slots taken at once.
+  package let limit: Int
+  private let inUse = Atomic<Int>(0)
+  private let refusedCount = Atomic<Int>(0)
+
+  /// Slots for at most `limit` connections.
+  package init(limit: Int) { self.limit = limit }
+
+  /// A slot, or nil when `limit` connections hold one (the refusal is
+  /// counted).
+  package func take() -> Slot? {
+    var current = inUse.load(ordering: .relaxed)
+    while current < limit {
+      let (exchanged, original) = inUse.compareExchange(expected: current, desired: current + 1, ordering: .relaxed)
+      if exchanged { return Slot(self) }
+      current = original
+    }
+    refusedCount.add(1, ordering: .relaxed)
+    return nil
+  }
+
+  /// How many slots are taken now.
+  package var taken: Int { inUse.load(ordering: .relaxed) }
+
+  /// How many connections found no slot so far.
+  package var refused: Int { refusedCount.load(ordering: .relaxed) }
+}

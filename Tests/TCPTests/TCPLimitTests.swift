@@ -1,0 +1,112 @@
+import ArrowIPC
+import DissociatedIPC
+import DissociatedIPCTCP
+import Foundation
+import TestSupport
+import Testing
+
+/// Memory, threads and connections a tcp:// peer can make a server hold
+/// are bounded (Spec/limits.md).
+@Suite("tcp:// limits", .serialized)
+struct TCPLimitTests {
+  static func registry(_ config: TCPTransport.Config) -> TransportRegistry {
+    var registry = TransportRegistry()
+    registry.register(TCPTransport(config: config))
+    return registry
+  }
+
+  /// A tagged-message header (TCP-FRAME-2) announcing `length` bytes.
+  static func taggedHeader(length: Int) -> [UInt8] {
+    var header: [UInt8] = [2, 0, 0, 0, 0, 0, 0, 0]
+    withUnsafeBytes(of: UInt64(0x8000_0DEA_DBA0_BAB0).littleEndian) { header += $0 }
+    withUnsafeBytes(of: UInt64(length).littleEndian) { header += $0 }
+    return header
+  }
+
+  @Test("a length just under the limit costs memory in proportion to the bytes that arrived, not the length (TCP-RECV-5)")
+  func nearLimitLength() async throws {
+    let limit = 16 << 30
+    var config = TCPTransport.Config.defaults
+    config.maxMessageSize = limit
+    var catalog = StreamCatalog()
+    catalog.add("s", .messages(try int64Stream(batches: 4, rows: 64)))
+    let registry = Self.registry(config)
+    let server = try await DissociatedServer(listeningAt: "tcp://127.0.0.1:0", catalog: catalog, registry: registry)
+    let running = Task { await server.run() }
+    let port = server.listener.address.port!
+    let before = ResourceCensus.take()
+    do {
+      let peer = try #require(RawTCPPeer(port: port))
+      #expect(peer.send(TCPFaultTests.hello + Self.taggedHeader(length: limit - 1)))
+      #expect(peer.send([UInt8](repeating: 7, count: 1 << 20)))
+      // The server's reader took every byte sent: its buffer for the
+      // message exists now.
+      #expect(await eventually { tcpQueues(local: port, remote: peer.localPort).map { $0 == (0, 0) } ?? false })
+      #expect(await eventually { tcpQueues(local: peer.localPort, remote: port).map { $0.send == 0 } ?? false })
+      let during = ResourceCensus.take()
+      #expect(during.virtualBytes - before.virtualBytes < 1 << 30,
+              "address space grew by \(during.virtualBytes - before.virtualBytes) bytes for 1 MiB received")
+    }
+    // The peer is gone: the server serves on.
+    var batches = 0
+    for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: server.location(for: "s")) {
+      batches += 1
+    }
+    #expect(batches == 4)
+    await server.shutdown()
+    await running.value
+  }
+
+  @Test("a payload that grows through several buffers arrives whole (TCP-RECV-5)")
+  func growingPayload() async throws {
+    var catalog = StreamCatalog()
+    // One 24 MiB batch: received into 4, then 16, then 24 MiB.
+    catalog.add("s", .messages(try int64Stream(batches: 1, rows: 3 << 20)))
+    let registry = Self.registry(.defaults)
+    let server = try await DissociatedServer(listeningAt: "tcp://127.0.0.1:0", catalog: catalog, registry: registry)
+    let running = Task { await server.run() }
+    var rows = 0
+    for try await case .recordBatch(let batch) in DissociatedClient(registry: registry).stream(from: server.location(for: "s")) {
+      let values = try batch.column(0).values(as: Int64.self)
+      #expect(values.enumerated().allSatisfy { $0.element == Int64($0.offset) })
+      rows += batch.rowCount
+    }
+    #expect(rows == 3 << 20)
+    await server.shutdown()
+    await running.value
+  }
+
+  @Test("past maxConnections a connection is closed at once; a freed slot serves the next client (DIPC-LIM-7)")
+  func maxConnections() async throws {
+    var config = TCPTransport.Config.defaults
+    config.maxConnections = 2
+    var catalog = StreamCatalog()
+    catalog.add("s", .messages(try int64Stream(batches: 4, rows: 64)))
+    let registry = Self.registry(config)
+    let server = try await DissociatedServer(listeningAt: "tcp://127.0.0.1:0", catalog: catalog, registry: registry)
+    let running = Task { await server.run() }
+    let port = server.listener.address.port!
+    var holders = [try #require(RawTCPPeer(port: port)), try #require(RawTCPPeer(port: port))]
+    // Both hold a slot once the server's reader greets them.
+    for holder in holders { #expect(holder.send(TCPFaultTests.hello)) }
+    let refused = try #require(RawTCPPeer(port: port))
+    #expect(refused.closedByPeer(within: 5), "a third connection was kept (the initiation timeout, 10 s, would close it later)")
+    holders.removeAll()
+    // The slots come back as the two connections are freed.
+    var batches = 0
+    let deadline = ContinuousClock.now + .seconds(30)
+    while batches == 0, ContinuousClock.now < deadline {
+      do {
+        for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: server.location(for: "s")) {
+          batches += 1
+        }
+      } catch {
+        batches = 0
+        try await Task.sleep(for: .milliseconds(20))
+      }
+    }
+    #expect(batches == 4)
+    await server.shutdown()
+    await running.value
+  }
+}
