@@ -44,13 +44,29 @@ struct Serve: AsyncParsableCommand {
     for file in files where !FileManager.default.isReadableFile(atPath: file) {
       throw ValidationError("cannot read \(file)")
     }
+    // A file's name is its ticket: two with one name would hide one.
+    let byTicket = Dictionary(grouping: files) { URL(fileURLWithPath: $0).lastPathComponent }
+    if let (ticket, clashing) = byTicket.first(where: { $0.value.count > 1 }) {
+      throw ValidationError("\(clashing.joined(separator: " and ")) would both be served as '\(ticket)': rename one")
+    }
+  }
+
+  /// Checks that `path` is a regular file whose stream starts with a
+  /// Schema message, so a bad file is refused now, not when a client asks.
+  private func checkStreamFile(_ path: String) throws {
+    let reader = try IPCFileReader(path: path)
+    guard let first = try reader.next() else {
+      throw ArrowIPCError(.invalidStream, "\(path): the stream has no schema message")
+    }
+    var validator = ArrowStreamValidator()
+    _ = try validator.accept(first.message, body: first.body)
   }
 
   func run() async throws {
     var catalog = StreamCatalog()
     for file in files {
       // Check the file is a stream now, not when a client asks.
-      _ = try ArrowStreamReader(try ArrowBytes(mappingFileAt: file))
+      try checkStreamFile(file)
       catalog.add(URL(fileURLWithPath: file).lastPathComponent, .file(path: file))
     }
     var config = DissociatedServer.Config.defaults

@@ -22,6 +22,48 @@ struct DriverTests {
     return result
   }
 
+  @Test("tickets: a long one is refused before it is looked at; peer text reaches errors escaped and cut (DIPC-LIM-9)")
+  func hostileTickets() async throws {
+    var catalog = StreamCatalog()
+    catalog.add("s", .messages(try StreamFixtures.messages(batches: 1, rows: 4)))
+    var config = DissociatedServer.Config.defaults
+    config.maxTicketBytes = 1024
+    try await Self.withServer(catalog, config: config) { server, client in
+      func failure(_ ticket: [UInt8]) async -> DissociatedIPCError? {
+        do {
+          for try await _ in client.stream(from: server.location(for: "s"), ticket: ticket) {}
+          return nil
+        } catch {
+          return error as? DissociatedIPCError
+        }
+      }
+      let long = try #require(await failure([UInt8](repeating: 0x41, count: 1025)))
+      #expect(long.code == .peerError && long.detail.contains("limitExceeded"), "\(long)")
+      #expect(!long.detail.contains("AAAA"), "the long ticket was echoed: \(long)")
+      // Terminal escapes, a newline and 900 more bytes.
+      let hostile = Array("\u{1B}]0;owned\u{07}\u{1B}[2J\nx".utf8) + [UInt8](repeating: 0x42, count: 900)
+      let unknown = try #require(await failure(hostile))
+      #expect(unknown.code == .peerError && unknown.detail.contains("unknownTicket"), "\(unknown)")
+      #expect(!unknown.detail.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }), "control bytes in \(unknown.detail)")
+      #expect(unknown.detail.contains(#"'\x1b]0;owned\x07\x1b[2J\x0axBBB"#), "\(unknown.detail)")
+      #expect(unknown.detail.utf8.count < 300, "\(unknown.detail.utf8.count) bytes of detail")
+      // The server serves on.
+      var batches = 0
+      for try await case .recordBatch in client.stream(from: server.location(for: "s")) { batches += 1 }
+      #expect(batches == 1)
+    }
+  }
+
+  @Test("peer text is escaped and cut: printable ASCII stays, the rest is \\xNN (DIPC-LIM-9)")
+  func peerTextEscaping() {
+    #expect(PeerText.escaped(Array("plain ticket-1".utf8)) == "plain ticket-1")
+    #expect(PeerText.escaped([0x1B, 0x5B, 0x0A, 0x5C, 0xFF, 0x00]) == #"\x1b[\x0a\\xff\x00"#)
+    let once = PeerText.escaped([0x1B, 0x0A, 0xC3, 0xA9] + [UInt8](repeating: 0x61, count: 100))
+    #expect(PeerText.escaped(once, limit: 1000) == once, "escaping escaped text changes nothing")
+    #expect(PeerText.escaped("é") == "\\xc3\\xa9")
+    #expect(PeerText.escaped([UInt8](repeating: 0x61, count: 100), limit: 4) == "aaaa... (100 bytes)")
+  }
+
   @Test("a slow consumer does not grow the server's exposed memory past the bound (DIPC-BP-1)")
   func slowConsumer() async throws {
     let messages = try StreamFixtures.messages(batches: 40, rows: 8192)

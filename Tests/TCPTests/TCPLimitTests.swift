@@ -44,7 +44,9 @@ struct TCPLimitTests {
       #expect(await eventually { tcpQueues(local: port, remote: peer.localPort).map { $0 == (0, 0) } ?? false })
       #expect(await eventually { tcpQueues(local: peer.localPort, remote: port).map { $0.send == 0 } ?? false })
       let during = ResourceCensus.take()
-      #expect(during.virtualBytes - before.virtualBytes < 1 << 30,
+      // Tests running in parallel grow the address space too (up to
+      // 1.5 GiB seen); the announced length would add 16 GiB.
+      #expect(during.virtualBytes - before.virtualBytes < 8 << 30,
               "address space grew by \(during.virtualBytes - before.virtualBytes) bytes for 1 MiB received")
     }
     // The peer is gone: the server serves on.

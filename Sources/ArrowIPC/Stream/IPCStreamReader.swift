@@ -46,29 +46,19 @@ public struct IPCStreamReader: Sendable {
       isFinished = true
       return nil
     }
-    guard remaining >= 4 else { throw truncated("a message prefix") }
-    var prefixLength = 4
-    var length = Int32(bitPattern: word(at: position))
-    if length == -1 {  // 0xFFFFFFFF continuation marker
-      guard remaining >= 8 else { throw truncated("a metadata length") }
-      prefixLength = 8
-      length = Int32(bitPattern: word(at: position + 4))
+    let prefix = try bytes.withUnsafeBytes { (all) throws(ArrowIPCError) in
+      try MessagePrefix(UnsafeRawBufferPointer(rebasing: all[position ..< position + min(remaining, 8)]),
+                        at: position, limits: limits)
     }
-    if length == 0 {
-      position += prefixLength
+    guard case .message(let prefixLength, let length) = prefix else {
+      if case .endOfStream(let prefixLength) = prefix { position += prefixLength }
       isFinished = true
       return nil
     }
-    guard length > 0 else {
-      throw ArrowIPCError(.invalidValue, "metadata length \(length) at byte \(position) is negative")
-    }
-    guard Int(length) <= limits.maxMetadataSize else {
-      throw ArrowIPCError(.limitExceeded, "metadata length \(length) at byte \(position) exceeds \(limits.maxMetadataSize)")
-    }
-    guard remaining - prefixLength >= Int(length) else { throw truncated("\(length) bytes of metadata") }
-    let metadata = try bytes.slice(offset: position + prefixLength, count: Int(length))
+    guard remaining - prefixLength >= length else { throw truncated("\(length) bytes of metadata") }
+    let metadata = try bytes.slice(offset: position + prefixLength, count: length)
     let message = try Message.decode(metadata, limits: limits)
-    let bodyStart = position + prefixLength + Int(length)
+    let bodyStart = position + prefixLength + length
     guard message.bodyLength <= Int64(bytes.count - bodyStart) else {
       throw truncated("a body of \(message.bodyLength) bytes")
     }
@@ -77,11 +67,51 @@ public struct IPCStreamReader: Sendable {
     return IPCMessage(message: message, metadata: metadata, body: body)
   }
 
-  private func word(at offset: Int) -> UInt32 {
-    bytes.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self)) }
-  }
-
   private func truncated(_ what: String) -> ArrowIPCError {
     ArrowIPCError(.truncated, "stream ends at byte \(bytes.count) inside \(what) that starts at byte \(position)")
+  }
+}
+
+/// What the prefix of an encapsulated message says: the end-of-stream
+/// marker, or the length of the metadata that follows. Accepts the current
+/// framing (`0xFFFFFFFF`, int32 length) and the pre-0.15 one (int32 length).
+enum MessagePrefix: Equatable {
+  /// The end-of-stream marker, `prefixLength` bytes long.
+  case endOfStream(prefixLength: Int)
+  /// A message whose `metadataLength` bytes of metadata follow the prefix.
+  case message(prefixLength: Int, metadataLength: Int)
+
+  /// Parses the prefix at the start of `bytes` (at most its first 8 bytes
+  /// are read), which starts at byte `position` of the stream.
+  ///
+  /// - Throws: `.truncated` when `bytes` end inside the prefix,
+  ///   `.invalidValue` for a negative length, `.limitExceeded` for metadata
+  ///   longer than `limits` allow.
+  init(_ bytes: UnsafeRawBufferPointer, at position: Int, limits: ArrowIPCLimits) throws(ArrowIPCError) {
+    func word(_ offset: Int) -> Int32 {
+      Int32(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+    }
+    func truncated(_ what: String) -> ArrowIPCError {
+      ArrowIPCError(.truncated, "the stream ends inside \(what) that starts at byte \(position)")
+    }
+    guard bytes.count >= 4 else { throw truncated("a message prefix") }
+    var prefixLength = 4
+    var length = word(0)
+    if length == -1 {  // 0xFFFFFFFF continuation marker
+      guard bytes.count >= 8 else { throw truncated("a metadata length") }
+      prefixLength = 8
+      length = word(4)
+    }
+    guard length != 0 else {
+      self = .endOfStream(prefixLength: prefixLength)
+      return
+    }
+    guard length > 0 else {
+      throw ArrowIPCError(.invalidValue, "metadata length \(length) at byte \(position) is negative")
+    }
+    guard Int(length) <= limits.maxMetadataSize else {
+      throw ArrowIPCError(.limitExceeded, "metadata length \(length) at byte \(position) exceeds \(limits.maxMetadataSize)")
+    }
+    self = .message(prefixLength: prefixLength, metadataLength: Int(length))
   }
 }

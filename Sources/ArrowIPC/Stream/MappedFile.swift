@@ -25,10 +25,14 @@ extension ArrowBytes {
   /// Maps the file at `path` read-only. Slices of the result (messages,
   /// bodies, column buffers) read the mapping in place.
   ///
-  /// - Throws: `.io` when the file cannot be opened, inspected or mapped.
+  /// The mapping is of the file as it is: a process that truncates the
+  /// file while it is mapped makes reads past its new end raise `SIGBUS`.
+  /// To read a file that may change, use ``IPCFileReader``.
+  ///
+  /// - Throws: `.io` when the file cannot be opened, inspected or mapped,
+  ///   or is not a regular file.
   public init(mappingFileAt path: String) throws(ArrowIPCError) {
-    let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-    guard descriptor >= 0 else { throw ArrowIPCError(.io, "cannot open \(path): errno \(errno)") }
+    let descriptor = try openRegularFile(path)
     defer { close(descriptor) }
     var info = stat()
     guard fstat(descriptor, &info) == 0 else { throw ArrowIPCError(.io, "cannot stat \(path): errno \(errno)") }

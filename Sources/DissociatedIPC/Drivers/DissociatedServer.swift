@@ -26,13 +26,19 @@ public final class DissociatedServer: Sendable {
     public var arrowLimits: ArrowIPCLimits
     /// Where connections, streams and their failures are logged.
     public var logger: Logger
+    /// The longest ticket a client may send; a longer one is refused with
+    /// `limitExceeded` before it is looked at (DIPC-LIM-9).
+    public var maxTicketBytes: Int
 
-    /// 64 KiB rendezvous, 256 MiB outstanding, 10 s to initiate, no logging.
+    /// 64 KiB rendezvous, 256 MiB outstanding, 10 s to initiate, 16 KiB
+    /// tickets, no logging.
     public static let defaults = Config(stream: .defaults, initiationTimeout: .seconds(10), arrowLimits: .defaults)
 
     /// Creates settings.
     public init(stream: ServerStreamConfig, initiationTimeout: Duration, arrowLimits: ArrowIPCLimits,
-                logger: Logger = Logger(label: "dissociated-ipc.server", factory: { _ in SwiftLogNoOpLogHandler() })) {
+                logger: Logger = Logger(label: "dissociated-ipc.server", factory: { _ in SwiftLogNoOpLogHandler() }),
+                maxTicketBytes: Int = 16 << 10) {
+      self.maxTicketBytes = maxTicketBytes
       self.stream = stream
       self.initiationTimeout = initiationTimeout
       self.arrowLimits = arrowLimits
@@ -136,11 +142,17 @@ public final class DissociatedServer: Sendable {
     guard let role = ControlTag.role(of: first.tag) else {
       throw DissociatedIPCError(.unexpectedMessage, "first tagged message \(Tag(rawValue: first.tag)) is not a want_data")
     }
+    let ticket = first.payload
+    guard ticket.count <= config.maxTicketBytes else {
+      let error = DissociatedIPCError(.limitExceeded, "a ticket of \(ticket.count) bytes exceeds the limit of \(config.maxTicketBytes)")
+      if role.sendsMetadata { try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts) }
+      throw error
+    }
     config.logger.debug("stream requested", metadata: [
-      "role": "\(role)", "ticket": "\(Self.describe(first.payload.array))", "path": "\(connection.pathDescription)",
+      "role": "\(role)", "ticket": "\(Self.describe(ticket))", "path": "\(connection.pathDescription)",
     ])
-    guard let source = catalog[first.payload.array] else {
-      let error = DissociatedIPCError(.unknownTicket, "no stream for ticket \(Self.describe(first.payload.array))")
+    guard let source = catalog[ticket.array] else {
+      let error = DissociatedIPCError(.unknownTicket, "no stream for ticket \(Self.describe(ticket))")
       if role.sendsMetadata { try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts) }
       throw error
     }
@@ -151,8 +163,10 @@ public final class DissociatedServer: Sendable {
     try await session.run(source.messages(limits: config.arrowLimits))
   }
 
-  static func describe(_ ticket: [UInt8]) -> String {
-    String(validating: ticket, as: UTF8.self).map { "'\($0)'" } ?? "of \(ticket.count) bytes"
+  /// A ticket as logs and errors show it: quoted, escaped, at most 64
+  /// bytes of it (DIPC-LIM-9).
+  static func describe(_ ticket: ArrowBytes) -> String {
+    ticket.withUnsafeBytes { "'\(PeerText.escaped($0))'" }
   }
 }
 

@@ -2,8 +2,10 @@ internal import ArrowIPC
 
 /// Where a served stream's messages come from.
 public enum StreamSource: Sendable {
-  /// An Arrow IPC stream file, memory-mapped when a client asks for it;
-  /// bodies are sent from the mapping without a copy.
+  /// An Arrow IPC stream file, opened when a client asks for it and read
+  /// message by message with `pread(2)`: a file truncated or rewritten
+  /// while it is served fails that stream with a typed error and never
+  /// harms the server (DIPC-FILE-1).
   case file(path: String)
   /// Messages held in memory.
   case messages([OutgoingMessage])
@@ -21,9 +23,9 @@ public enum StreamSource: Sendable {
   }
 }
 
-/// One client's pull of a ``StreamSource``: arrays and files are read in
-/// place, one message per call, without a suspension or a buffer in
-/// between; only producers are awaited.
+/// One client's pull of a ``StreamSource``: arrays are read in place and
+/// files one message per call, without a suspension in between; only
+/// producers are awaited.
 ///
 /// The position in an array and a file's reader are stored beside the
 /// origin, not in its payload: advancing then writes an integer or the
@@ -32,7 +34,7 @@ public enum StreamSource: Sendable {
 struct MessageSource {
   enum Origin {
     case array([OutgoingMessage])
-    /// The file is mapped on the first pull.
+    /// The file is opened on the first pull.
     case file(path: String, limits: ArrowIPCLimits)
     case producer(AsyncThrowingStream<OutgoingMessage, any Error>.Iterator)
   }
@@ -40,8 +42,11 @@ struct MessageSource {
   private var origin: Origin
   /// The next message's index in an array origin.
   private var nextIndex = 0
-  /// A file origin's reader, once mapped.
-  private var reader: IPCStreamReader?
+  /// A file origin's reader, once opened.
+  private var reader: IPCFileReader?
+
+  /// Recycles the buffers file bodies are read into, once sent.
+  static let fileBodyPool = BufferPool()
 
   init(_ origin: Origin) { self.origin = origin }
 
@@ -54,7 +59,7 @@ struct MessageSource {
       nextIndex += 1
       return messages[nextIndex - 1]
     case .file(let path, let limits):
-      if reader == nil { reader = IPCStreamReader(try ArrowBytes(mappingFileAt: path), limits: limits) }
+      if reader == nil { reader = try IPCFileReader(path: path, limits: limits, pool: Self.fileBodyPool) }
       return try reader!.next().map { message throws(ArrowIPCError) in try OutgoingMessage(message) }
     case .producer(var iterator):
       let message = try await iterator.next(isolation: actor)

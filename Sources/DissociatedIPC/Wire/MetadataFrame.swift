@@ -24,6 +24,8 @@ public enum MetadataFrame: Hashable, Sendable {
   public static let errorType: UInt8 = 0xE0
   /// Length of the prefix before the payload.
   public static let prefixLength = 5
+  /// The most bytes of an error frame's text kept, escaped (DIPC-LIM-9).
+  public static let maxErrorTextShown = 512
 
   /// The 5-byte prefix. Send it and the payload as two pieces of one framed
   /// message, so the flatbuffer is never copied.
@@ -90,7 +92,8 @@ public enum MetadataFrame: Hashable, Sendable {
       }
       return .endOfStream(sequence: sequence)
     case errorType:
-      let text = try! bytes.slice(offset: 5, count: bytes.count - 5).withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+      // The server's words: escaped and cut before they reach anyone (DIPC-LIM-9).
+      let text = bytes.withUnsafeBytes { PeerText.escaped($0.dropFirst(prefixLength), limit: Self.maxErrorTextShown) }
       return .error(DissociatedIPCError.Code(rawValue: sequence) ?? .peerError, text)
     default:
       throw DissociatedIPCError(.unknownMetadataType, "metadata frame type \(bytes[0])")
