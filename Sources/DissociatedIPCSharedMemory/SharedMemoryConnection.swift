@@ -132,6 +132,8 @@ final class SharedMemoryConnection: InboxReceiving {
   let config: SharedMemoryTransport.Config
   let inbox = MessageInbox(maxBufferedBytes: Int.max)
   let state = Mutex(State())
+  /// Bounds the peer's segments this side maps (SHM-MEM-6).
+  let peerMappings: MappingBudget
   private let writerWake = DispatchSemaphore(value: 0)
   /// Wakes the parked reader thread (SHM-THREAD-4).
   private let readerWake = DispatchSemaphore(value: 0)
@@ -153,6 +155,7 @@ final class SharedMemoryConnection: InboxReceiving {
     self.socket = socket
     self.config = config
     self.slot = slot
+    peerMappings = MappingBudget(maxSegments: config.maxPeerSegments, maxBytes: config.maxPeerMappedBytes)
     pathDescription = "shm via \(path), peer pid \(socket.peerProcess().map(String.init) ?? "?")"
     inbox.whenReceiveWaits { [weak self] in self?.wakeParkedReader() }
     do throws(DissociatedIPCError) {
@@ -767,8 +770,21 @@ final class SharedMemoryConnection: InboxReceiving {
       guard descriptors.count == 1 else {
         throw DissociatedIPCError(.transportFailure, "a segment announced with \(descriptors.count) descriptors, not 1")
       }
-      let base = try mapPeerSegment(descriptors.removeFirst(), size: size)
-      let segment = MappedSegment(id: id, base: base, size: size, isArena: arena)
+      let descriptor = descriptors.removeFirst()
+      do throws(DissociatedIPCError) {
+        try peerMappings.reserve(size)
+      } catch {
+        closeDescriptor(descriptor)
+        throw error
+      }
+      let base: UnsafeRawPointer
+      do throws(DissociatedIPCError) {
+        base = try mapPeerSegment(descriptor, size: size)
+      } catch {
+        peerMappings.release(size)
+        throw error
+      }
+      let segment = MappedSegment(id: id, base: base, size: size, isArena: arena, budget: peerMappings)
       let added = state.withLock { state -> Bool in
         guard state.peerSegments[id] == nil else { return false }
         state.peerSegments[id] = segment

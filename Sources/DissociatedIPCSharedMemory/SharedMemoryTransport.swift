@@ -57,11 +57,19 @@ public struct SharedMemoryTransport: DissociatedTransport {
     /// The most connections one listener keeps at once; it closes more at
     /// once, before starting anything for them (DIPC-LIM-7).
     public var maxConnections: Int
+    /// The most of the peer's segments (ring segments and buffers described
+    /// in place) a connection maps at once; one more fails the connection
+    /// with `.limitExceeded` (SHM-MEM-6).
+    public var maxPeerSegments: Int
+    /// The most bytes of the peer's segments a connection maps at once;
+    /// beyond, `.limitExceeded` (SHM-MEM-6).
+    public var maxPeerMappedBytes: Int
 
     /// Mode 0600, 16 KiB inline, an 8 MiB first segment, 1 GiB shared per
     /// connection, 64 MiB read ahead, 8 MiB write queue, 4 GiB messages,
     /// 512 MiB of held payloads (half the peer's default 1 GiB), 256
-    /// connections per listener.
+    /// connections per listener, 1,024 peer segments and 4 GiB of them
+    /// mapped per connection.
     public static var defaults: Config {
       Config(socketMode: 0o600, inlineLimit: 16 << 10, segmentSize: 8 << 20, maxSharedBytes: 1 << 30,
              readAheadBytes: 64 << 20, writeQueueBytes: 8 << 20, maxMessageSize: 4 << 30, segmentName: "dipc-shm")
@@ -70,7 +78,10 @@ public struct SharedMemoryTransport: DissociatedTransport {
     /// Creates settings.
     public init(socketMode: UInt32, inlineLimit: Int, segmentSize: Int, maxSharedBytes: Int,
                 readAheadBytes: Int, writeQueueBytes: Int, maxMessageSize: Int, segmentName: String,
-                maxHeldPayloadBytes: Int = 512 << 20, maxConnections: Int = 256) {
+                maxHeldPayloadBytes: Int = 512 << 20, maxConnections: Int = 256,
+                maxPeerSegments: Int = 1024, maxPeerMappedBytes: Int = 4 << 30) {
+      self.maxPeerSegments = maxPeerSegments
+      self.maxPeerMappedBytes = maxPeerMappedBytes
       self.maxConnections = maxConnections
       precondition((0 ... SharedMemoryWire.maxInlinePayload).contains(inlineLimit), "inlineLimit is at most 64 KiB")
       precondition(segmentSize > 0 && maxSharedBytes >= segmentSize, "maxSharedBytes must hold at least one segment")

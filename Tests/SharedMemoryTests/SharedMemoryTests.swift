@@ -357,6 +357,34 @@ struct SharedMemoryTests {
     }
   }
 
+  @Test("a peer announcing segment after segment is cut off at maxPeerSegments or maxPeerMappedBytes; its mappings go (SHM-MEM-6)",
+        arguments: [(16, 1 << 30, 4096), (1024, 3 << 20, 1 << 20)])
+  func segmentFlood(maxSegments: Int, maxBytes: Int, segmentSize: Int) async throws {
+    let transport = SharedMemoryTransport(config: config {
+      $0.maxPeerSegments = maxSegments
+      $0.maxPeerMappedBytes = maxBytes
+    })
+    let (segment, base) = try createSegment(size: segmentSize, name: "dipc-flood")
+    defer {
+      munmap(base, segmentSize)
+      close(segment)
+    }
+    func floodMappings() -> Int { readProcFile("/proc/self/maps").split(separator: "\n").count { $0.contains("/memfd:dipc-flood") } }
+    try await RawPeer.withListener(transport) { listener, peer in
+      peer.send(RawPeer.hello)
+      // 64 announcements, each of the same memfd (the kernel passes a new descriptor each time).
+      for id in 1 ... 64 { peer.send(RawPeer.message(kind: 5, words: [UInt64(id), UInt64(segmentSize)]), passing: segment) }
+      let connection = try #require(try await listener.accept())
+      await #expect { _ = try await connection.receiveFrame() } throws: {
+        ($0 as? DissociatedIPCError)?.code == .limitExceeded
+      }
+      #expect(floodMappings() <= 1 + min(maxSegments, maxBytes / segmentSize), "mapped past the bound")
+      await connection.close()
+    }
+    // What the flood mapped is gone: only the test's own mapping is left.
+    #expect(await eventually { floodMappings() == 1 }, "\(floodMappings()) mappings of the segment")
+  }
+
   @Test("a passed descriptor that is not a sealed memfd is refused before it is mapped")
   func unsealedSegment() async throws {
     try await RawPeer.withListener { listener, peer in

@@ -174,8 +174,9 @@ struct RawPeer {
 
   /// Runs `body` with a shm:// listener and a raw peer connected to it;
   /// closes both afterwards, also when `body` throws.
-  static func withListener(_ body: (any TransportListener, RawPeer) async throws -> Void) async throws {
-    let listener = try await SharedMemoryTransport().listen(at: TransportAddress(scheme: "shm"))
+  static func withListener(_ transport: SharedMemoryTransport = SharedMemoryTransport(),
+                           _ body: (any TransportListener, RawPeer) async throws -> Void) async throws {
+    let listener = try await transport.listen(at: TransportAddress(scheme: "shm"))
     try await afterwards(listener.close) {
       let peer = try RawPeer(path: listener.address.path)
       defer { peer.close() }
