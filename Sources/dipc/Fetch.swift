@@ -24,7 +24,7 @@ struct Fetch: AsyncParsableCommand {
   @Option(help: "The ticket, when the URI carries none.")
   var ticket: String?
 
-  @Option(name: .shortAndLong, help: "Output file, or - for standard output.")
+  @Option(name: .shortAndLong, help: "Output file, or - for standard output. A file is written under a temporary name beside it and renamed once the whole stream arrived: a failed fetch leaves an existing file as it was.")
   var out = "-"
 
   @OptionGroup var common: CommonOptions
@@ -32,9 +32,23 @@ struct Fetch: AsyncParsableCommand {
   func run() async throws {
     let metadataLocation = try Location(parsing: location)
     let dataLocation = try data.map { try Location(parsing: $0) }
-    let descriptor = out == "-" ? STDOUT_FILENO : open(out, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0o644)
-    guard descriptor >= 0 else { throw ValidationError("cannot open \(out): \(String(cString: strerror(errno)))") }
-    defer { if descriptor != STDOUT_FILENO { close(descriptor) } }
+    // A file goes to a temporary file beside it, renamed over it only when
+    // complete; standard output, a device or a pipe is written directly.
+    var info = stat()
+    let isSpecial = out != "-" && stat(out, &info) == 0 && info.st_mode & S_IFMT != S_IFREG
+    let partial = out == "-" || isSpecial ? nil : out + ".partial-\(getpid())"
+    let descriptor: Int32
+    if let partial {
+      descriptor = open(partial, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o644)
+    } else {
+      descriptor = out == "-" ? STDOUT_FILENO : open(out, O_WRONLY | O_CLOEXEC)
+    }
+    guard descriptor >= 0 else { throw ValidationError("cannot create \(partial ?? out): \(String(cString: strerror(errno)))") }
+    var complete = false
+    defer {
+      if descriptor != STDOUT_FILENO { close(descriptor) }
+      if let partial, !complete { unlink(partial) }
+    }
 
     let client = DissociatedClient(registry: .builtIn)
     let stream = client.stream(from: metadataLocation, ticket: ticket.map { Array($0.utf8) }, dataLocation: dataLocation)
@@ -50,6 +64,12 @@ struct Fetch: AsyncParsableCommand {
       }
     }
     try writer.finish()
+    if let partial {
+      guard fsync(descriptor) == 0, rename(partial, out) == 0 else {
+        throw ValidationError("cannot write \(out): \(String(cString: strerror(errno)))")
+      }
+      complete = true
+    }
     progress.finish()
   }
 }

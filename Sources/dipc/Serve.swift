@@ -13,6 +13,14 @@ struct Serve: AsyncParsableCommand {
       one location URI is printed (the combined stream) and, with --split,
       the metadata and data locations of the two-connection topology. SIGINT
       or SIGTERM stops accepting and lets running streams finish.
+
+      Security: servers listen on 127.0.0.1 unless told otherwise, and a
+      host of 0.0.0.0, :: or none (tcp://:7000) listens on every interface
+      (with a warning): anyone who reaches the port can fetch every file
+      served. With the UCX of Debian bookworm (1.13, built with
+      assertions), a peer that sends a ucx:// listener's port anything
+      but UCX's own handshake makes UCX abort the whole process: offer
+      ucx:// only where every peer that can reach the port is trusted.
       """
   )
 
@@ -63,6 +71,11 @@ struct Serve: AsyncParsableCommand {
   }
 
   func run() async throws {
+    // An empty host is every interface for tcp://, 127.0.0.1 for ucx:// (UCX-ADDR-1).
+    if let address = try? TransportAddress(parsing: listen),
+       ["0.0.0.0", "::", "[::]"].contains(address.host) || (address.host.isEmpty && address.scheme == "tcp") {
+      FileHandle.standardError.write(Data("dipc serve: warning: \(listen) listens on every interface: any host that reaches this port can fetch the files served\n".utf8))
+    }
     var catalog = StreamCatalog()
     for file in files {
       // Check the file is a stream now, not when a client asks.

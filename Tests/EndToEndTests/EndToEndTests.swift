@@ -82,6 +82,68 @@ struct EndToEndTests {
     try Processes.run(dipc, ["fetch", location, "--out", "/dev/null"])
   }
 
+  @Test("fetch -o replaces its file only once the whole stream arrived; a failed fetch leaves it as it was")
+  func fetchKeepsFileOnFailure() throws {
+    let corpus = try Processes.corpus.get()
+    let file = corpus.appendingPathComponent("type_int32.arrows").path
+    let server = try Processes.Server(files: [file], listen: "tcp://127.0.0.1:0")
+    defer { server.stop() }
+    let location = server.locations["type_int32.arrows"]!["combined"]!
+    let dipc = try Processes.dipc
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("dipc-out-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let target = folder.appendingPathComponent("kept.arrows").path
+    #expect(FileManager.default.createFile(atPath: target, contents: Data("precious".utf8)))
+    for failing in [["fetch", location, "--ticket", "nope", "--out", target],
+                    ["fetch", "tcp://127.0.0.1:1?want_data=1&ticket=x", "--out", target]] {
+      #expect(throws: (any Error).self) { try Processes.run(dipc, failing) }
+      #expect(FileManager.default.contents(atPath: target) == Data("precious".utf8))
+    }
+    try Processes.run(dipc, ["fetch", location, "--out", target])
+    // The fetched stream (re-encoded, so compared by reading it back).
+    #expect(FileManager.default.contents(atPath: target) != Data("precious".utf8))
+    #expect(try Processes.run(dipc, ["inspect", target]) == Processes.run(dipc, ["inspect", file]))
+    // Nothing but the file is left in its folder.
+    #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path) == ["kept.arrows"])
+  }
+
+  @Test("serve refuses a FIFO and two files of one name; it warns when it listens on every interface")
+  func serveRefusals() throws {
+    let corpus = try Processes.corpus.get()
+    let file = corpus.appendingPathComponent("type_int32.arrows").path
+    let dipc = try Processes.dipc
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("dipc-serve-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let fifo = folder.appendingPathComponent("pipe.arrows").path
+    #expect(mkfifo(fifo, 0o600) == 0)
+    let twin = folder.appendingPathComponent("type_int32.arrows").path
+    try FileManager.default.copyItem(atPath: file, toPath: twin)
+    #expect { try Processes.run(dipc, ["serve", fifo]) } throws: { "\($0)".contains("not a regular file") }
+    #expect { try Processes.run(dipc, ["inspect", fifo]) } throws: { "\($0)".contains("not a regular file") }
+    #expect { try Processes.run(dipc, ["serve", file, twin]) } throws: { "\($0)".contains("rename one") }
+    // Every interface: a warning on standard error, then serving as asked.
+    let process = Process()
+    process.executableURL = dipc
+    process.arguments = ["serve", file, "--listen", "tcp://:0"]
+    let errors = Pipe()
+    process.standardError = errors
+    process.standardOutput = Pipe()
+    try process.run()
+    defer {
+      process.interrupt()
+      process.waitUntilExit()
+    }
+    var text = ""
+    while !text.contains("\n") {
+      let chunk = errors.fileHandleForReading.availableData
+      if chunk.isEmpty { break }
+      text += String(decoding: chunk, as: UTF8.self)
+    }
+    #expect(text.contains("listens on every interface"), "\(text)")
+  }
+
   @Test("connecting where nothing listens is a prompt typed error")
   func nothingListening() throws {
     let dipc = try Processes.dipc

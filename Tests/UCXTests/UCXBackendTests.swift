@@ -147,6 +147,27 @@ struct UCXBackendTests {
   /// stream: want_data as a tagged message carrying the ticket, metadata as
   /// active messages with id 0 and no header, bodies as tagged messages
   /// received by probing (sequence, mask 0x00000000FFFFFFFF).
+  @Test("a server restarts on its port while the connections it served linger in TIME-WAIT (UCX-CONF-2)")
+  func restartOnSamePort() async throws {
+    var catalog = StreamCatalog()
+    catalog.add("t", .messages(try int64Messages(batches: 3)))
+    var registry = TransportRegistry()
+    registry.register(Self.tcp)
+    var port: UInt16 = 0
+    for round in 0 ..< 2 {
+      let server = try await DissociatedServer(listeningAt: "ucx://127.0.0.1:\(port)", catalog: catalog, registry: registry)
+      let running = Task { await server.run() }
+      port = try #require(server.listener.address.port)
+      var batches = 0
+      for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: server.location(for: "t")) {
+        batches += 1
+      }
+      #expect(batches == 3, "round \(round)")
+      await server.shutdown()
+      await running.value
+    }
+  }
+
   @Test("a reference-style raw UCX client reads a stream from DissociatedServer")
   func referenceStyleClient() async throws {
     var catalog = StreamCatalog()
@@ -244,4 +265,17 @@ enum RawReferenceClient {
     while monotonicMilliseconds() < drain { worker.progress() }
     return stream
   }
+}
+
+/// A schema and `batches` batches of one int64 column.
+func int64Messages(batches: Int) throws -> [OutgoingMessage] {
+  var messages: [OutgoingMessage] = []
+  for batch in 0 ..< batches {
+    var builder = RecordBatchBuilder()
+    builder.append("v", (0 ..< 16).map { Int64(batch * 16 + $0) as Int64? })
+    if batch == 0 { messages.append(try OutgoingMessage(Message(header: .schema(builder.schema)))) }
+    let (message, body) = builder.finish()
+    messages.append(try OutgoingMessage(message, body: body))
+  }
+  return messages
 }
