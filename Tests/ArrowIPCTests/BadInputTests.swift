@@ -106,6 +106,32 @@ struct BadInputTests {
     #expect(Self.decodeError(bytes) == expected, "\(name)")
   }
 
+  @Test("offsets rewritten after validation (a peer writing shared memory) give other values, never a crash (SHM-TRUST-1)")
+  func offsetsRewrittenAfterValidation() throws {
+    var builder = RecordBatchBuilder()
+    builder.append("s", strings: ["alpha", "beta", nil, "gamma"])
+    var writer = IPCStreamWriter(sink: [UInt8]())
+    try writer.write(Message(header: .schema(builder.schema)))
+    let (message, body) = builder.finish()
+    try writer.write(message, body: body)
+    try writer.finish()
+    // The stream in memory this test can still write, as a peer could.
+    let storage = AlignedStorage(capacity: writer.sink.count)
+    writer.sink.withUnsafeBytes { storage.mutableBytes.copyMemory(from: $0) }
+    var reader = try ArrowStreamReader(storage.freeze(count: writer.sink.count))
+    guard case .recordBatch(let batch)? = try reader.next() else {
+      Issue.record("no batch")
+      return
+    }
+    let values = try batch.column(0).binaries()
+    #expect(values.string(at: 1) == "beta")
+    let offsets = try #require(UnsafeMutableRawPointer(mutating: batch.column(0).buffer(1).unsafeBaseAddress))
+    for garbage: [Int32] in [[-9, 1 << 30, 3, -1, .max], [.max, 0, .min, 7, 2]] {
+      for (index, value) in garbage.enumerated() { offsets.storeBytes(of: value.littleEndian, toByteOffset: 4 * index, as: Int32.self) }
+      for index in 0 ..< 4 { _ = values.string(at: index) }
+    }
+  }
+
   @Test("a vector whose count runs past the buffer is refused")
   func absurdVectorLength() throws {
     let bytes = Self.schemaMessage { b in b.vector(of: [Self.rawField(&b, code: 6)]) }

@@ -248,9 +248,13 @@ public struct BinaryValues: RandomAccessCollection, Sendable {
   public subscript(index: Int) -> ArrowBytes? {
     precondition(index >= 0 && index < count, "value index out of range")
     if let validity, !validity[index] { return nil }
-    let start = offset(index)
-    // checkOffsets proved start...end lies inside the data buffer.
-    return try! data.slice(offset: start, count: offset(index + 1) - start)
+    // checkOffsets proved start...end lies inside the data buffer, but a
+    // peer may rewrite shared memory after that check (SHM-TRUST-1): the
+    // offsets are read again and clamped, so such a peer changes values,
+    // never where they are read from.
+    let start = Swift.min(Swift.max(offset(index), 0), data.count)
+    let end = Swift.min(Swift.max(offset(index + 1), start), data.count)
+    return ArrowBytes(owner: data.owner, base: data.base.map { $0 + start }, count: end - start)
   }
 
   /// Slot `index` decoded as UTF-8 (invalid sequences repaired), or nil
