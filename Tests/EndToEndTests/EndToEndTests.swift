@@ -68,13 +68,18 @@ struct EndToEndTests {
   @Test("the pyarrow corpus fetched from separate metadata and data locations equals the source", arguments: setups)
   func split(setup: Setup) throws { try Self.fetchAll(topology: "split", setup: setup) }
 
+  /// `dipc serve` of the corpus's int32 file over tcp://: the file, the
+  /// server and the file's combined location.
+  static func serveInt32() throws -> (file: String, server: Processes.Server, location: String) {
+    let file = try Processes.corpus.get().appendingPathComponent("type_int32.arrows").path
+    let server = try Processes.Server(files: [file], listen: "tcp://127.0.0.1:0")
+    return (file, server, server.locations["type_int32.arrows"]!["combined"]!)
+  }
+
   @Test("fetching an unknown ticket fails with the server's typed error, and the server keeps serving")
   func unknownTicket() throws {
-    let corpus = try Processes.corpus.get()
-    let file = corpus.appendingPathComponent("type_int32.arrows").path
-    let server = try Processes.Server(files: [file], listen: "tcp://127.0.0.1:0")
+    let (_, server, location) = try Self.serveInt32()
     defer { server.stop() }
-    let location = server.locations["type_int32.arrows"]!["combined"]!
     let dipc = try Processes.dipc
     #expect { try Processes.run(dipc, ["fetch", location, "--ticket", "nope", "--out", "/dev/null"]) } throws: {
       "\($0)".contains("unknownTicket")
@@ -84,11 +89,8 @@ struct EndToEndTests {
 
   @Test("fetch -o replaces its file only once the whole stream arrived; a failed fetch leaves it as it was")
   func fetchKeepsFileOnFailure() throws {
-    let corpus = try Processes.corpus.get()
-    let file = corpus.appendingPathComponent("type_int32.arrows").path
-    let server = try Processes.Server(files: [file], listen: "tcp://127.0.0.1:0")
+    let (file, server, location) = try Self.serveInt32()
     defer { server.stop() }
-    let location = server.locations["type_int32.arrows"]!["combined"]!
     let dipc = try Processes.dipc
     let folder = FileManager.default.temporaryDirectory.appendingPathComponent("dipc-out-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)

@@ -43,25 +43,9 @@ struct TCPFaultTests {
   /// A raw socket to `port` that writes `bytes`, then waits for the server
   /// to close it (read returns 0 or fails) within 5 s.
   static func rawPeer(port: UInt16, sending bytes: [UInt8]) throws -> Bool {
-    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(descriptor) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = port.bigEndian
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard connected == 0 else { return false }
-    _ = bytes.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-    var timeout = timeval(tv_sec: 5, tv_usec: 0)
-    setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while true {
-      let received = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
-      if received == 0 { return true }  // the server closed
-      if received < 0 { return errno == ECONNRESET }  // reset, or timed out (EAGAIN: not closed)
-    }
+    guard let peer = RawTCPPeer(port: port) else { return false }
+    peer.send(bytes)
+    return peer.closedByPeer(within: 5)
   }
 
   static var hello: [UInt8] { Array("DIPCTCP".utf8) + [0, 1, 0, 0, 0, 0, 0, 0, 0] }

@@ -15,6 +15,29 @@ struct TCPLimitTests {
     return registry
   }
 
+  /// Runs a server of a 4-batch stream `s` over tcp:// with `config` for
+  /// `body`, then shuts it down.
+  static func withServer(_ config: TCPTransport.Config,
+                         _ body: (DissociatedServer, TransportRegistry) async throws -> Void) async throws {
+    var catalog = StreamCatalog()
+    catalog.add("s", .messages(try int64Stream(batches: 4, rows: 64)))
+    let registry = Self.registry(config)
+    let server = try await DissociatedServer(listeningAt: "tcp://127.0.0.1:0", catalog: catalog, registry: registry)
+    let running = Task { await server.run() }
+    try await body(server, registry)
+    await server.shutdown()
+    await running.value
+  }
+
+  /// How many batches of `s` a client fetches.
+  static func fetchBatches(_ server: DissociatedServer, _ registry: TransportRegistry) async throws -> Int {
+    var batches = 0
+    for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: server.location(for: "s")) {
+      batches += 1
+    }
+    return batches
+  }
+
   /// A tagged-message header (TCP-FRAME-2) announcing `length` bytes.
   static func taggedHeader(length: Int) -> [UInt8] {
     var header: [UInt8] = [2, 0, 0, 0, 0, 0, 0, 0]
@@ -28,35 +51,26 @@ struct TCPLimitTests {
     let limit = 16 << 30
     var config = TCPTransport.Config.defaults
     config.maxMessageSize = limit
-    var catalog = StreamCatalog()
-    catalog.add("s", .messages(try int64Stream(batches: 4, rows: 64)))
-    let registry = Self.registry(config)
-    let server = try await DissociatedServer(listeningAt: "tcp://127.0.0.1:0", catalog: catalog, registry: registry)
-    let running = Task { await server.run() }
-    let port = server.listener.address.port!
-    let before = ResourceCensus.take()
-    do {
-      let peer = try #require(RawTCPPeer(port: port))
-      #expect(peer.send(TCPFaultTests.hello + Self.taggedHeader(length: limit - 1)))
-      #expect(peer.send([UInt8](repeating: 7, count: 1 << 20)))
-      // The server's reader took every byte sent: its buffer for the
-      // message exists now.
-      #expect(await eventually { tcpQueues(local: port, remote: peer.localPort).map { $0 == (0, 0) } ?? false })
-      #expect(await eventually { tcpQueues(local: peer.localPort, remote: port).map { $0.send == 0 } ?? false })
-      let during = ResourceCensus.take()
-      // Tests running in parallel grow the address space too (up to
-      // 1.5 GiB seen); the announced length would add 16 GiB.
-      #expect(during.virtualBytes - before.virtualBytes < 8 << 30,
-              "address space grew by \(during.virtualBytes - before.virtualBytes) bytes for 1 MiB received")
+    try await Self.withServer(config) { server, registry in
+      let port = server.listener.address.port!
+      let before = ResourceCensus.take()
+      do {
+        let peer = try #require(RawTCPPeer(port: port))
+        #expect(peer.send(TCPFaultTests.hello + Self.taggedHeader(length: limit - 1)))
+        #expect(peer.send([UInt8](repeating: 7, count: 1 << 20)))
+        // The server's reader took every byte sent: its buffer for the
+        // message exists now.
+        #expect(await eventually { tcpQueues(local: port, remote: peer.localPort).map { $0 == (0, 0) } ?? false })
+        #expect(await eventually { tcpQueues(local: peer.localPort, remote: port).map { $0.send == 0 } ?? false })
+        let during = ResourceCensus.take()
+        // Tests running in parallel grow the address space too (up to
+        // 1.5 GiB seen); the announced length would add 16 GiB.
+        #expect(during.virtualBytes - before.virtualBytes < 8 << 30,
+                "address space grew by \(during.virtualBytes - before.virtualBytes) bytes for 1 MiB received")
+      }
+      // The peer is gone: the server serves on.
+      #expect(try await Self.fetchBatches(server, registry) == 4)
     }
-    // The peer is gone: the server serves on.
-    var batches = 0
-    for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: server.location(for: "s")) {
-      batches += 1
-    }
-    #expect(batches == 4)
-    await server.shutdown()
-    await running.value
   }
 
   @Test("a payload that grows through several buffers arrives whole (TCP-RECV-5)")
@@ -82,33 +96,25 @@ struct TCPLimitTests {
   func maxConnections() async throws {
     var config = TCPTransport.Config.defaults
     config.maxConnections = 2
-    var catalog = StreamCatalog()
-    catalog.add("s", .messages(try int64Stream(batches: 4, rows: 64)))
-    let registry = Self.registry(config)
-    let server = try await DissociatedServer(listeningAt: "tcp://127.0.0.1:0", catalog: catalog, registry: registry)
-    let running = Task { await server.run() }
-    let port = server.listener.address.port!
-    var holders = [try #require(RawTCPPeer(port: port)), try #require(RawTCPPeer(port: port))]
-    // Both hold a slot once the server's reader greets them.
-    for holder in holders { #expect(holder.send(TCPFaultTests.hello)) }
-    let refused = try #require(RawTCPPeer(port: port))
-    #expect(refused.closedByPeer(within: 5), "a third connection was kept (the initiation timeout, 10 s, would close it later)")
-    holders.removeAll()
-    // The slots come back as the two connections are freed.
-    var batches = 0
-    let deadline = ContinuousClock.now + .seconds(30)
-    while batches == 0, ContinuousClock.now < deadline {
-      do {
-        for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: server.location(for: "s")) {
-          batches += 1
+    try await Self.withServer(config) { server, registry in
+      let port = server.listener.address.port!
+      var holders = [try #require(RawTCPPeer(port: port)), try #require(RawTCPPeer(port: port))]
+      // Both hold a slot once the server's reader greets them.
+      for holder in holders { #expect(holder.send(TCPFaultTests.hello)) }
+      let refused = try #require(RawTCPPeer(port: port))
+      #expect(refused.closedByPeer(within: 5), "a third connection was kept (the initiation timeout, 10 s, would close it later)")
+      holders.removeAll()
+      // The slots come back as the two connections are freed.
+      var batches = 0
+      let deadline = ContinuousClock.now + .seconds(30)
+      while batches == 0, ContinuousClock.now < deadline {
+        do {
+          batches = try await Self.fetchBatches(server, registry)
+        } catch {
+          try await Task.sleep(for: .milliseconds(20))
         }
-      } catch {
-        batches = 0
-        try await Task.sleep(for: .milliseconds(20))
       }
+      #expect(batches == 4)
     }
-    #expect(batches == 4)
-    await server.shutdown()
-    await running.value
   }
 }
