@@ -34,7 +34,7 @@ struct DriverTests {
           for try await _ in client.stream(from: server.location(for: "s"), ticket: ticket) {}
           return nil
         } catch {
-          return error as? DissociatedIPCError
+          return error
         }
       }
       let long = try #require(await failure([UInt8](repeating: 0x41, count: 1025)))
@@ -47,6 +47,15 @@ struct DriverTests {
       #expect(!unknown.detail.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }), "control bytes in \(unknown.detail)")
       #expect(unknown.detail.contains(#"'\x1b]0;owned\x07\x1b[2J\x0axBBB"#), "\(unknown.detail)")
       #expect(unknown.detail.utf8.count < 300, "\(unknown.detail.utf8.count) bytes of detail")
+      // A want_data the server never published: refused in words.
+      var wrong = server.location(for: "s")
+      wrong.wantData ^= 0x5A5A
+      do {
+        for try await _ in client.stream(from: wrong) {}
+        Issue.record("a wrong want_data was served")
+      } catch let error as DissociatedIPCError {
+        #expect(error.code == .peerError && error.detail.contains("unexpectedMessage"), "\(error)")
+      }
       // The server serves on.
       var batches = 0
       for try await case .recordBatch in client.stream(from: server.location(for: "s")) { batches += 1 }
@@ -214,9 +223,16 @@ struct DriverTests {
                                           initiationTimeout: .seconds(5), arrowLimits: .defaults)
     try await Self.withServer(catalog, transport: transport, config: config) { server, _ in
       let location = server.location(for: "s")
-      // A first tagged message that is not a want_data: the server hangs up.
+      // A first tagged message that is not a want_data: an error frame
+      // saying so, then the server hangs up (DIPC-ERR-3).
       let stranger = try await transport.connect(to: location)
       try await stranger.sendTagged(0x1234, [ArrowBytes(copying: [1])])
+      let refusal = try #require(try await stranger.receiveFrame())
+      guard case .error(let code, _) = try MetadataFrame.decode(refusal) else {
+        Issue.record("not an error frame: \(refusal)")
+        return
+      }
+      #expect(code == .unexpectedMessage)
       #expect(try await stranger.receiveFrame() == nil)
       await stranger.close()
 

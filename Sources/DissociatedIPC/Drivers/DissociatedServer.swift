@@ -140,7 +140,11 @@ public final class DissociatedServer: Sendable {
     }
     guard let first else { return }  // closed before asking for anything
     guard let role = ControlTag.role(of: first.tag) else {
-      throw DissociatedIPCError(.unexpectedMessage, "first tagged message \(Tag(rawValue: first.tag)) is not a want_data")
+      // Refused in words: a client with a wrong want_data would otherwise
+      // see only a connection that closed (DIPC-ERR-3).
+      let error = DissociatedIPCError(.unexpectedMessage, "first tagged message \(Tag(rawValue: first.tag)) is not a want_data this server publishes")
+      try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts)
+      throw error
     }
     let ticket = first.payload
     guard ticket.count <= config.maxTicketBytes else {
