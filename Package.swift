@@ -145,7 +145,7 @@ let package = Package(
     // dipc serve and dipc fetch as separate processes, checked by pyarrow.
     .testTarget(
       name: "EndToEndTests",
-      dependencies: ["dipc", "TestSupport", "DissociatedIPCTransports", "ArrowIPC"],
+      dependencies: ["dipc", "TestSupport", "DissociatedIPC", "DissociatedIPCTransports", "ArrowIPC"],
       swiftSettings: strictSettings
     ),
     .testTarget(

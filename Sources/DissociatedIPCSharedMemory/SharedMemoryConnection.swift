@@ -890,9 +890,10 @@ final class SharedMemoryConnection: InboxReceiving {
     inbox.close()
   }
 
-  /// Closes at once without flushing (a connection nobody accepted).
+  /// Closes at once without flushing: the socket is shut down, so a
+  /// writer blocked on a peer that stopped reading returns.
   func abort() {
-    fail(DissociatedIPCError(.connectionClosed, "the listener closed before accepting the connection"))
+    fail(DissociatedIPCError(.connectionClosed, "the shm:// connection was aborted"))
   }
 
   /// The descriptor is closed only once both threads stopped, so no call

@@ -390,10 +390,11 @@ final class TCPConnection: InboxReceiving {
     inbox.close()
   }
 
-  /// Closes at once without flushing (a connection nobody accepted).
+  /// Closes at once without flushing: the socket is shut down, so a
+  /// writer blocked on a peer that stopped reading returns.
   func abort() {
     writeState.withLock { $0.closing = true }
-    fail(DissociatedIPCError(.connectionClosed, "the listener closed before accepting the connection"))
+    fail(DissociatedIPCError(.connectionClosed, "the tcp:// connection was aborted"))
   }
 
   /// The descriptor is closed only here: the reader and writer threads

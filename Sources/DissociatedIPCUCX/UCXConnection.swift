@@ -287,7 +287,7 @@ final class UCXConnection: InboxReceiving {
   /// The progress thread's kernel thread id (0 before it started).
   var progressThreadID: Int32 { shared.withLock { $0.threadID } }
 
-  /// Starts closing without waiting (a connection nobody accepted).
+  /// Starts closing without waiting: pending and later calls fail.
   func abort() {
     shared.withLock { $0.finished ? nil : $0.requestClose() }?.signal()
   }

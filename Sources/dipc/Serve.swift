@@ -3,6 +3,7 @@ import ArrowIPC
 import DissociatedIPCTransports
 import Foundation
 import Logging
+import Synchronization
 
 /// `dipc serve`: serve IPC stream files until interrupted.
 struct Serve: AsyncParsableCommand {
@@ -12,7 +13,10 @@ struct Serve: AsyncParsableCommand {
       Each file is offered under its file name as the ticket. For every file
       one location URI is printed (the combined stream) and, with --split,
       the metadata and data locations of the two-connection topology. SIGINT
-      or SIGTERM stops accepting and lets running streams finish.
+      or SIGTERM stops accepting and lets running streams finish for at most
+      --shutdown-grace seconds, then ends them; a second signal ends them at
+      once. A stream whose client takes nothing for --stall-timeout seconds
+      fails and its connection is closed.
 
       Security: servers listen on 127.0.0.1 unless told otherwise, and a
       host of 0.0.0.0, :: or none (tcp://:7000) listens on every interface
@@ -42,10 +46,19 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "When ucx:// sends large bodies as descriptors read with ucp_get: automatic (where the lanes have native gets), always, never.")
   var ucxDescriptors = UCXTransport.DescriptorBodies.automatic
 
+  @Option(help: "Seconds running streams may take to finish after SIGINT or SIGTERM.")
+  var shutdownGrace = 10.0
+
+  @Option(help: "Seconds a stream may wait for a client that takes nothing before it fails (0: for ever).")
+  var stallTimeout = 60.0
+
   @OptionGroup var common: CommonOptions
 
   func validate() throws {
     guard !files.isEmpty else { throw ValidationError("give at least one stream file") }
+    guard shutdownGrace >= 0, stallTimeout >= 0 else {
+      throw ValidationError("--shutdown-grace and --stall-timeout must not be negative")
+    }
     guard rendezvousThreshold > 0, maxOutstandingBytes > 0 else {
       throw ValidationError("--rendezvous-threshold and --max-outstanding-bytes must be positive")
     }
@@ -86,6 +99,7 @@ struct Serve: AsyncParsableCommand {
     config.logger = common.makeLogger("dipc.serve")
     config.stream.rendezvousThreshold = rendezvousThreshold
     config.stream.maxOutstandingBytes = maxOutstandingBytes
+    config.stallTimeout = stallTimeout > 0 ? .milliseconds(Int64(stallTimeout * 1000)) : nil
     let server = try await DissociatedServer(listeningAt: listen, catalog: catalog,
                                              registry: .builtIn(ucxDescriptors: ucxDescriptors), config: config)
     // Unbuffered: scripts read the locations while the server runs.
@@ -99,7 +113,15 @@ struct Serve: AsyncParsableCommand {
       }
     }
     FileHandle.standardOutput.write(Data(lines.utf8))
-    let signals = Self.onTermination { Task { await server.shutdown() } }
+    // The first signal: streams may finish within the grace period; the
+    // next: they end now (DIPC-TEAR-5).
+    final class SignalCount: Sendable { let seen = Atomic(0) }
+    let signalCount = SignalCount()
+    let grace = Duration.milliseconds(Int64(shutdownGrace * 1000))
+    let signals = Self.onTermination {
+      let first = signalCount.seen.add(1, ordering: .relaxed).newValue == 1
+      Task { first ? await server.shutdown(gracePeriod: grace) : await server.shutdown(graceful: false) }
+    }
     await server.run()
     signals.forEach { $0.cancel() }
     let counts = server.streamCounts

@@ -1,3 +1,4 @@
+import DissociatedIPC
 import Foundation
 import TestSupport
 import Testing
@@ -144,6 +145,27 @@ struct EndToEndTests {
       text += String(decoding: chunk, as: UTF8.self)
     }
     #expect(text.contains("listens on every interface"), "\(text)")
+  }
+
+  @Test("dipc serve: SIGTERM lets a stalled stream run for the grace period only; a second SIGTERM ends it at once (DIPC-TEAR-5)")
+  func shutdownDeadline() throws {
+    let file = try Processes.corpus.get().appendingPathComponent("type_int32.arrows").path
+    for (grace, signals) in [("1", 1), ("600", 2)] {
+      let server = try Processes.Server(files: [file], listen: "tcp://127.0.0.1:0",
+                                        options: ["--shutdown-grace", grace, "--stall-timeout", "0"])
+      let location = try Location(parsing: server.locations["type_int32.arrows"]!["combined"]!)
+      // A client that asks and never reads: its stream never ends by itself.
+      let peer = RawTCPPeer.requesting(port: location.port!, wantData: location.wantData, ticket: "type_int32.arrows")
+      #expect(peer != nil)
+      let started = ContinuousClock.now
+      for _ in 0 ..< signals {
+        kill(server.process.processIdentifier, SIGTERM)
+        usleep(200_000)  // let the first signal start the graceful shutdown
+      }
+      server.process.waitUntilExit()
+      #expect(ContinuousClock.now - started < .seconds(30), "grace \(grace) s, \(signals) signal(s)")
+      withExtendedLifetime(peer) {}
+    }
   }
 
   @Test("connecting where nothing listens is a prompt typed error")

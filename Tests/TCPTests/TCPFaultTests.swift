@@ -48,14 +48,12 @@ struct TCPFaultTests {
     return peer.closedByPeer(within: 5)
   }
 
-  static var hello: [UInt8] { Array("DIPCTCP".utf8) + [0, 1, 0, 0, 0, 0, 0, 0, 0] }
-
   @Test("a peer that sends garbage is disconnected; the server keeps serving")
   func garbage() async throws {
     try await Self.withServer { server in
       let port = server.listener.address.port!
       #expect(try Self.rawPeer(port: port, sending: Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8)))
-      #expect(try Self.rawPeer(port: port, sending: Self.hello + [9] + [UInt8](repeating: 0, count: 23)))
+      #expect(try Self.rawPeer(port: port, sending: RawTCPPeer.hello + [9] + [UInt8](repeating: 0, count: 23)))
       try await Self.fetchAll(server)
     }
   }
@@ -63,10 +61,8 @@ struct TCPFaultTests {
   @Test("a header announcing a huge message is refused before anything is allocated")
   func hugeLength() async throws {
     try await Self.withServer { server in
-      var header: [UInt8] = [2, 0, 0, 0, 0, 0, 0, 0]
-      withUnsafeBytes(of: UInt64(0x8000_0DEA_DBA0_BAB0).littleEndian) { header += $0 }
-      withUnsafeBytes(of: UInt64(1 << 62).littleEndian) { header += $0 }
-      #expect(try Self.rawPeer(port: server.listener.address.port!, sending: Self.hello + header))
+      let header = RawTCPPeer.taggedHeader(tag: 0x8000_0DEA_DBA0_BAB0, length: 1 << 62)
+      #expect(try Self.rawPeer(port: server.listener.address.port!, sending: RawTCPPeer.hello + header))
       try await Self.fetchAll(server)
     }
   }

@@ -38,14 +38,6 @@ struct TCPLimitTests {
     return batches
   }
 
-  /// A tagged-message header (TCP-FRAME-2) announcing `length` bytes.
-  static func taggedHeader(length: Int) -> [UInt8] {
-    var header: [UInt8] = [2, 0, 0, 0, 0, 0, 0, 0]
-    withUnsafeBytes(of: UInt64(0x8000_0DEA_DBA0_BAB0).littleEndian) { header += $0 }
-    withUnsafeBytes(of: UInt64(length).littleEndian) { header += $0 }
-    return header
-  }
-
   @Test("a length just under the limit costs memory in proportion to the bytes that arrived, not the length (TCP-RECV-5)")
   func nearLimitLength() async throws {
     let limit = 16 << 30
@@ -56,7 +48,7 @@ struct TCPLimitTests {
       let before = ResourceCensus.take()
       do {
         let peer = try #require(RawTCPPeer(port: port))
-        #expect(peer.send(TCPFaultTests.hello + Self.taggedHeader(length: limit - 1)))
+        #expect(peer.send(RawTCPPeer.hello + RawTCPPeer.taggedHeader(tag: 0x8000_0DEA_DBA0_BAB0, length: limit - 1)))
         #expect(peer.send([UInt8](repeating: 7, count: 1 << 20)))
         // The server's reader took every byte sent: its buffer for the
         // message exists now.
@@ -100,7 +92,7 @@ struct TCPLimitTests {
       let port = server.listener.address.port!
       var holders = [try #require(RawTCPPeer(port: port)), try #require(RawTCPPeer(port: port))]
       // Both hold a slot once the server's reader greets them.
-      for holder in holders { #expect(holder.send(TCPFaultTests.hello)) }
+      for holder in holders { #expect(holder.send(RawTCPPeer.hello)) }
       let refused = try #require(RawTCPPeer(port: port))
       #expect(refused.closedByPeer(within: 5), "a third connection was kept (the initiation timeout, 10 s, would close it later)")
       holders.removeAll()
@@ -116,5 +108,48 @@ struct TCPLimitTests {
       }
       #expect(batches == 4)
     }
+  }
+
+  @Test("a client that stops reading fails its stream after the stall timeout; a graceful shutdown ends within its grace period (DIPC-LIM-10, DIPC-TEAR-5)")
+  func stalledClient() async throws {
+    var catalog = StreamCatalog()
+    catalog.add("s", .messages(try int64Stream(batches: 64, rows: 32768)))  // 16 MiB
+    var transportConfig = TCPTransport.Config.defaults
+    transportConfig.writeQueueBytes = 1 << 20
+    transportConfig.socketBufferSize = 64 << 10
+    let registry = Self.registry(transportConfig)
+    var config = DissociatedServer.Config.defaults
+    config.stallTimeout = .milliseconds(500)
+    let server = try await DissociatedServer(listeningAt: "tcp://127.0.0.1:0", catalog: catalog, registry: registry,
+                                             config: config)
+    let running = Task { await server.run() }
+    let port = server.listener.address.port!
+    let wantData = server.location(for: "s").wantData
+    do {
+      let peer = try #require(RawTCPPeer.requesting(port: port, wantData: wantData, ticket: "s"))
+      #expect(await eventually { server.streamCounts.failed == 1 }, "the stalled stream still runs")
+      #expect(peer.closedByPeer(within: 10), "the stalled client's connection stays open")
+    }
+    // The server serves on.
+    var batches = 0
+    for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: server.location(for: "s")) {
+      batches += 1
+    }
+    #expect(batches == 64)
+    await server.shutdown()
+    await running.value
+
+    // Without a stall timeout, a stalled stream holds a graceful shutdown
+    // only for its grace period.
+    config.stallTimeout = nil
+    let patient = try await DissociatedServer(listeningAt: "tcp://127.0.0.1:0", catalog: catalog, registry: registry,
+                                              config: config)
+    let patientRunning = Task { await patient.run() }
+    let peer = try #require(RawTCPPeer.requesting(port: patient.listener.address.port!, wantData: wantData, ticket: "s"))
+    #expect(await eventually { patient.streamCounts.active == 1 })
+    await patient.shutdown(gracePeriod: .milliseconds(300))
+    await patientRunning.value
+    #expect(patient.streamCounts.active == 0)
+    #expect(peer.closedByPeer(within: 10))
   }
 }

@@ -133,3 +133,25 @@ public final class RawTCPPeer {
     }
   }
 }
+
+extension RawTCPPeer {
+  /// The tcp:// hello of this version (TCP-HELLO-1).
+  public static let hello: [UInt8] = Array("DIPCTCP".utf8) + [0, 1, 0, 0, 0, 0, 0, 0, 0]
+
+  /// A tcp:// tagged-message header (TCP-FRAME-2) announcing `length` bytes.
+  public static func taggedHeader(tag: UInt64, length: Int) -> [UInt8] {
+    var header: [UInt8] = [2, 0, 0, 0, 0, 0, 0, 0]
+    withUnsafeBytes(of: tag.littleEndian) { header += $0 }
+    withUnsafeBytes(of: UInt64(length).littleEndian) { header += $0 }
+    return header
+  }
+
+  /// A tcp:// client that says hello, asks for `ticket` with `wantData`
+  /// and then reads nothing; nil when nothing accepts.
+  public static func requesting(port: UInt16, wantData: UInt64, ticket: String) -> RawTCPPeer? {
+    guard let peer = RawTCPPeer(port: port),
+          peer.send(hello + taggedHeader(tag: wantData, length: ticket.utf8.count) + Array(ticket.utf8))
+    else { return nil }
+    return peer
+  }
+}

@@ -29,16 +29,21 @@ public final class DissociatedServer: Sendable {
     /// The longest ticket a client may send; a longer one is refused with
     /// `limitExceeded` before it is looked at (DIPC-LIM-9).
     public var maxTicketBytes: Int
+    /// How long a stream may wait for its client — a transport that takes
+    /// no message, descriptors not returned — before it fails with
+    /// `timedOut` and its connection is aborted (DIPC-LIM-10); nil: no limit.
+    public var stallTimeout: Duration?
 
     /// 64 KiB rendezvous, 256 MiB outstanding, 10 s to initiate, 16 KiB
-    /// tickets, no logging.
+    /// tickets, 60 s without progress, no logging.
     public static let defaults = Config(stream: .defaults, initiationTimeout: .seconds(10), arrowLimits: .defaults)
 
     /// Creates settings.
     public init(stream: ServerStreamConfig, initiationTimeout: Duration, arrowLimits: ArrowIPCLimits,
                 logger: Logger = Logger(label: "dissociated-ipc.server", factory: { _ in SwiftLogNoOpLogHandler() }),
-                maxTicketBytes: Int = 16 << 10) {
+                maxTicketBytes: Int = 16 << 10, stallTimeout: Duration? = .seconds(60)) {
       self.maxTicketBytes = maxTicketBytes
+      self.stallTimeout = stallTimeout
       self.stream = stream
       self.initiationTimeout = initiationTimeout
       self.arrowLimits = arrowLimits
@@ -103,12 +108,25 @@ public final class DissociatedServer: Sendable {
   }
 
   /// Stops accepting new connections. Graceful: streams in progress
-  /// finish. Not graceful: their connections are closed now (clients see a
-  /// truncated stream).
+  /// finish. Not graceful: their connections are aborted now (clients see
+  /// a truncated stream), also those blocked on a client that stopped
+  /// reading.
   public func shutdown(graceful: Bool = true) async {
     await listener.close()
     guard !graceful else { return }
-    for connection in connections.withLock({ Array($0.values) }) { await connection.close() }
+    for connection in connections.withLock({ Array($0.values) }) { connection.abort() }
+  }
+
+  /// Stops accepting new connections and lets streams in progress finish
+  /// for at most `gracePeriod`; then aborts the connections of those that
+  /// did not (DIPC-TEAR-5). Returns when no stream runs or after the abort.
+  public func shutdown(gracePeriod: Duration) async {
+    await listener.close()
+    let deadline = ContinuousClock.now + gracePeriod
+    while streamCounts.active > 0, ContinuousClock.now < deadline {
+      try? await Task.sleep(for: .milliseconds(10))
+    }
+    await shutdown(graceful: false)
   }
 
   private func serve(_ connection: any TransportConnection) async {
@@ -163,7 +181,8 @@ public final class DissociatedServer: Sendable {
     let remoteMemory = transport.capabilities.remoteMemory ? connection.remoteMemory : nil
     let session = ServerSession(connection: connection, remoteMemory: remoteMemory,
                                 machine: ServerStreamStateMachine(role: role, remoteMemory: remoteMemory != nil,
-                                                                  config: config.stream))
+                                                                  config: config.stream),
+                                stallTimeout: config.stallTimeout)
     try await session.run(source.messages(limits: config.arrowLimits))
   }
 

@@ -19,6 +19,12 @@ final class ServerSession: Sendable {
     /// The task sending the stream; cancelled when the client fails or
     /// leaves, so a producer that yields rarely is not waited for.
     var sending: Task<Result<Void, DissociatedIPCError>, Never>?
+    /// Messages the transport took and free_data received so far: what
+    /// the stall watchdog watches (DIPC-LIM-10).
+    var progress: UInt64 = 0
+    /// The sending loop waits for the source (a producer that is slow to
+    /// yield is not the client's fault).
+    var awaitingSource = false
 
     var isStopped: Bool { failure != nil || clientClosed }
 
@@ -43,10 +49,15 @@ final class ServerSession: Sendable {
   private let connection: any TransportConnection
   private let remoteMemory: (any RemoteMemory)?
   private let state: Mutex<State>
+  /// How long the stream may wait for the client without progress
+  /// (DIPC-LIM-10); nil: for ever.
+  private let stallTimeout: Duration?
 
-  init(connection: any TransportConnection, remoteMemory: (any RemoteMemory)?, machine: ServerStreamStateMachine) {
+  init(connection: any TransportConnection, remoteMemory: (any RemoteMemory)?, machine: ServerStreamStateMachine,
+       stallTimeout: Duration?) {
     self.connection = connection
     self.remoteMemory = remoteMemory
+    self.stallTimeout = stallTimeout
     state = Mutex(State(machine: machine))
   }
 
@@ -59,6 +70,8 @@ final class ServerSession: Sendable {
     state.withLock { $0.sending = sending }
     let control = Task { await self.receiveControl() }
     defer { control.cancel() }
+    let watchdog = stallTimeout.map { timeout in Task { await self.failWhenStalled(timeout) } }
+    defer { watchdog?.cancel() }
     let result = await withTaskCancellationHandler { await sending.value } onCancel: { sending.cancel() }
     try result.get()
   }
@@ -75,7 +88,10 @@ final class ServerSession: Sendable {
           await Task.yield()
         }
         await waitUntil { $0.machine.mayAcceptMessage }
-        try state.withLock { (state) throws(DissociatedIPCError) in try state.checkStopped() }
+        try state.withLock { (state) throws(DissociatedIPCError) in
+          try state.checkStopped()
+          state.awaitingSource = true
+        }
         let next: OutgoingMessage?
         do { next = try await iterator.next() } catch {
           try state.withLock { (state) throws(DissociatedIPCError) in try state.checkStopped() }
@@ -84,6 +100,9 @@ final class ServerSession: Sendable {
         // The client may have failed or left while the source was awaited.
         let planned = try state.withLock { (state) throws(DissociatedIPCError) -> ServerSend? in
           try state.checkStopped()
+          // The transport took the message before this one.
+          state.awaitingSource = false
+          state.progress &+= 1
           return try next.map { (message) throws(DissociatedIPCError) in try state.machine.message(message) }
         }
         guard let planned else {
@@ -98,7 +117,10 @@ final class ServerSession: Sendable {
       await waitUntil { $0.machine.isFinished }
       if let failure = state.withLock({ $0.failure }) { throw failure }
       return .success(())
-    } catch {
+    } catch let thrown {
+      // A stall (DIPC-LIM-10) aborted the connection: say so, not what the
+      // aborted send threw.
+      let error = state.withLock { $0.failure } ?? thrown
       if error.code != .connectionClosed, error.code != .streamTruncated {
         // Tell the client why, if it can still hear (DIPC-ERR-2).
         try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts)
@@ -180,7 +202,8 @@ final class ServerSession: Sendable {
         }
         let addresses = try FreeDataPayload.decode(message.payload)
         let (released, waiter) = try state.withLock { (state) throws(DissociatedIPCError) in
-          (try state.machine.freeData(addresses), state.takeWaiter())
+          state.progress &+= 1
+          return (try state.machine.freeData(addresses), state.takeWaiter())
         }
         for region in released { await remoteMemory?.release(region) }
         waiter?.resume()
@@ -196,6 +219,29 @@ final class ServerSession: Sendable {
     let (waiter, sending) = state.withLock { ($0.takeWaiter(), $0.sending) }
     waiter?.resume()
     sending?.cancel()  // a producer that is awaited now would hold the stream open
+  }
+
+  /// Fails the stream when, for `timeout`, the transport took no message
+  /// and no free_data came while the stream waited for the client: a peer
+  /// that stopped reading, or that keeps its descriptors (DIPC-LIM-10).
+  /// The connection is aborted, so a send blocked on it returns. Detected
+  /// between one and two `timeout`s after the last progress.
+  private func failWhenStalled(_ timeout: Duration) async {
+    var seen: UInt64? = nil
+    while true {
+      do { try await Task.sleep(for: timeout) } catch { return }
+      let stalled = state.withLock { state -> (CheckedContinuation<Void, Never>?, Task<Result<Void, DissociatedIPCError>, Never>?)? in
+        defer { seen = state.progress }
+        guard state.progress == seen, !state.awaitingSource, !state.isStopped else { return nil }
+        state.failure = DissociatedIPCError(.timedOut, "the client took no message and returned no memory for \(timeout)")
+        return (state.takeWaiter(), state.sending)
+      }
+      guard let (waiter, sending) = stalled else { continue }
+      connection.abort()
+      waiter?.resume()
+      sending?.cancel()
+      return
+    }
   }
 
   /// Releases every region the client still held (DIPC-FREE-4).

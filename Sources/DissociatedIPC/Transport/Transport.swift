@@ -148,6 +148,11 @@ public protocol TransportConnection: AnyObject, Sendable {
   var pathDescription: String { get }
   /// Closes the connection; idempotent.
   func close() async
+  /// Ends the connection now, without flushing: pending and later calls
+  /// fail, and a send blocked on a peer that stopped reading returns. A
+  /// server's stall timeout (DIPC-LIM-10) and a non-graceful shutdown use
+  /// it. Idempotent. The default starts ``close()`` in a task of its own.
+  func abort()
 }
 
 extension TransportConnection {
@@ -156,6 +161,9 @@ extension TransportConnection {
     try await sendFrame(frame)
     try await sendTagged(tag, parts)
   }
+
+  /// Starts ``close()`` in a task of its own.
+  public func abort() { Task { await close() } }
 
   /// `.wouldWait`: every receive goes through ``receiveFrame()``.
   public func readyFrame() throws(DissociatedIPCError) -> ReadyReceive<ArrowBytes> { .wouldWait }
