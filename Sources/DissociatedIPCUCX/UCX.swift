@@ -95,10 +95,12 @@ final class UCXContext: @unchecked Sendable {
 
   /// Settings applied unless the environment or the options name them
   /// (UCX-CONF-2): a listener's port can be bound again while connections
-  /// it accepted linger in TIME-WAIT, so a server restarts on its port.
-  /// They are set in the environment (`setenv` without overwriting),
-  /// once, as the process's UCP context is made.
-  static let defaultOptions = ["TCP_CM_REUSEADDR": "y"]
+  /// it accepted linger in TIME-WAIT, so a server restarts on its port;
+  /// and no registration cache, which in UCX 1.13 kept every closed
+  /// connection's worker buffers (2 MiB resident each). They are set in
+  /// the environment (`setenv` without overwriting), once, as the
+  /// process's UCP context is made.
+  static let defaultOptions = ["TCP_CM_REUSEADDR": "y", "RCACHE_ENABLE": "n"]
 
   /// Reads UCX's configuration from the environment (`UCX_*`), then
   /// applies ``defaultOptions`` and `options` (names without the `UCX_`

@@ -19,9 +19,10 @@ public struct ResourceCensus: Sendable, Equatable {
   /// Address space (VmSize), in bytes: what was allocated, touched or not.
   public var virtualBytes: Int
 
-  /// The census now.
-  public static func take() -> ResourceCensus {
-    let status = readProcFile("/proc/self/status")
+  /// The census of process `pid` (this process when nil) now.
+  public static func take(of pid: Int32? = nil) -> ResourceCensus {
+    let folder = pid.map { "/proc/\($0)" } ?? "/proc/self"
+    let status = readProcFile(folder + "/status")
     func kilobytes(_ key: String) -> Int {
       guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(key + ":") }) else { return 0 }
       let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
@@ -29,9 +30,9 @@ public struct ResourceCensus: Sendable, Equatable {
     }
     let entries = { (path: String) in (try? FileManager.default.contentsOfDirectory(atPath: path).count) ?? 0 }
     return ResourceCensus(
-      descriptors: entries("/proc/self/fd"),
-      mappings: readProcFile("/proc/self/maps").split(separator: "\n").count,
-      threads: entries("/proc/self/task"),
+      descriptors: entries(folder + "/fd"),
+      mappings: readProcFile(folder + "/maps").split(separator: "\n").count,
+      threads: entries(folder + "/task"),
       residentBytes: kilobytes("VmRSS"),
       virtualBytes: kilobytes("VmSize"))
   }

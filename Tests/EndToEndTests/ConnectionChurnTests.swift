@@ -1,0 +1,59 @@
+import DissociatedIPC
+import DissociatedIPCTransports
+import Foundation
+import TestSupport
+import Testing
+
+/// A `dipc serve` process that served many clients holds what it held
+/// before: descriptors, mappings, threads and memory return to their
+/// baseline once the connections are gone (the leak census).
+@Suite("Connection churn", .serialized)
+struct ConnectionChurnTests {
+  /// The client side: UCX over tcp lanes on lo, as the server's environment says.
+  static var registry: TransportRegistry {
+    var registry = TransportRegistry()
+    registry.register(TCPTransport())
+    registry.register(SharedMemoryTransport())
+    registry.register(UCXTransport(config: .init(options: ["TLS": "tcp", "NET_DEVICES": "lo"])))
+    return registry
+  }
+
+  static func fetch(_ location: String) async throws -> Int {
+    var batches = 0
+    for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: try Location(parsing: location)) {
+      batches += 1
+    }
+    return batches
+  }
+
+  @Test("200 clients one after the other leave the server's descriptors, mappings, threads and memory at their baseline",
+        arguments: ["tcp://127.0.0.1:0", "shm://", "ucx://127.0.0.1:0"])
+  func churn(listen: String) async throws {
+    let file = try Processes.corpus.get().appendingPathComponent("type_int32.arrows").path
+    let server = try Processes.Server(files: [file], listen: listen,
+                                      environment: ["UCX_TLS": "tcp", "UCX_NET_DEVICES": "lo"])
+    defer { server.stop() }
+    let location = server.locations["type_int32.arrows"]!["combined"]!
+    let pid = server.process.processIdentifier
+    // Warm up: pools, parked threads and UCX's context exist after this.
+    for _ in 0 ..< 20 { #expect(try await Self.fetch(location) > 0) }
+    let before = ResourceCensus.take(of: pid)
+    for round in 0 ..< 200 {
+      do {
+        #expect(try await Self.fetch(location) > 0)
+      } catch {
+        Issue.record("fetch \(round) failed: \(error); the server holds \(ResourceCensus.take(of: pid))")
+        throw error
+      }
+    }
+    // Connections end shortly after their streams; threads park for 10 s.
+    let settled = await eventually(within: 60) {
+      let now = ResourceCensus.take(of: pid)
+      return now.descriptors <= before.descriptors + 2 && now.mappings <= before.mappings + 8
+        && now.threads <= before.threads + 4
+    }
+    let after = ResourceCensus.take(of: pid)
+    #expect(settled, "before \(before), after \(after)")
+    #expect(after.residentBytes - before.residentBytes < 64 << 20, "before \(before), after \(after)")
+  }
+}
