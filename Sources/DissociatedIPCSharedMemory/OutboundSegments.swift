@@ -13,11 +13,21 @@ final class OutboundSegment: @unchecked Sendable {
   let size: Int
   /// The bytes from the start whose pages are populated (SHM-MEM-5).
   private let populated = Atomic<Int>(0)
+  /// What the segment's size was reserved from (SHM-RING-8).
+  private let budget: SharedMemoryBudget
 
-  init(id: UInt16, size: Int, name: String) throws(DissociatedIPCError) {
-    (descriptor, base) = try createSegment(size: size, name: name)
+  /// A new segment of `size` bytes, whose size `budget` already counts;
+  /// `budget` gets it back when the segment goes (or when creating fails).
+  init(id: UInt16, size: Int, name: String, budget: SharedMemoryBudget) throws(DissociatedIPCError) {
+    do throws(DissociatedIPCError) {
+      (descriptor, base) = try createSegment(size: size, name: name)
+    } catch {
+      budget.release(size)
+      throw error
+    }
     self.id = id
     self.size = size
+    self.budget = budget
   }
 
   /// How far ahead of a write the pages are populated at once.
@@ -38,6 +48,7 @@ final class OutboundSegment: @unchecked Sendable {
   deinit {
     unmapSegment(base, size: size)
     closeDescriptor(descriptor)
+    budget.release(size)
   }
 }
 
@@ -172,15 +183,20 @@ struct OutboundSegments {
     let newSize = max(grown / pageSize * pageSize, (blockSize + pageSize - 1) / pageSize * pageSize)
     // A payload larger than the bound still goes when nothing is in use.
     guard totalBytes - emptyBytes + newSize <= config.maxSharedBytes || emptyBytes == totalBytes else { return .full }
+    // Every connection of this configuration shares one budget (SHM-RING-8);
+    // one with nothing in use may exceed it, so it never waits for space
+    // that only other connections could return.
+    guard config.sharedBudget.reserve(newSize, evenIfOver: emptyBytes == totalBytes) else { return .full }
     var retired: [UInt16] = []
     while totalBytes + newSize > config.maxSharedBytes, let empty = segments.firstIndex(where: { $0.ring.isEmpty }) {
       retired.append(segments[empty].segment.id)
       totalBytes -= segments.remove(at: empty).segment.size
     }
     guard nextID < UInt16.max else {
+      config.sharedBudget.release(newSize)
       throw DissociatedIPCError(.limitExceeded, "shm:// connection used up its 65,534 segment ids")
     }
-    let segment = try OutboundSegment(id: nextID, size: newSize, name: config.segmentName)
+    let segment = try OutboundSegment(id: nextID, size: newSize, name: config.segmentName, budget: config.sharedBudget)
     nextID += 1
     segments.append((segment, Ring(size: newSize)))
     totalBytes += newSize
@@ -230,4 +246,37 @@ struct OutboundSegments {
   /// The first word of a live block's header: "DIPCLIVE" mixed with the
   /// payload offset, so stale bytes at another offset do not pass for it.
   static func liveMarker(_ payloadOffset: Int) -> UInt64 { 0x4449_5043_4C49_5645 ^ UInt64(payloadOffset) }
+}
+
+/// Bounds the bytes of outbound segments that every connection made with
+/// one ``SharedMemoryTransport/Config`` holds together (SHM-RING-8): a
+/// server with many clients adds ring segments only while the sum stays
+/// within ``maxBytes``; past it, a connection waits for its own client to
+/// return space, as it does at its own bound (`maxSharedBytes`).
+public final class SharedMemoryBudget: Sendable {
+  /// The most segment bytes held at once, except by connections with
+  /// nothing in use (each may take one segment beyond it).
+  public let maxBytes: Int
+  private let used = Atomic<Int>(0)
+
+  /// A budget of `maxBytes`.
+  public init(maxBytes: Int) { self.maxBytes = maxBytes }
+
+  /// Segment bytes held now.
+  public var usedBytes: Int { used.load(ordering: .relaxed) }
+
+  /// Counts `bytes` when they fit, or anyway when `evenIfOver`; false when
+  /// they do not fit.
+  func reserve(_ bytes: Int, evenIfOver: Bool) -> Bool {
+    var current = used.load(ordering: .relaxed)
+    while evenIfOver || bytes <= maxBytes - current {
+      let (exchanged, original) = used.compareExchange(expected: current, desired: current + bytes, ordering: .relaxed)
+      if exchanged { return true }
+      current = original
+    }
+    return false
+  }
+
+  /// Gives back bytes counted by ``reserve(_:evenIfOver:)``.
+  func release(_ bytes: Int) { used.subtract(bytes, ordering: .relaxed) }
 }

@@ -64,12 +64,17 @@ public struct SharedMemoryTransport: DissociatedTransport {
     /// The most bytes of the peer's segments a connection maps at once;
     /// beyond, `.limitExceeded` (SHM-MEM-6).
     public var maxPeerMappedBytes: Int
+    /// The segment bytes all connections made with this configuration
+    /// (a listener's clients) hold together; beyond it their rings stop
+    /// growing and senders wait for returned space (SHM-RING-8). Shared
+    /// by copies of this configuration.
+    public var sharedBudget: SharedMemoryBudget
 
     /// Mode 0600, 16 KiB inline, an 8 MiB first segment, 1 GiB shared per
     /// connection, 64 MiB read ahead, 8 MiB write queue, 4 GiB messages,
     /// 512 MiB of held payloads (half the peer's default 1 GiB), 256
     /// connections per listener, 1,024 peer segments and 4 GiB of them
-    /// mapped per connection.
+    /// mapped per connection, 1 GiB of segments for all connections together.
     public static var defaults: Config {
       Config(socketMode: 0o600, inlineLimit: 16 << 10, segmentSize: 8 << 20, maxSharedBytes: 1 << 30,
              readAheadBytes: 64 << 20, writeQueueBytes: 8 << 20, maxMessageSize: 4 << 30, segmentName: "dipc-shm")
@@ -79,7 +84,9 @@ public struct SharedMemoryTransport: DissociatedTransport {
     public init(socketMode: UInt32, inlineLimit: Int, segmentSize: Int, maxSharedBytes: Int,
                 readAheadBytes: Int, writeQueueBytes: Int, maxMessageSize: Int, segmentName: String,
                 maxHeldPayloadBytes: Int = 512 << 20, maxConnections: Int = 256,
-                maxPeerSegments: Int = 1024, maxPeerMappedBytes: Int = 4 << 30) {
+                maxPeerSegments: Int = 1024, maxPeerMappedBytes: Int = 4 << 30,
+                sharedBudget: SharedMemoryBudget = SharedMemoryBudget(maxBytes: 1 << 30)) {
+      self.sharedBudget = sharedBudget
       self.maxPeerSegments = maxPeerSegments
       self.maxPeerMappedBytes = maxPeerMappedBytes
       self.maxConnections = maxConnections
