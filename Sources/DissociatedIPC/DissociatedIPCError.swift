@@ -58,6 +58,9 @@ public struct DissociatedIPCError: Error, Hashable, Sendable, CustomStringConver
     case sourceFailed = 33
     /// A timeout configured for a step elapsed.
     case timedOut = 34
+    /// The server does not grant this want_data (or this ticket with it)
+    /// under its access policy (DIPC-ACCESS-1).
+    case accessDenied = 35
 
     // The transport.
     /// Nothing accepted the connection.

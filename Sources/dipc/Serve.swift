@@ -21,7 +21,8 @@ struct Serve: AsyncParsableCommand {
       Security: servers listen on 127.0.0.1 unless told otherwise, and a
       host of 0.0.0.0, :: or none (tcp://:7000) listens on every interface
       (with a warning): anyone who reaches the port can fetch every file
-      served. With the UCX of Debian bookworm (1.13, built with
+      served, unless --capabilities makes each printed location the only
+      key to its file. With the UCX of Debian bookworm (1.13, built with
       assertions), a peer that sends a ucx:// listener's port anything
       but UCX's own handshake makes UCX abort the whole process: offer
       ucx:// only where every peer that can reach the port is trusted.
@@ -36,6 +37,9 @@ struct Serve: AsyncParsableCommand {
 
   @Flag(help: "Also print the metadata and data locations (two connections per stream).")
   var split = false
+
+  @Flag(help: "Make every printed location a capability: a random want_data per file and role; clients without one are refused (accessDenied). Reference clients with fixed want_data values are refused too.")
+  var capabilities = false
 
   @Option(help: "Bodies of at least this many bytes go as descriptors on transports with remote memory.")
   var rendezvousThreshold = ServerStreamConfig.defaults.rendezvousThreshold
@@ -100,6 +104,7 @@ struct Serve: AsyncParsableCommand {
     config.stream.rendezvousThreshold = rendezvousThreshold
     config.stream.maxOutstandingBytes = maxOutstandingBytes
     config.stallTimeout = stallTimeout > 0 ? .milliseconds(Int64(stallTimeout * 1000)) : nil
+    config.access = capabilities ? .capabilities : .open
     let server = try await DissociatedServer(listeningAt: listen, catalog: catalog,
                                              registry: .builtIn(ucxDescriptors: ucxDescriptors), config: config)
     // Unbuffered: scripts read the locations while the server runs.

@@ -63,6 +63,52 @@ struct DriverTests {
     }
   }
 
+  @Test("capabilities: only a published location fetches its own stream; fixed or borrowed want_data values are accessDenied (DIPC-ACCESS-1)")
+  func capabilities() async throws {
+    var catalog = StreamCatalog()
+    catalog.add("a", .messages(try StreamFixtures.messages(batches: 2, rows: 4)))
+    catalog.add("b", .messages(try StreamFixtures.messages(batches: 3, rows: 4)))
+    var config = DissociatedServer.Config.defaults
+    config.access = .capabilities
+    try await Self.withServer(catalog, config: config) { server, client in
+      func outcome(_ location: Location, ticket: [UInt8]? = nil) async -> Result<Int, DissociatedIPCError> {
+        do {
+          var batches = 0
+          for try await case .recordBatch in client.stream(from: location, ticket: ticket) { batches += 1 }
+          return .success(batches)
+        } catch {
+          return .failure(error)
+        }
+      }
+      func denied(_ result: Result<Int, DissociatedIPCError>) -> Bool {
+        guard case .failure(let error) = result else { return false }
+        return error.code == .peerError && error.detail.contains("accessDenied")
+      }
+      let a = server.location(for: "a")
+      #expect(try await outcome(a).get() == 2)
+      // Split topology: each role has a value of its own.
+      let metadata = server.location(for: "b", role: .metadata)
+      let data = server.location(for: "b", role: .data)
+      #expect(Set([metadata.wantData, data.wantData, server.location(for: "b").wantData]).count == 3)
+      var batches = 0
+      for try await case .recordBatch in client.stream(from: metadata, dataLocation: data) { batches += 1 }
+      #expect(batches == 3)
+      // The fixed values of an open server are refused.
+      var fixed = a
+      fixed.wantData = ControlTag.combined
+      #expect(denied(await outcome(fixed)))
+      // a's value does not fetch b.
+      #expect(denied(await outcome(a, ticket: Array("b".utf8))))
+      // A ticket the catalog lacks gets a location nobody accepts.
+      #expect(denied(await outcome(server.location(for: "nope"))))
+      #expect(server.location(for: "a").wantData == a.wantData, "a location is stable for the server's life")
+    }
+    // Another server draws other values.
+    try await Self.withServer(catalog, config: config) { other, _ in
+      #expect(other.location(for: "a").wantData != ControlTag.combined)
+    }
+  }
+
   @Test("peer text is escaped and cut: printable ASCII stays, the rest is \\xNN (DIPC-LIM-9)")
   func peerTextEscaping() {
     #expect(PeerText.escaped(Array("plain ticket-1".utf8)) == "plain ticket-1")

@@ -33,15 +33,20 @@ public final class DissociatedServer: Sendable {
     /// no message, descriptors not returned — before it fails with
     /// `timedOut` and its connection is aborted (DIPC-LIM-10); nil: no limit.
     public var stallTimeout: Duration?
+    /// Who may fetch (DIPC-ACCESS-1): `.open` (fixed want_data values, as
+    /// the reference) or `.capabilities` (a random want_data per ticket
+    /// and role, published only in its location).
+    public var access: AccessPolicy
 
     /// 64 KiB rendezvous, 256 MiB outstanding, 10 s to initiate, 16 KiB
-    /// tickets, 60 s without progress, no logging.
+    /// tickets, 60 s without progress, open access, no logging.
     public static let defaults = Config(stream: .defaults, initiationTimeout: .seconds(10), arrowLimits: .defaults)
 
     /// Creates settings.
     public init(stream: ServerStreamConfig, initiationTimeout: Duration, arrowLimits: ArrowIPCLimits,
                 logger: Logger = Logger(label: "dissociated-ipc.server", factory: { _ in SwiftLogNoOpLogHandler() }),
-                maxTicketBytes: Int = 16 << 10, stallTimeout: Duration? = .seconds(60)) {
+                maxTicketBytes: Int = 16 << 10, stallTimeout: Duration? = .seconds(60), access: AccessPolicy = .open) {
+      self.access = access
       self.maxTicketBytes = maxTicketBytes
       self.stallTimeout = stallTimeout
       self.stream = stream
@@ -56,6 +61,8 @@ public final class DissociatedServer: Sendable {
   private let transport: any DissociatedTransport
   private let catalog: StreamCatalog
   private let config: Config
+  /// The want_data values issued under `.capabilities` (empty otherwise).
+  private let grants: Grants
   private let streams = Mutex<(active: Int, served: Int, failed: Int)>((0, 0, 0))
   /// Connections being served, so a non-graceful shutdown can close them.
   private let connections = Mutex<[ObjectIdentifier: any TransportConnection]>([:])
@@ -69,6 +76,7 @@ public final class DissociatedServer: Sendable {
     listener = try await transport.listen(at: parsed)
     self.catalog = catalog
     self.config = config
+    grants = config.access == .capabilities ? Grants(tickets: catalog.tickets) : Grants(tickets: [])
   }
 
   /// The location that fetches `ticket` in `role` (the ticket travels in the
@@ -83,8 +91,18 @@ public final class DissociatedServer: Sendable {
     }
     let remote = transport.capabilities.remoteMemory && role != .metadata
     return Location(scheme: address.scheme, host: address.host, port: address.port, path: address.path,
-                    wantData: ControlTag.wantData(role), freeData: remote ? ControlTag.freeData : nil,
+                    wantData: wantData(for: ticket, role: role), freeData: remote ? ControlTag.freeData : nil,
                     remoteHandle: remote ? listener.remoteHandle : nil, otherParameters: others)
+  }
+
+  /// The want_data a location for `ticket` in `role` carries: the fixed
+  /// value of the role, or under `.capabilities` the one issued for the
+  /// ticket (a ticket the catalog lacks gets a random value nobody will
+  /// accept).
+  private func wantData(for ticket: [UInt8], role: StreamRole) -> UInt64 {
+    guard config.access == .capabilities else { return ControlTag.wantData(role) }
+    var generator = SystemRandomNumberGenerator()
+    return grants.wantData(for: ticket, role: role) ?? Grants.randomTag(using: &generator)
   }
 
   /// The location that fetches the UTF-8 `ticket` in `role`.
@@ -157,14 +175,30 @@ public final class DissociatedServer: Sendable {
       try await connection.receiveTagged(matching: 0, mask: 0)
     }
     guard let first else { return }  // closed before asking for anything
-    guard let role = ControlTag.role(of: first.tag) else {
-      // Refused in words: a client with a wrong want_data would otherwise
-      // see only a connection that closed (DIPC-ERR-3).
-      let error = DissociatedIPCError(.unexpectedMessage, "first tagged message \(Tag(rawValue: first.tag)) is not a want_data this server publishes")
-      try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts)
-      throw error
-    }
     let ticket = first.payload
+    let role: StreamRole
+    switch config.access {
+    case .open:
+      guard let fixed = ControlTag.role(of: first.tag) else {
+        // Refused in words: a client with a wrong want_data would otherwise
+        // see only a connection that closed (DIPC-ERR-3).
+        let error = DissociatedIPCError(.unexpectedMessage, "first tagged message \(Tag(rawValue: first.tag)) is not a want_data this server publishes")
+        try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts)
+        throw error
+      }
+      role = fixed
+    case .capabilities:
+      // The ticket is compared only once the tag was found: a guessed tag
+      // learns nothing about which tickets exist.
+      guard let grant = grants.grant(first.tag), ticket.count == grant.ticket.count,
+            ticket.withUnsafeBytes({ $0.elementsEqual(grant.ticket) })
+      else {
+        let error = DissociatedIPCError(.accessDenied, "this want_data does not grant that stream")
+        try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts)
+        throw error
+      }
+      role = grant.role
+    }
     guard ticket.count <= config.maxTicketBytes else {
       let error = DissociatedIPCError(.limitExceeded, "a ticket of \(ticket.count) bytes exceeds the limit of \(config.maxTicketBytes)")
       if role.sendsMetadata { try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts) }
