@@ -122,6 +122,7 @@ public struct SharedMemoryTransport: DissociatedTransport {
     guard address.host.isEmpty, address.port == nil else {
       throw DissociatedIPCError(.invalidLocation, "\(address): shm:// takes a socket path, no host or port (shm:///path)")
     }
+    if address.path.isEmpty { removeStaleSocketFiles(in: socketDirectory()) }
     let path = address.path.isEmpty ? freshSocketPath() : address.path
     return try SharedMemoryListener(path: path, config: config)
   }

@@ -277,11 +277,37 @@ func isSocketFile(_ path: String) -> Bool {
 /// Removes the file at `path`.
 func removeFile(_ path: String) { _ = unlink(path) }
 
-/// A fresh socket path: `$XDG_RUNTIME_DIR` (else `/tmp`), then
+/// Where fresh socket paths go: `$XDG_RUNTIME_DIR`, else `/tmp`.
+func socketDirectory() -> String {
+  environmentValue("XDG_RUNTIME_DIR").flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+}
+
+/// A fresh socket path: ``socketDirectory()``, then
 /// `dipc-<pid>-<random>.sock` (SHM-ADDR-2).
 func freshSocketPath() -> String {
-  let directory = environmentValue("XDG_RUNTIME_DIR").flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
-  return "\(directory)/dipc-\(getpid())-\(String(UInt64.random(in: 0 ... .max), radix: 36)).sock"
+  "\(socketDirectory())/dipc-\(getpid())-\(String(UInt64.random(in: 0 ... .max), radix: 36)).sock"
+}
+
+/// Removes the socket files of fresh paths (`dipc-<pid>-<random>.sock`)
+/// in `directory` whose process is gone and that this user owns: a server
+/// killed before it could remove its file left them (SHM-ADDR-8). A file
+/// whose pid runs (or was reused) stays, as does anything not a socket.
+func removeStaleSocketFiles(in directory: String) {
+  guard let folder = opendir(directory) else { return }
+  defer { closedir(folder) }
+  while let entry = readdir(folder) {
+    let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    let parts = name.split(separator: "-")
+    guard parts.count == 3, parts[0] == "dipc", name.hasSuffix(".sock"), let pid = Int32(parts[1]), pid > 0,
+          kill(pid, 0) != 0, errno == ESRCH
+    else { continue }
+    let path = directory + "/" + name
+    var info = stat()
+    guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK, info.st_uid == getuid(),
+          (try? UnixSocket.isListening(path: path)) == false
+    else { continue }
+    removeFile(path)
+  }
 }
 
 // MARK: Memory segments

@@ -385,6 +385,26 @@ struct SharedMemoryTests {
     #expect(await eventually { floodMappings() == 1 }, "\(floodMappings()) mappings of the segment")
   }
 
+  @Test("listening on a fresh path removes socket files that dead servers left, and nothing else (SHM-ADDR-8)")
+  func staleSocketFiles() async throws {
+    let directory = socketDirectory()
+    // No process has a pid above pid_max (2^22 at most).
+    let stale = "\(directory)/dipc-4194400-stale\(getpid()).sock"
+    let live = "\(directory)/dipc-\(getpid())-live.sock"
+    let notSocket = "\(directory)/dipc-4194401-file\(getpid()).sock"
+    defer { for path in [stale, live, notSocket] { unlink(path) } }
+    for path in [stale, live] {
+      let (socket, _) = try #require(try UnixSocket.listen(path: path, mode: 0o600))
+      socket.close()  // the file stays, as after a SIGKILL
+    }
+    #expect(FileManager.default.createFile(atPath: notSocket, contents: Data()))
+    let listener = try await SharedMemoryTransport().listen(at: TransportAddress(scheme: "shm"))
+    #expect(!FileManager.default.fileExists(atPath: stale), "the dead server's socket file is still there")
+    #expect(FileManager.default.fileExists(atPath: live), "a live process's socket file was removed")
+    #expect(FileManager.default.fileExists(atPath: notSocket), "a file that is not a socket was removed")
+    await listener.close()
+  }
+
   @Test("a passed descriptor that is not a sealed memfd is refused before it is mapped")
   func unsealedSegment() async throws {
     try await RawPeer.withListener { listener, peer in
