@@ -88,8 +88,11 @@ final class ServerSession: Sendable {
           await Task.yield()
         }
         await waitUntil { $0.machine.mayAcceptMessage }
+        // A client that closed is noticed once the source has a message
+        // for it: one that closed after its last message (a data
+        // connection, after the last body) was served in full.
         try state.withLock { (state) throws(DissociatedIPCError) in
-          try state.checkStopped()
+          if let failure = state.failure { throw failure }
           state.awaitingSource = true
         }
         let next: OutgoingMessage?
@@ -99,16 +102,19 @@ final class ServerSession: Sendable {
         }
         // The client may have failed or left while the source was awaited.
         let planned = try state.withLock { (state) throws(DissociatedIPCError) -> ServerSend? in
-          try state.checkStopped()
+          if next != nil || state.failure != nil { try state.checkStopped() }
           // The transport took the message before this one.
           state.awaitingSource = false
           state.progress &+= 1
           return try next.map { (message) throws(DissociatedIPCError) in try state.machine.message(message) }
         }
         guard let planned else {
-          // A source stream ends early when its task is cancelled: that is
-          // not the end of the data, so it must not become an end of stream.
-          if Task.isCancelled { throw DissociatedIPCError(.cancelled, "the server stopped serving this stream") }
+          // A producer's stream ends early when its task is cancelled: that
+          // is not the end of the data, so it must not become an end of
+          // stream. Arrays and files end only at their end.
+          if Task.isCancelled, iterator.endsWhenCancelled {
+            throw DissociatedIPCError(.cancelled, "the server stopped serving this stream")
+          }
           break
         }
         try await send(planned, parts: &parts)

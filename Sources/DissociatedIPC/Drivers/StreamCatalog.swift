@@ -50,6 +50,13 @@ struct MessageSource {
 
   init(_ origin: Origin) { self.origin = origin }
 
+  /// Whether `next()` may return nil before the end because the task was
+  /// cancelled (a producer's stream does; arrays and files do not).
+  var endsWhenCancelled: Bool {
+    if case .producer = origin { return true }
+    return false
+  }
+
   /// The next message, nil at the end; runs on the caller's actor.
   @inline(__always)
   mutating func next(isolation actor: isolated (any Actor)? = #isolation) async throws -> OutgoingMessage? {
