@@ -269,42 +269,16 @@ final class SharedMemoryConnection: InboxReceiving {
     case direct, queued(wake: Bool, over: Bool)
   }
 
-  /// When a message goes straight to the socket from the sending task
-  /// (SHM-THREAD-1).
-  enum SendPolicy {
-    /// Whenever nothing is queued or being sent (lowest latency).
-    case direct
-    /// Never: the writer thread sends everything, in batches.
-    case writer
-    /// When nothing is queued and the previous message was submitted at
-    /// least ``LoneMessageDetector/gap`` ago: a lone message goes at once,
-    /// a stream of them is batched by the writer.
-    case adaptive
-  }
-
-  /// The policy; `DIPC_SHM_SEND=direct|writer|adaptive` overrides the
-  /// default (adaptive), for measuring.
-  static let sendPolicy: SendPolicy = {
-    switch environmentValue("DIPC_SHM_SEND") {
-    case "direct": .direct
-    case "writer": .writer
-    default: .adaptive
-    }
-  }()
-
   /// The locked part of ``submit(_:)``: claims the socket for a direct
   /// send, or queues.
   func enqueue(_ message: Outgoing, _ state: inout State) throws(DissociatedIPCError) -> SubmitOutcome {
     if let error = state.sendError { throw error }
-    let direct: Bool
-    switch Self.sendPolicy {
-    case .direct: direct = true
-    case .writer: direct = false
-    // The hello, sent as the connection opens, does not count: the first
-    // message after it (want_data, a schema) is a lone one, not the
-    // second of a stream that would wait for the writer thread to wake.
-    case .adaptive: direct = message.kind == .hello || state.submissions.submitted()
-    }
+    // A lone message goes straight to the socket; a stream of them is
+    // batched by the writer (SHM-THREAD-1). The hello, sent as the
+    // connection opens, does not count: the first message after it
+    // (want_data, a schema) is a lone one, not the second of a stream that
+    // would wait for the writer thread to wake.
+    let direct = message.kind == .hello || state.submissions.submitted()
     if direct, state.queue.isEmpty, !state.writerBusy, !state.directSending, !state.descriptorClosed {
       state.directSending = true
       return .direct
