@@ -117,9 +117,10 @@ struct Serve: AsyncParsableCommand {
         lines += "\(ticket)\tdata\t\(server.location(for: ticket, role: .data))\n"
       }
     }
-    FileHandle.standardOutput.write(Data(lines.utf8))
     // The first signal: streams may finish within the grace period; the
-    // next: they end now (DIPC-TEAR-5).
+    // next: they end now (DIPC-TEAR-5). Handled before the locations are
+    // printed: a signal ignored while the handler is set up would be lost,
+    // and whoever read a location may signal at once.
     final class SignalCount: Sendable { let seen = Atomic(0) }
     let signalCount = SignalCount()
     let grace = Duration.milliseconds(Int64(shutdownGrace * 1000))
@@ -127,6 +128,7 @@ struct Serve: AsyncParsableCommand {
       let first = signalCount.seen.add(1, ordering: .relaxed).newValue == 1
       Task { first ? await server.shutdown(gracePeriod: grace) : await server.shutdown(graceful: false) }
     }
+    FileHandle.standardOutput.write(Data(lines.utf8))
     await server.run()
     signals.forEach { $0.cancel() }
     let counts = server.streamCounts
@@ -139,7 +141,12 @@ struct Serve: AsyncParsableCommand {
       signal(signalNumber, SIG_IGN)
       let source = DispatchSource.makeSignalSource(signal: signalNumber)
       source.setEventHandler(handler: handler)
+      // Returns once the source is armed, so no signal sent after this
+      // returns is lost.
+      let armed = DispatchSemaphore(value: 0)
+      source.setRegistrationHandler { armed.signal() }
       source.resume()
+      armed.wait()
       return source
     }
   }

@@ -35,10 +35,7 @@ struct ConnectionChurnTests {
     defer { server.stop() }
     let location = server.locations["type_int32.arrows"]!["combined"]!
     let pid = server.process.processIdentifier
-    // Warm up: pools, parked threads and UCX's context exist after this.
-    for _ in 0 ..< 20 { #expect(try await Self.fetch(location) > 0) }
-    let before = ResourceCensus.take(of: pid)
-    for round in 0 ..< 200 {
+    func fetch(_ round: Int) async throws {
       do {
         #expect(try await Self.fetch(location) > 0)
       } catch {
@@ -46,6 +43,10 @@ struct ConnectionChurnTests {
         throw error
       }
     }
+    // Warm up: pools, parked threads and UCX's context exist after this.
+    for round in 0 ..< 20 { try await fetch(round) }
+    let before = ResourceCensus.take(of: pid)
+    for round in 20 ..< 220 { try await fetch(round) }
     // Connections end shortly after their streams; threads park for 10 s.
     let settled = await eventually(within: 60) {
       let now = ResourceCensus.take(of: pid)

@@ -68,9 +68,23 @@ enum Processes {
       }
     }
 
-    func stop() {
+    /// Interrupts the server and waits for it; one that is still running
+    /// after `seconds` is killed, and false returned.
+    @discardableResult
+    func stop(within seconds: Int = 60) -> Bool {
       process.interrupt()
+      return waitForExit(within: seconds)
+    }
+
+    /// Waits until the server exits; kills it (SIGKILL) and returns false
+    /// when it still runs after `seconds`.
+    func waitForExit(within seconds: Int) -> Bool {
+      let deadline = ContinuousClock.now + .seconds(seconds)
+      while process.isRunning, ContinuousClock.now < deadline { usleep(10_000) }
+      guard process.isRunning else { return true }
+      kill(process.processIdentifier, SIGKILL)
       process.waitUntilExit()
+      return false
     }
   }
 }
