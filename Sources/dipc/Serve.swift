@@ -56,12 +56,15 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Seconds a stream may wait for a client that takes nothing before it fails (0: for ever).")
   var stallTimeout = 60.0
 
+  @Option(help: "Seconds a new connection may take to ask for a stream before it is closed.")
+  var initiationTimeout = 10.0
+
   @OptionGroup var common: CommonOptions
 
   func validate() throws {
     guard !files.isEmpty else { throw ValidationError("give at least one stream file") }
-    guard shutdownGrace >= 0, stallTimeout >= 0 else {
-      throw ValidationError("--shutdown-grace and --stall-timeout must not be negative")
+    guard shutdownGrace >= 0, stallTimeout >= 0, initiationTimeout > 0 else {
+      throw ValidationError("--shutdown-grace and --stall-timeout must not be negative, --initiation-timeout must be positive")
     }
     guard rendezvousThreshold > 0, maxOutstandingBytes > 0 else {
       throw ValidationError("--rendezvous-threshold and --max-outstanding-bytes must be positive")
@@ -105,6 +108,7 @@ struct Serve: AsyncParsableCommand {
     config.stream.maxOutstandingBytes = maxOutstandingBytes
     config.stallTimeout = stallTimeout > 0 ? .milliseconds(Int64(stallTimeout * 1000)) : nil
     config.access = capabilities ? .capabilities : .open
+    config.initiationTimeout = .milliseconds(Int64(initiationTimeout * 1000))
     let server = try await DissociatedServer(listeningAt: listen, catalog: catalog,
                                              registry: .builtIn(ucxDescriptors: ucxDescriptors), config: config)
     // Unbuffered: scripts read the locations while the server runs.

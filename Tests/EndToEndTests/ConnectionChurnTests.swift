@@ -30,7 +30,10 @@ struct ConnectionChurnTests {
         arguments: ["tcp://127.0.0.1:0", "shm://", "ucx://127.0.0.1:0"])
   func churn(listen: String) async throws {
     let file = try Processes.corpus.get().appendingPathComponent("type_int32.arrows").path
-    let server = try Processes.Server(files: [file], listen: listen,
+    // The clients run in this process, whose few concurrency threads other
+    // suites may keep busy for seconds: more than the default 10 s to ask
+    // for a stream, so a slow client is not mistaken for an idle one.
+    let server = try Processes.Server(files: [file], listen: listen, options: ["--initiation-timeout", "300"],
                                       environment: ["UCX_TLS": "tcp", "UCX_NET_DEVICES": "lo"])
     defer { server.stop() }
     let location = server.locations["type_int32.arrows"]!["combined"]!
