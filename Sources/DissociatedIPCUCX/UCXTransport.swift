@@ -156,16 +156,18 @@ public struct UCXTransport: DissociatedTransport {
   }
 }
 
-/// The backend's UCP context, created once on first use.
+/// The backend's UCP contexts, each created on first use: one for the
+/// backend's options, and one more where a loopback listener narrows
+/// them to `lo` (UCX-ADDR-3).
 final class Runtime: Sendable {
-  private let state = Mutex<UCXContext?>(nil)
+  private let state = Mutex<[[String: String]: UCXContext]>([:])
 
   func context(_ options: [String: String]) throws(DissociatedIPCError) -> UCXContext {
     let result: Result<UCXContext, DissociatedIPCError> = state.withLock { state in
-      if let state { return .success(state) }
+      if let context = state[options] { return .success(context) }
       do throws(UCXFailure) {
         let context = try UCXContext(options: options)
-        state = context
+        state[options] = context
         return .success(context)
       } catch {
         return .failure(DissociatedIPCError(.transportFailure, "ucx:// cannot initialise UCX: \(error)"))

@@ -168,6 +168,49 @@ struct UCXBackendTests {
     }
   }
 
+  @Test("a listener on, and a client of, a loopback address keep UCX's lanes on lo: nothing of this process listens elsewhere (UCX-ADDR-3)")
+  func loopbackOnly() async throws {
+    #expect(UCXListener.loopbackOptions(["TLS": "tcp"], host: "127.0.0.1")["NET_DEVICES"] == (getenv("UCX_NET_DEVICES") == nil ? "lo" : nil))
+    #expect(UCXListener.loopbackOptions(["TLS": "tcp", "NET_DEVICES": "eth0"], host: "127.0.0.1")["NET_DEVICES"] == "eth0")
+    #expect(UCXListener.loopbackOptions(["TLS": "tcp"], host: "192.0.2.7")["NET_DEVICES"] == nil)
+    // No devices named: the backend chooses, and must choose lo.
+    var catalog = StreamCatalog()
+    catalog.add("t", .messages(try int64Messages(batches: 3)))
+    var registry = TransportRegistry()
+    registry.register(UCXTransport(config: .init(options: ["TLS": "tcp"])))
+    let server = try await DissociatedServer(listeningAt: "ucx://127.0.0.1:0", catalog: catalog, registry: registry)
+    let running = Task { await server.run() }
+    var batches = 0
+    for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: server.location(for: "t")) {
+      batches += 1
+    }
+    #expect(batches == 3)
+    let wide = Self.listeningAddresses().filter { !$0.hasPrefix("0100007F:") && !$0.hasPrefix("00000000000000000000000001000000:") }
+    #expect(wide.isEmpty, "listening beyond loopback: \(wide)")
+    await server.shutdown()
+    await running.value
+  }
+
+  /// The local addresses (hex, as /proc/net/tcp{,6} write them) of this
+  /// process's listening TCP sockets.
+  static func listeningAddresses() -> [String] {
+    var byInode: [String: String] = [:]
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+      let text = (try? String(contentsOfFile: table, encoding: .utf8)) ?? ""
+      for line in text.split(separator: "\n").dropFirst() {
+        let fields = line.split(separator: " ")
+        guard fields.count > 9, fields[3] == "0A" else { continue }  // 0A: LISTEN
+        byInode[String(fields[9])] = String(fields[1])
+      }
+    }
+    let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    return descriptors.compactMap { descriptor in
+      guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(descriptor)"),
+            target.hasPrefix("socket:[") else { return nil }
+      return byInode[String(target.dropFirst(8).dropLast())]
+    }
+  }
+
   @Test("a reference-style raw UCX client reads a stream from DissociatedServer")
   func referenceStyleClient() async throws {
     var catalog = StreamCatalog()
