@@ -8,7 +8,7 @@ import Testing
 
 /// Many clients at once: every one gets its whole stream, and the
 /// server's shared memory stays within its budget (SHM-RING-8). The
-/// larger run, with timings, is `scripts/load.sh`.
+/// larger run, with timings and ucx:// too, is `scripts/load.sh`.
 @Suite("Many clients at once", .serialized)
 struct LoadTests {
   static let clients = 16
@@ -25,12 +25,14 @@ struct LoadTests {
     shm.segmentSize = 1 << 20
     shm.sharedBudget = budget
     registry.register(SharedMemoryTransport(config: shm))
-    registry.register(UCXTransport(config: .init(options: ["TLS": "tcp", "NET_DEVICES": "lo"])))
     return registry
   }
 
   @Test("16 clients at once each get every batch, in order; shm:// segments stay within the shared budget",
-        arguments: ["tcp://127.0.0.1:0", "shm://", "ucx://127.0.0.1:0"])
+        // ucx:// runs in scripts/load.sh only: 32 UCX workers made at once
+        // in this process (16 clients, 16 server connections) hit UCX 1.13's
+        // async-handler bug (UCX-LIM-4), which aborts the whole test process.
+        arguments: ["tcp://127.0.0.1:0", "shm://"])
   func concurrentClients(listen: String) async throws {
     var catalog = StreamCatalog()
     catalog.add("s", .messages(try int64Stream(batches: Self.batches, rows: Self.rows)))
