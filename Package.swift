@@ -145,7 +145,8 @@ let package = Package(
     // dipc serve and dipc fetch as separate processes, checked by pyarrow.
     .testTarget(
       name: "EndToEndTests",
-      dependencies: ["dipc", "TestSupport", "DissociatedIPC", "DissociatedIPCTransports", "ArrowIPC"],
+      dependencies: ["dipc", "TestSupport", "DissociatedIPC", "DissociatedIPCTransports", "ArrowIPC",
+                     .product(name: "Logging", package: "swift-log")],
       swiftSettings: strictSettings
     ),
     .testTarget(

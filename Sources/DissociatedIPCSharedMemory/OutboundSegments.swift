@@ -237,6 +237,9 @@ struct OutboundSegments {
     return true
   }
 
+  /// Bytes of the segments that hold a block not yet freed.
+  var bytesInUse: Int { segments.reduce(0) { $0 + ($1.ring.isEmpty ? 0 : $1.segment.size) } }
+
   /// Drops every segment (each unmaps once no copy into it runs).
   mutating func removeAll() {
     segments.removeAll()

@@ -142,6 +142,15 @@ final class SharedMemoryConnection: InboxReceiving {
   let receiving = ReceiveContext()
   let pathDescription: String
 
+  /// This side's segments, those of them the peer has not returned, and
+  /// the peer's segments mapped here, in MiB (rounded up).
+  var heldResources: String? {
+    let (total, inUse) = state.withLock { ($0.outbound.totalBytes, $0.outbound.bytesInUse) }
+    let mapped = peerMappings.usage.bytes
+    func mebibytes(_ bytes: Int) -> Int { (bytes + (1 << 20) - 1) >> 20 }
+    return "\(mebibytes(total)) MiB of shared segments (\(mebibytes(inUse)) MiB in segments the peer still uses), \(mebibytes(mapped)) MiB of the peer's mapped"
+  }
+
   /// The listener's claim on this connection (DIPC-LIM-7), given back when
   /// the connection is freed.
   private let slot: ConnectionSlots.Slot?

@@ -158,11 +158,16 @@ public final class DissociatedServer: Sendable {
     } catch {
       outcome = error
     }
+    // What the connection held for the client as the stream ended: shared
+    // memory a client keeps alive shows here.
+    var metadata: Logger.Metadata = ["path": "\(connection.pathDescription)"]
+    if let held = connection.heldResources { metadata["held"] = "\(held)" }
     await connection.close()
     if let outcome {
-      config.logger.warning("stream failed", metadata: ["error": "\(outcome)", "path": "\(connection.pathDescription)"])
+      metadata["error"] = "\(outcome)"
+      config.logger.warning("stream failed", metadata: metadata)
     } else {
-      config.logger.debug("stream served", metadata: ["path": "\(connection.pathDescription)"])
+      config.logger.info("stream served", metadata: metadata)
     }
     streams.withLock { counts in
       counts.active -= 1

@@ -146,6 +146,11 @@ public protocol TransportConnection: AnyObject, Sendable {
   /// A short description of the path in use (for example the UCX lanes), so
   /// users can see which transport really ran.
   var pathDescription: String { get }
+  /// What the connection holds on its peer's behalf now — shared or
+  /// registered memory, say — in a few words for a log line; nil when
+  /// there is nothing worth telling (the default). A server logs it as a
+  /// stream ends, so memory a client keeps alive is visible.
+  var heldResources: String? { get }
   /// Closes the connection; idempotent.
   func close() async
   /// Ends the connection now, without flushing: pending and later calls
@@ -164,6 +169,9 @@ extension TransportConnection {
 
   /// Starts ``close()`` in a task of its own.
   public func abort() { Task { await close() } }
+
+  /// nil: nothing worth telling.
+  public var heldResources: String? { nil }
 
   /// `.wouldWait`: every receive goes through ``receiveFrame()``.
   public func readyFrame() throws(DissociatedIPCError) -> ReadyReceive<ArrowBytes> { .wouldWait }
