@@ -224,21 +224,31 @@ struct UCXRemoteMemoryTests {
   /// get is in flight ends the fetch with `.connectionClosed`, promptly.
   @Test("the server vanishing mid-get ends the fetch with connectionClosed, no hang", arguments: transports)
   func serverVanishesMidGet(transports: String) async throws {
-    let pair = try await UCXBackendTests.pair(Self.transport(transports)) { $0 }
-    let pool = try Self.pool(pair)
-    let region = try await #require(pair.server.remoteMemory).expose(Payload.bytes(count: 256 << 20, seed: 3))
-    let memory = try #require(pair.client.remoteMemory)
-    let fetch = Task { try await memory.fetch(region.ranges) }
-    try await Task.sleep(for: .milliseconds(5))
-    pair.server.reset()
-    let outcome = await Self.result(of: fetch, within: .seconds(20))
-    switch outcome {
-    case nil: Issue.record("the fetch hung after the server vanished")
-    case .success?: Issue.record("the 256 MiB get finished within 5 ms, before the reset: make it larger")
-    case .failure(let error)?: #expect((error as? DissociatedIPCError)?.code == .connectionClosed, "\(error)")
+    // On a loaded machine the 5 ms before the reset may last long enough
+    // for the whole get: such a round tests nothing and is run again.
+    for _ in 0 ..< 5 {
+      let pair = try await UCXBackendTests.pair(Self.transport(transports)) { $0 }
+      let pool = try Self.pool(pair)
+      let region = try await #require(pair.server.remoteMemory).expose(Payload.bytes(count: 256 << 20, seed: 3))
+      let memory = try #require(pair.client.remoteMemory)
+      let fetch = Task { try await memory.fetch(region.ranges) }
+      try await Task.sleep(for: .milliseconds(5))
+      pair.server.reset()
+      let outcome = await Self.result(of: fetch, within: .seconds(20))
+      #expect(await Self.settles { pool.outstandingBlocks == 0 }, "the vanished connection's block was not freed")
+      await pair.close()
+      switch outcome {
+      case nil:
+        Issue.record("the fetch hung after the server vanished")
+        return
+      case .success?:
+        continue
+      case .failure(let error)?:
+        #expect((error as? DissociatedIPCError)?.code == .connectionClosed, "\(error)")
+        return
+      }
     }
-    #expect(await Self.settles { pool.outstandingBlocks == 0 }, "the vanished connection's block was not freed")
-    await pair.close()
+    Issue.record("in five rounds the 256 MiB get always finished before the reset")
   }
 
   /// UCX-RM-6: blocks are freed by release or when their connection goes;
