@@ -9,24 +9,34 @@ import Testing
 /// baseline once the connections are gone (the leak census).
 @Suite("Connection churn", .serialized)
 struct ConnectionChurnTests {
-  /// The client side: UCX over tcp lanes on lo, as the server's environment says.
+  /// The client side of tcp:// and shm://.
   static var registry: TransportRegistry {
     var registry = TransportRegistry()
     registry.register(TCPTransport())
     registry.register(SharedMemoryTransport())
-    registry.register(UCXTransport(config: .init(options: ["TLS": "tcp", "NET_DEVICES": "lo"])))
     return registry
   }
 
-  static func fetch(_ location: String) async throws -> Int {
+  /// UCX over tcp lanes on lo, for the server and the ucx:// clients.
+  static let ucxEnvironment = ["UCX_TLS": "tcp", "UCX_NET_DEVICES": "lo"]
+
+  /// Fetches `location` once. ucx:// clients run as `dipc fetch`
+  /// processes: UCX workers made and destroyed by the hundred in the test
+  /// process, beside the other suites' ones, hit UCX 1.13's async-handler
+  /// bug (UCX-LIM-4), which aborts the whole process.
+  static func fetch(_ location: String) async throws -> Bool {
+    if location.hasPrefix("ucx") {
+      try Processes.run(try Processes.dipc, ["fetch", location, "--out", "/dev/null"], environment: ucxEnvironment)
+      return true
+    }
     var batches = 0
     for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: try Location(parsing: location)) {
       batches += 1
     }
-    return batches
+    return batches > 0
   }
 
-  @Test("200 clients one after the other leave the server's descriptors, mappings, threads and memory at their baseline",
+  @Test("clients one after the other (200; 60 over ucx://) leave the server's descriptors, mappings, threads and memory at their baseline",
         arguments: ["tcp://127.0.0.1:0", "shm://", "ucx://127.0.0.1:0"])
   func churn(listen: String) async throws {
     let file = try Processes.corpus.get().appendingPathComponent("type_int32.arrows").path
@@ -34,22 +44,25 @@ struct ConnectionChurnTests {
     // suites may keep busy for seconds: more than the default 10 s to ask
     // for a stream, so a slow client is not mistaken for an idle one.
     let server = try Processes.Server(files: [file], listen: listen, options: ["--initiation-timeout", "300"],
-                                      environment: ["UCX_TLS": "tcp", "UCX_NET_DEVICES": "lo"])
+                                      environment: Self.ucxEnvironment)
     defer { server.stop() }
     let location = server.locations["type_int32.arrows"]!["combined"]!
     let pid = server.process.processIdentifier
     func fetch(_ round: Int) async throws {
       do {
-        #expect(try await Self.fetch(location) > 0)
+        #expect(try await Self.fetch(location))
       } catch {
         Issue.record("fetch \(round) failed: \(error); the server holds \(ResourceCensus.take(of: pid))")
         throw error
       }
     }
     // Warm up: pools, parked threads and UCX's context exist after this.
-    for round in 0 ..< 20 { try await fetch(round) }
+    // ucx:// clients are processes, slower to start: 60 still show a leak
+    // of 2 MiB per connection (UCX-CONF-2) against the 64 MiB allowed.
+    let rounds = listen.hasPrefix("ucx") ? 60 : 200
+    for round in 0 ..< 10 { try await fetch(round) }
     let before = ResourceCensus.take(of: pid)
-    for round in 20 ..< 220 { try await fetch(round) }
+    for round in 10 ..< 10 + rounds { try await fetch(round) }
     // Connections end shortly after their streams; threads park for 10 s.
     let settled = await eventually(within: 60) {
       let now = ResourceCensus.take(of: pid)
