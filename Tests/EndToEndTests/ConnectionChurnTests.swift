@@ -26,7 +26,7 @@ struct ConnectionChurnTests {
   /// bug (UCX-LIM-4), which aborts the whole process.
   static func fetch(_ location: String) async throws -> Bool {
     if location.hasPrefix("ucx") {
-      try Processes.run(try Processes.dipc, ["fetch", location, "--out", "/dev/null"], environment: ucxEnvironment)
+      try Processes.runRetryingUCXAsyncAbort(try Processes.dipc, ["fetch", location, "--out", "/dev/null"], environment: ucxEnvironment)
       return true
     }
     var batches = 0

@@ -46,12 +46,10 @@ struct EndToEndTests {
     for file in files {
       let target = output.appendingPathComponent(file).path
       let locations = server.locations[file] ?? [:]
-      if topology == "split" {
-        try Processes.run(dipc, ["fetch", locations["metadata"]!, "--data", locations["data"]!, "--out", target],
-                          environment: setup.environment)
-      } else {
-        try Processes.run(dipc, ["fetch", locations["combined"]!, "--out", target], environment: setup.environment)
-      }
+      let arguments = topology == "split"
+        ? ["fetch", locations["metadata"]!, "--data", locations["data"]!, "--out", target]
+        : ["fetch", locations["combined"]!, "--out", target]
+      try Processes.runRetryingUCXAsyncAbort(dipc, arguments, environment: setup.environment)
       pairs += [corpus.appendingPathComponent(file).path, target]
     }
     // One pyarrow process hashes sources and copies; each pair must match.
