@@ -139,7 +139,7 @@ let package = Package(
     // The conformance suite over ucx:// (UCX_TLS=tcp and tcp,sm,self).
     .testTarget(
       name: "UCXTests",
-      dependencies: ["DissociatedIPCUCX", "DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance"],
+      dependencies: ["DissociatedIPCUCX", "DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance", "TestSupport"],
       swiftSettings: strictSettings
     ),
     // dipc serve and dipc fetch as separate processes, checked by pyarrow.

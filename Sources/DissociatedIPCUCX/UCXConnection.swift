@@ -105,7 +105,7 @@ final class UCXConnection: InboxReceiving {
         let context: UCXContext
         let address: SocketAddress
         do throws(DissociatedIPCError) {
-          context = try runtime.context(UCXListener.loopbackOptions(config.options, host: host))
+          context = try runtime.context(config.options, host: host)
           address = try SocketAddress.resolve(host: host, port: port)
         } catch {
           return continuation.resume(returning: .failure(error))

@@ -1,8 +1,5 @@
 internal import DissociatedIPC
 internal import Synchronization
-#if canImport(Glibc)
-internal import Glibc
-#endif
 
 /// A UCP listener on a socket address, with its own worker and progress
 /// thread. Every connection request is accepted at once on a new
@@ -52,19 +49,6 @@ final class UCXListener: TransportListener {
   /// The listener thread's work: binds, reports the listener (or the
   /// failure) to `opened`, accepts until closed. Returns the listener's
   /// identity in ``ProgressThreads``, nil when it never opened.
-  /// The options of a listener on, or a connection to, `host`: a loopback
-  /// host keeps UCX's own transports on `lo` too (`NET_DEVICES=lo`),
-  /// unless the environment or the options name devices (UCX-ADDR-3).
-  /// Each worker listens for its lanes on every device it uses, so without
-  /// this a listener asked for 127.0.0.1 also listened on the machine's
-  /// other addresses.
-  static func loopbackOptions(_ options: [String: String], host: String) -> [String: String] {
-    guard options["NET_DEVICES"] == nil, getenv("UCX_NET_DEVICES") == nil,
-          host == "localhost" || host == "::1" || host.hasPrefix("127.")
-    else { return options }
-    return options.merging(["NET_DEVICES": "lo"]) { current, _ in current }
-  }
-
   private static func serve(runtime: Runtime, host: String, port: UInt16, config: UCXTransport.Config, scheme: String,
                             opened: (Result<UCXListener, DissociatedIPCError>) -> Void) -> ObjectIdentifier? {
     let context: UCXContext
@@ -73,7 +57,7 @@ final class UCXListener: TransportListener {
     let exposedMemory: ExposedMemoryPool?
     let requests = RequestQueue()
     do throws(DissociatedIPCError) {
-      context = try runtime.context(loopbackOptions(config.options, host: host))
+      context = try runtime.context(config.options, host: host)
       let socketAddress = try SocketAddress.resolve(host: host, port: port)
       do throws(UCXFailure) {
         worker = try UCXWorker(context: context)

@@ -1,6 +1,9 @@
 public import ArrowIPC
 public import DissociatedIPC
 internal import Synchronization
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// The `ucx://` backend: Dissociated IPC over UCX (Spec/ucx.md), wire
 /// compatible with Arrow's reference implementation.
@@ -162,7 +165,26 @@ public struct UCXTransport: DissociatedTransport {
 final class Runtime: Sendable {
   private let state = Mutex<[[String: String]: UCXContext]>([:])
 
-  func context(_ options: [String: String]) throws(DissociatedIPCError) -> UCXContext {
+  /// The context for a listener on, or a connection to, `host` with
+  /// `options` (narrowed to `lo` for a loopback host, ``loopbackOptions(_:host:)``).
+  func context(_ options: [String: String], host: String) throws(DissociatedIPCError) -> UCXContext {
+    try context(Self.loopbackOptions(options, host: host))
+  }
+
+  /// The options of a listener on, or a connection to, `host`: a loopback
+  /// host keeps UCX's own transports on `lo` too (`NET_DEVICES=lo`),
+  /// unless the environment or the options name devices (UCX-ADDR-3).
+  /// Each worker listens for its lanes on every device it uses, so without
+  /// this a listener asked for 127.0.0.1 also listened on the machine's
+  /// other addresses.
+  static func loopbackOptions(_ options: [String: String], host: String) -> [String: String] {
+    guard options["NET_DEVICES"] == nil, getenv("UCX_NET_DEVICES") == nil,
+          host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    else { return options }
+    return options.merging(["NET_DEVICES": "lo"]) { current, _ in current }
+  }
+
+  private func context(_ options: [String: String]) throws(DissociatedIPCError) -> UCXContext {
     let result: Result<UCXContext, DissociatedIPCError> = state.withLock { state in
       if let context = state[options] { return .success(context) }
       do throws(UCXFailure) {

@@ -106,9 +106,9 @@ struct Serve: AsyncParsableCommand {
     config.logger = common.makeLogger("dipc.serve")
     config.stream.rendezvousThreshold = rendezvousThreshold
     config.stream.maxOutstandingBytes = maxOutstandingBytes
-    config.stallTimeout = stallTimeout > 0 ? .milliseconds(Int64(stallTimeout * 1000)) : nil
+    config.stallTimeout = stallTimeout > 0 ? .seconds(stallTimeout) : nil
     config.access = capabilities ? .capabilities : .open
-    config.initiationTimeout = .milliseconds(Int64(initiationTimeout * 1000))
+    config.initiationTimeout = .seconds(initiationTimeout)
     let server = try await DissociatedServer(listeningAt: listen, catalog: catalog,
                                              registry: .builtIn(ucxDescriptors: ucxDescriptors), config: config)
     // Unbuffered: scripts read the locations while the server runs.
@@ -127,7 +127,7 @@ struct Serve: AsyncParsableCommand {
     // and whoever read a location may signal at once.
     final class SignalCount: Sendable { let seen = Atomic(0) }
     let signalCount = SignalCount()
-    let grace = Duration.milliseconds(Int64(shutdownGrace * 1000))
+    let grace = Duration.seconds(shutdownGrace)
     let signals = Self.onTermination {
       let first = signalCount.seen.add(1, ordering: .relaxed).newValue == 1
       Task { first ? await server.shutdown(gracePeriod: grace) : await server.shutdown(graceful: false) }

@@ -114,8 +114,8 @@ struct DriverTests {
     #expect(PeerText.escaped(Array("plain ticket-1".utf8)) == "plain ticket-1")
     #expect(PeerText.escaped([0x1B, 0x5B, 0x0A, 0x5C, 0xFF, 0x00]) == #"\x1b[\x0a\\xff\x00"#)
     let once = PeerText.escaped([0x1B, 0x0A, 0xC3, 0xA9] + [UInt8](repeating: 0x61, count: 100))
-    #expect(PeerText.escaped(once, limit: 1000) == once, "escaping escaped text changes nothing")
-    #expect(PeerText.escaped("é") == "\\xc3\\xa9")
+    #expect(PeerText.escaped(Array(once.utf8), limit: 1000) == once, "escaping escaped text changes nothing")
+    #expect(PeerText.escaped(Array("é".utf8)) == "\\xc3\\xa9")
     #expect(PeerText.escaped([UInt8](repeating: 0x61, count: 100), limit: 4) == "aaaa... (100 bytes)")
   }
 

@@ -29,11 +29,7 @@ struct ConnectionChurnTests {
       try Processes.runRetryingUCXAsyncAbort(try Processes.dipc, ["fetch", location, "--out", "/dev/null"], environment: ucxEnvironment)
       return true
     }
-    var batches = 0
-    for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: try Location(parsing: location)) {
-      batches += 1
-    }
-    return batches > 0
+    return try await recordBatchCount(from: Location(parsing: location), registry: registry) > 0
   }
 
   @Test("clients one after the other (200; 60 over ucx://) leave the server's descriptors, mappings, threads and memory at their baseline",

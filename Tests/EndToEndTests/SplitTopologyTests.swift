@@ -65,11 +65,7 @@ struct SplitTopologyTests {
     config.logger = Logger(label: "test") { _ in CapturingLogHandler(records: records) }
     let server = try await DissociatedServer(listeningAt: "shm://", catalog: catalog, registry: .builtIn, config: config)
     let running = Task { await server.run() }
-    var batches = 0
-    for try await case .recordBatch in DissociatedClient(registry: .builtIn).stream(from: server.location(for: "s")) {
-      batches += 1
-    }
-    #expect(batches == 4)
+    #expect(try await recordBatchCount(from: server.location(for: "s"), registry: .builtIn) == 4)
     #expect(await eventually { server.streamCounts.served == 1 })
     let served = records.list.withLock { $0.first { $0.0 == "stream served" } }
     let held = try #require(served?.1["held"], "no held memory in \(String(describing: served))")

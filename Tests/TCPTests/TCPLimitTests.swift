@@ -31,11 +31,7 @@ struct TCPLimitTests {
 
   /// How many batches of `s` a client fetches.
   static func fetchBatches(_ server: DissociatedServer, _ registry: TransportRegistry) async throws -> Int {
-    var batches = 0
-    for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: server.location(for: "s")) {
-      batches += 1
-    }
-    return batches
+    try await recordBatchCount(from: server.location(for: "s"), registry: registry)
   }
 
   @Test("a length just under the limit costs memory in proportion to the bytes that arrived, not the length (TCP-RECV-5)")
@@ -131,11 +127,7 @@ struct TCPLimitTests {
       #expect(peer.closedByPeer(within: 10), "the stalled client's connection stays open")
     }
     // The server serves on.
-    var batches = 0
-    for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: server.location(for: "s")) {
-      batches += 1
-    }
-    #expect(batches == 64)
+    #expect(try await Self.fetchBatches(server, registry) == 64)
     await server.shutdown()
     await running.value
 

@@ -15,3 +15,11 @@ public func int64Stream(batches: Int, rows: Int) throws -> [OutgoingMessage] {
   }
   return result
 }
+
+/// Fetches `location` with a client of `registry` and counts the record
+/// batches that arrive.
+public func recordBatchCount(from location: Location, registry: TransportRegistry) async throws -> Int {
+  var batches = 0
+  for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: location) { batches += 1 }
+  return batches
+}

@@ -3,6 +3,7 @@ import DissociatedIPC
 import DissociatedIPCConformance
 @testable import DissociatedIPCUCX
 import Foundation
+import TestSupport
 import Testing
 
 /// ucx:// behaviour beyond the shared suite: the path it reports, idle
@@ -150,7 +151,7 @@ struct UCXBackendTests {
   @Test("a server restarts on its port while the connections it served linger in TIME-WAIT (UCX-CONF-2)")
   func restartOnSamePort() async throws {
     var catalog = StreamCatalog()
-    catalog.add("t", .messages(try int64Messages(batches: 3)))
+    catalog.add("t", .messages(try int64Stream(batches: 3, rows: 16)))
     var registry = TransportRegistry()
     registry.register(Self.tcp)
     var port: UInt16 = 0
@@ -158,11 +159,7 @@ struct UCXBackendTests {
       let server = try await DissociatedServer(listeningAt: "ucx://127.0.0.1:\(port)", catalog: catalog, registry: registry)
       let running = Task { await server.run() }
       port = try #require(server.listener.address.port)
-      var batches = 0
-      for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: server.location(for: "t")) {
-        batches += 1
-      }
-      #expect(batches == 3, "round \(round)")
+      #expect(try await recordBatchCount(from: server.location(for: "t"), registry: registry) == 3, "round \(round)")
       await server.shutdown()
       await running.value
     }
@@ -170,21 +167,17 @@ struct UCXBackendTests {
 
   @Test("a listener on, and a client of, a loopback address keep UCX's lanes on lo: nothing of this process listens elsewhere (UCX-ADDR-3)")
   func loopbackOnly() async throws {
-    #expect(UCXListener.loopbackOptions(["TLS": "tcp"], host: "127.0.0.1")["NET_DEVICES"] == (getenv("UCX_NET_DEVICES") == nil ? "lo" : nil))
-    #expect(UCXListener.loopbackOptions(["TLS": "tcp", "NET_DEVICES": "eth0"], host: "127.0.0.1")["NET_DEVICES"] == "eth0")
-    #expect(UCXListener.loopbackOptions(["TLS": "tcp"], host: "192.0.2.7")["NET_DEVICES"] == nil)
+    #expect(Runtime.loopbackOptions(["TLS": "tcp"], host: "127.0.0.1")["NET_DEVICES"] == (getenv("UCX_NET_DEVICES") == nil ? "lo" : nil))
+    #expect(Runtime.loopbackOptions(["TLS": "tcp", "NET_DEVICES": "eth0"], host: "127.0.0.1")["NET_DEVICES"] == "eth0")
+    #expect(Runtime.loopbackOptions(["TLS": "tcp"], host: "192.0.2.7")["NET_DEVICES"] == nil)
     // No devices named: the backend chooses, and must choose lo.
     var catalog = StreamCatalog()
-    catalog.add("t", .messages(try int64Messages(batches: 3)))
+    catalog.add("t", .messages(try int64Stream(batches: 3, rows: 16)))
     var registry = TransportRegistry()
     registry.register(UCXTransport(config: .init(options: ["TLS": "tcp"])))
     let server = try await DissociatedServer(listeningAt: "ucx://127.0.0.1:0", catalog: catalog, registry: registry)
     let running = Task { await server.run() }
-    var batches = 0
-    for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: server.location(for: "t")) {
-      batches += 1
-    }
-    #expect(batches == 3)
+    #expect(try await recordBatchCount(from: server.location(for: "t"), registry: registry) == 3)
     let wide = Self.listeningAddresses().filter { !$0.hasPrefix("0100007F:") && !$0.hasPrefix("00000000000000000000000001000000:") }
     #expect(wide.isEmpty, "listening beyond loopback: \(wide)")
     await server.shutdown()
@@ -308,17 +301,4 @@ enum RawReferenceClient {
     while monotonicMilliseconds() < drain { worker.progress() }
     return stream
   }
-}
-
-/// A schema and `batches` batches of one int64 column.
-func int64Messages(batches: Int) throws -> [OutgoingMessage] {
-  var messages: [OutgoingMessage] = []
-  for batch in 0 ..< batches {
-    var builder = RecordBatchBuilder()
-    builder.append("v", (0 ..< 16).map { Int64(batch * 16 + $0) as Int64? })
-    if batch == 0 { messages.append(try OutgoingMessage(Message(header: .schema(builder.schema)))) }
-    let (message, body) = builder.finish()
-    messages.append(try OutgoingMessage(message, body: body))
-  }
-  return messages
 }

@@ -187,9 +187,7 @@ public final class DissociatedServer: Sendable {
       guard let fixed = ControlTag.role(of: first.tag) else {
         // Refused in words: a client with a wrong want_data would otherwise
         // see only a connection that closed (DIPC-ERR-3).
-        let error = DissociatedIPCError(.unexpectedMessage, "first tagged message \(Tag(rawValue: first.tag)) is not a want_data this server publishes")
-        try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts)
-        throw error
+        throw await refuse(DissociatedIPCError(.unexpectedMessage, "first tagged message \(Tag(rawValue: first.tag)) is not a want_data this server publishes"), on: connection)
       }
       role = fixed
     case .capabilities:
@@ -198,24 +196,20 @@ public final class DissociatedServer: Sendable {
       guard let grant = grants.grant(first.tag), ticket.count == grant.ticket.count,
             ticket.withUnsafeBytes({ $0.elementsEqual(grant.ticket) })
       else {
-        let error = DissociatedIPCError(.accessDenied, "this want_data does not grant that stream")
-        try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts)
-        throw error
+        throw await refuse(DissociatedIPCError(.accessDenied, "this want_data does not grant that stream"), on: connection)
       }
       role = grant.role
     }
     guard ticket.count <= config.maxTicketBytes else {
-      let error = DissociatedIPCError(.limitExceeded, "a ticket of \(ticket.count) bytes exceeds the limit of \(config.maxTicketBytes)")
-      if role.sendsMetadata { try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts) }
-      throw error
+      throw await refuse(DissociatedIPCError(.limitExceeded, "a ticket of \(ticket.count) bytes exceeds the limit of \(config.maxTicketBytes)"),
+                         on: connection, tellingClient: role.sendsMetadata)
     }
     config.logger.debug("stream requested", metadata: [
       "role": "\(role)", "ticket": "\(Self.describe(ticket))", "path": "\(connection.pathDescription)",
     ])
     guard let source = catalog[ticket.array] else {
-      let error = DissociatedIPCError(.unknownTicket, "no stream for ticket \(Self.describe(ticket))")
-      if role.sendsMetadata { try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts) }
-      throw error
+      throw await refuse(DissociatedIPCError(.unknownTicket, "no stream for ticket \(Self.describe(ticket))"),
+                         on: connection, tellingClient: role.sendsMetadata)
     }
     let remoteMemory = transport.capabilities.remoteMemory ? connection.remoteMemory : nil
     let session = ServerSession(connection: connection, remoteMemory: remoteMemory,
@@ -223,6 +217,15 @@ public final class DissociatedServer: Sendable {
                                                                   config: config.stream),
                                 stallTimeout: config.stallTimeout)
     try await session.run(source.messages(limits: config.arrowLimits))
+  }
+
+  /// Refuses a stream before it starts: says why in an error frame when the
+  /// connection carries metadata (DIPC-ERR-2, DIPC-ERR-3); returns `error`
+  /// for the caller to throw.
+  private func refuse(_ error: DissociatedIPCError, on connection: any TransportConnection,
+                      tellingClient: Bool = true) async -> DissociatedIPCError {
+    if tellingClient { try? await connection.sendFrame(MetadataFrame.error(error.code, error.detail).parts) }
+    return error
   }
 
   /// A ticket as logs and errors show it: quoted, escaped, at most 64

@@ -18,13 +18,11 @@ package final class ConnectionSlots: Sendable {
   /// The most slots taken at once.
   package let limit: Int
   private let inUse = Atomic<Int>(0)
-  private let refusedCount = Atomic<Int>(0)
 
   /// Slots for at most `limit` connections.
   package init(limit: Int) { self.limit = limit }
 
-  /// A slot, or nil when `limit` connections hold one (the refusal is
-  /// counted).
+  /// A slot, or nil when `limit` connections hold one.
   package func take() -> Slot? {
     var current = inUse.load(ordering: .relaxed)
     while current < limit {
@@ -32,13 +30,6 @@ package final class ConnectionSlots: Sendable {
       if exchanged { return Slot(self) }
       current = original
     }
-    refusedCount.add(1, ordering: .relaxed)
     return nil
   }
-
-  /// How many slots are taken now.
-  package var taken: Int { inUse.load(ordering: .relaxed) }
-
-  /// How many connections found no slot so far.
-  package var refused: Int { refusedCount.load(ordering: .relaxed) }
 }

@@ -23,9 +23,4 @@ package enum PeerText {
     if bytes.count > limit { text += "... (\(bytes.count) bytes)" }
     return text
   }
-
-  /// `text`'s UTF-8 bytes escaped and cut to `limit` bytes.
-  package static func escaped(_ text: String, limit: Int = defaultLimit) -> String {
-    escaped(Array(text.utf8), limit: limit)
-  }
 }
