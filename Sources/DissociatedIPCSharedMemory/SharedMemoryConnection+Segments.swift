@@ -62,12 +62,12 @@ extension SharedMemoryConnection {
   /// address for the writer, which coalesces returns (SHM-RING-3); `held`
   /// is what ``holdPayload(_:)`` counted for it.
   func returnSpace(_ address: UInt64, held: Int = 0) {
-    let wake = state.withLock { state -> Bool in
+    let writerNudge = state.withLock { state -> WriterNudge in
       state.heldPayloads.release(held)
-      guard state.sendError == nil else { return false }
+      guard state.sendError == nil else { return .nothing }
       state.returns.append(address)
-      return state.wakeWriter()
+      return state.nudgeWriter()
     }
-    if wake { writerWake.signal() }
+    nudge(writerNudge)
   }
 }

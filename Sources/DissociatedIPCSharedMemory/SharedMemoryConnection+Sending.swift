@@ -76,7 +76,7 @@ extension SharedMemoryConnection {
   /// What ``enqueue(_:_:)`` did; ``complete(_:_:)`` finishes it outside
   /// the lock.
   enum SubmitOutcome {
-    case direct, queued(wake: Bool, over: Bool)
+    case direct, queued(nudge: WriterNudge, over: Bool)
   }
 
   /// The locked part of ``submit(_:)``: claims the socket for a direct
@@ -94,7 +94,7 @@ extension SharedMemoryConnection {
       return .direct
     }
     state.enqueueForWriter(message)
-    return .queued(wake: state.wakeWriter(), over: state.queuedBytes > config.writeQueueBytes)
+    return .queued(nudge: state.nudgeWriter(), over: state.queuedBytes > config.writeQueueBytes)
   }
 
   /// The unlocked part of ``submit(_:)``: the direct send (never
@@ -103,8 +103,8 @@ extension SharedMemoryConnection {
   @discardableResult
   func complete(_ outcome: SubmitOutcome, _ message: Outgoing) throws(DissociatedIPCError) -> Bool {
     switch outcome {
-    case .queued(let wake, let over):
-      if wake { writerWake.signal() }
+    case .queued(let writerNudge, let over):
+      nudge(writerNudge)
       return over
     case .direct:
       var failure: DissociatedIPCError?
@@ -114,18 +114,18 @@ extension SharedMemoryConnection {
       } catch {
         failure = error
       }
-      let (wake, over) = state.withLock { state -> (Bool, Bool) in
+      let (writerNudge, over) = state.withLock { state -> (WriterNudge, Bool) in
         state.directSending = false
         if failure == nil, !sent {
           state.queue.insert(message, at: 0)
           state.queuedBytes += message.queuedBytes
         }
         let pending = !state.queue.isEmpty || !state.returns.isEmpty || state.closing || state.peerClosed || state.failure != nil
-        let wake = pending && state.wakeWriter()
+        let writerNudge = pending ? state.nudgeWriter() : .nothing
         closeDescriptorIfIdle(&state)
-        return (wake, state.queuedBytes > config.writeQueueBytes)
+        return (writerNudge, state.queuedBytes > config.writeQueueBytes)
       }
-      if wake { writerWake.signal() }
+      nudge(writerNudge)
       if let failure {
         sendFailed(failure)
         throw failure
@@ -213,16 +213,39 @@ extension SharedMemoryConnection {
       sentPackets.removeAll(keepingCapacity: true)
       for sender in released { sender.resume() }
     }
-    let (waiters, senders) = state.withLock { state in
+    finishWriting()
+  }
+
+  /// Does what ``State/nudgeWriter()`` asked for.
+  func nudge(_ writerNudge: WriterNudge) {
+    switch writerNudge {
+    case .nothing: break
+    case .wake: writerWake.signal()
+    case .start:
+      do throws(DissociatedIPCError) {
+        try startDedicatedThread(named: "shm-writer") { [self] in writeLoop() }
+      } catch {
+        fail(error)
+        finishWriting()
+      }
+    case .finish: finishWriting()
+    }
+  }
+
+  /// The writer's part ends (its thread stops, or it never ran): close
+  /// waiters and blocked senders go on; the descriptor closes once the
+  /// reader stopped too (SHM-THREAD-2).
+  private func finishWriting() {
+    let waiters = state.withLock { state in
       state.writerBusy = false
       state.writerDone = true
       defer {
         state.closeWaiters = []
         state.blockedSenders = []
       }
-      return (state.closeWaiters, state.blockedSenders)
+      return state.closeWaiters + state.blockedSenders
     }
-    for waiter in waiters + senders { waiter.resume() }
+    for waiter in waiters { waiter.resume() }
     threadExited()
   }
 

@@ -6,7 +6,8 @@ internal import Synchronization
 /// One shm:// connection: a reader thread that turns control messages into
 /// inbox messages (payloads in the peer's segments become views of them),
 /// and a send path that writes to the socket directly when nothing is
-/// queued, else through a writer thread (SHM-THREAD-1).
+/// queued, else through a writer thread (SHM-THREAD-1), started when a
+/// message first has to wait for it (SHM-THREAD-5).
 final class SharedMemoryConnection: InboxReceiving {
   /// A control message waiting for the writer thread.
   struct Outgoing {
@@ -71,6 +72,9 @@ final class SharedMemoryConnection: InboxReceiving {
     var peerClosed = false
     var failure: DissociatedIPCError?
     var writerDone = false
+    /// The writer thread was started, or will never be: the connection
+    /// ended before anything had to wait for it (SHM-THREAD-5).
+    var writerStarted = false
     var readerDone = false
     /// The reader thread handed receiving to the receiving tasks and waits
     /// on ``readerWake`` (SHM-THREAD-4).
@@ -95,10 +99,25 @@ final class SharedMemoryConnection: InboxReceiving {
     /// Sent batch packets kept for reuse (at most ``spareBatchPackets``).
     var sparePackets: [BatchPacket] = []
 
-    /// Wakes the writer if it sleeps; returns whether to signal it.
-    mutating func wakeWriter() -> Bool {
+    /// What the writer needs to see what just changed (a message or
+    /// return queued, a close, a failure): a wake-up if it sleeps; its
+    /// start when something waits to be sent and it never ran; when it
+    /// never ran and never will (the connection ends), its part finished
+    /// here (SHM-THREAD-5). A direct send in progress nudges again as it
+    /// ends.
+    mutating func nudgeWriter() -> WriterNudge {
+      guard writerStarted else {
+        if directSending { return .nothing }
+        if failure == nil, !queue.isEmpty || !returns.isEmpty {
+          writerStarted = true
+          return .start
+        }
+        guard failure != nil || closing || peerClosed else { return .nothing }
+        writerStarted = true
+        return .finish
+      }
       defer { writerSleeping = false }
-      return writerSleeping
+      return writerSleeping ? .wake : .nothing
     }
 
     /// Queues `message` for the writer: a batchable one is copied at once
@@ -125,6 +144,9 @@ final class SharedMemoryConnection: InboxReceiving {
     }
   }
 
+  /// What ``State/nudgeWriter()`` asks for; ``nudge(_:)`` does it.
+  enum WriterNudge { case nothing, wake, start, finish }
+
   /// How many sent batch packets a connection keeps for reuse.
   static let spareBatchPackets = 4
 
@@ -147,7 +169,6 @@ final class SharedMemoryConnection: InboxReceiving {
   var heldResources: String? {
     let (total, inUse) = state.withLock { ($0.outbound.totalBytes, $0.outbound.bytesInUse) }
     let mapped = peerMappings.usage.bytes
-    func mebibytes(_ bytes: Int) -> Int { (bytes + (1 << 20) - 1) >> 20 }
     return "\(mebibytes(total)) MiB of shared segments (\(mebibytes(inUse)) MiB in segments the peer still uses), \(mebibytes(mapped)) MiB of the peer's mapped"
   }
 
@@ -155,7 +176,8 @@ final class SharedMemoryConnection: InboxReceiving {
   /// the connection is freed.
   private let slot: ConnectionSlots.Slot?
 
-  /// Starts the reader and writer threads and sends the hello.
+  /// Starts the reader thread and sends the hello; the writer thread
+  /// starts when a message first has to wait for it (SHM-THREAD-5).
   ///
   /// - Throws: `.resourceExhausted` when a thread cannot be had; `socket`
   ///   is closed then (at once, or by the reader thread as it ends).
@@ -172,17 +194,10 @@ final class SharedMemoryConnection: InboxReceiving {
     } catch {
       state.withLock { state in
         state.readerDone = true
+        state.writerStarted = true
         state.writerDone = true
         closeDescriptorIfIdle(&state)
       }
-      throw error
-    }
-    do throws(DissociatedIPCError) {
-      try startDedicatedThread(named: "shm-writer") { [self] in writeLoop() }
-    } catch {
-      // The reader sees the shutdown, ends and closes the descriptor.
-      state.withLock { $0.writerDone = true }
-      fail(error)
       throw error
     }
     do throws(DissociatedIPCError) {
@@ -209,13 +224,13 @@ final class SharedMemoryConnection: InboxReceiving {
   /// be sent, so waiting senders fail and the writer stops.
   func peerClosed() {
     inbox.close()
-    let (waiters, wake) = state.withLock { state in
+    let (waiters, writerNudge) = state.withLock { state in
       state.peerClosed = true
       defer { state.spaceWaiters = [] }
-      return (state.spaceWaiters, state.wakeWriter())
+      return (state.spaceWaiters, state.nudgeWriter())
     }
     for waiter in waiters { waiter.resume() }
-    if wake { writerWake.signal() }
+    nudge(writerNudge)
   }
 
   /// A send failed. When the peer is gone (EPIPE, ECONNRESET: the
@@ -226,8 +241,8 @@ final class SharedMemoryConnection: InboxReceiving {
   /// error fails the connection.
   func sendFailed(_ error: DissociatedIPCError) {
     guard error.code == .connectionClosed else { return fail(error) }
-    let (waiters, wake) = state.withLock { state -> ([CheckedContinuation<Void, Never>], Bool) in
-      guard state.failure == nil, !state.peerClosed else { return ([], false) }
+    let (waiters, writerNudge) = state.withLock { state -> ([CheckedContinuation<Void, Never>], WriterNudge) in
+      guard state.failure == nil, !state.peerClosed else { return ([], .nothing) }
       state.peerClosed = true
       state.queue.removeAll()
       state.returns.removeAll()
@@ -236,41 +251,41 @@ final class SharedMemoryConnection: InboxReceiving {
         state.spaceWaiters = []
         state.blockedSenders = []
       }
-      return (state.spaceWaiters + state.blockedSenders, state.wakeWriter())
+      return (state.spaceWaiters + state.blockedSenders, state.nudgeWriter())
     }
     for waiter in waiters { waiter.resume() }
-    if wake { writerWake.signal() }
+    nudge(writerNudge)
   }
 
   /// Fails the connection with `error`: every pending and later call
   /// throws it; the socket is shut down so the peer and both threads see
   /// the end. The first failure wins.
   func fail(_ error: DissociatedIPCError) {
-    let (waiters, wake) = state.withLock { state -> ([CheckedContinuation<Void, Never>], Bool) in
-      guard state.failure == nil else { return ([], false) }
+    let (waiters, writerNudge) = state.withLock { state -> ([CheckedContinuation<Void, Never>], WriterNudge) in
+      guard state.failure == nil else { return ([], .nothing) }
       state.failure = error
       if !state.descriptorClosed { socket.shutdown(reading: true, writing: true) }
       defer {
         state.spaceWaiters = []
         state.blockedSenders = []
       }
-      return (state.spaceWaiters + state.blockedSenders, state.wakeWriter())
+      return (state.spaceWaiters + state.blockedSenders, state.nudgeWriter())
     }
     inbox.close(error: error)
     for waiter in waiters { waiter.resume() }
-    if wake { writerWake.signal() }
+    nudge(writerNudge)
   }
 
   /// Sends what was queued, then shuts the socket down in both directions
   /// (the peer receives everything, then the end); idempotent (SHM-CLOSE-1).
   func close() async {
-    let (waiters, wake) = state.withLock { state in
+    let (waiters, writerNudge) = state.withLock { state in
       state.closing = true
       defer { state.spaceWaiters = [] }
-      return (state.spaceWaiters, state.wakeWriter())
+      return (state.spaceWaiters, state.nudgeWriter())
     }
     for waiter in waiters { waiter.resume() }
-    if wake { writerWake.signal() }
+    nudge(writerNudge)
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
       let done = state.withLock { state -> Bool in
         if state.writerDone { return true }

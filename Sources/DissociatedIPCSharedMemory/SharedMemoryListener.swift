@@ -14,6 +14,15 @@ final class SharedMemoryListener: TransportListener {
   let slots: ConnectionSlots
   /// The acceptor thread closed the descriptor (it may be reused since).
   private let socketClosed = Mutex(false)
+  /// The shared-memory budget its connections send from (SHM-RING-8).
+  private let sharedBudget: SharedMemoryBudget
+
+  /// Connections, this side's shared segments against their budget, and
+  /// the peers' segments mapped in this process (SHM-MEM-6).
+  var heldResources: String? {
+    let mapped = MappingBudget.process.usage
+    return "\(slots.inUse) connections, \(mebibytes(sharedBudget.usedBytes)) of \(mebibytes(sharedBudget.maxBytes)) MiB of shared segments, \(mapped.segments) peer segments (\(mebibytes(mapped.bytes)) MiB) mapped"
+  }
 
   /// Binds and listens at `path`, replacing a stale socket file.
   init(path: String, config: SharedMemoryTransport.Config) throws(DissociatedIPCError) {
@@ -38,6 +47,7 @@ final class SharedMemoryListener: TransportListener {
     self.inode = inode
     address = TransportAddress(scheme: "shm", path: path)
     slots = ConnectionSlots(limit: config.maxConnections)
+    sharedBudget = config.sharedBudget
     do throws(DissociatedIPCError) {
       try startDedicatedThread(named: "shm-accept") { [self, socket, slots] in
         while let descriptor = try? socket.accept() {

@@ -128,7 +128,7 @@ extension SharedMemoryConnection {
         let message = Outgoing(kind: .segmentRetired, words: (UInt64(id), 0), wordCount: 1)
         state.queue.append(message)
         state.queuedBytes += message.queuedBytes
-        return (.queued(wake: state.wakeWriter(), over: false), message)
+        return (.queued(nudge: state.nudgeWriter(), over: false), message)
       }
     }
     for outcome in outcomes { _ = try? complete(outcome.0, outcome.1) }

@@ -13,6 +13,9 @@ final class TCPListener: TransportListener {
   /// Connections now held, against ``TCPTransport/Config/maxConnections``.
   let slots: ConnectionSlots
 
+  /// How many connections it holds.
+  var heldResources: String? { "\(slots.inUse) connections" }
+
   init(socket: Socket, address: TransportAddress, config: TCPTransport.Config) throws(DissociatedIPCError) {
     self.socket = socket
     self.address = address

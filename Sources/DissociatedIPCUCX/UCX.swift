@@ -8,6 +8,7 @@ internal import CUCX
 internal import DissociatedIPC
 #if canImport(Glibc)
 internal import Glibc
+internal import Synchronization
 #endif
 
 // MARK: Status codes
@@ -511,6 +512,10 @@ final class UCXMemoryRegistration: @unchecked Sendable {
   /// `ucp_rkey_pack`'s output, copied (the UCX buffer is released at once).
   let packedKey: [UInt8]
   private let memory: OpaquePointer
+  private static let liveCount = Atomic<Int>(0)
+
+  /// Registrations of this process now (servers' stats, leak tests).
+  static var live: Int { liveCount.load(ordering: .relaxed) }
 
   init(context: UCXContext, length: Int) throws(UCXFailure) {
     self.context = context
@@ -540,11 +545,13 @@ final class UCXMemoryRegistration: @unchecked Sendable {
     }
     packedKey = Array(UnsafeRawBufferPointer(start: buffer, count: size))
     ucp_rkey_buffer_release(buffer)
+    Self.liveCount.add(1, ordering: .relaxed)
   }
 
   deinit {
     ucp_mem_unmap(context.handle, memory)
     munmap(base, length)
+    Self.liveCount.subtract(1, ordering: .relaxed)
   }
 }
 

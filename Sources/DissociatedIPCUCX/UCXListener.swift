@@ -16,6 +16,16 @@ final class UCXListener: TransportListener {
   private let accepted = AcceptQueue<UCXConnection>()
   /// Connections now held, against ``UCXTransport/Config/maxConnections``.
   let slots: ConnectionSlots
+
+  /// Connections, bodies exposed from the pool, and the process's memory
+  /// registrations (UCX-RM-1).
+  var heldResources: String? {
+    var text = "\(slots.inUse) connections"
+    if let exposedMemory {
+      text += ", \(exposedMemory.outstandingBlocks) bodies (\(mebibytes(exposedMemory.outstandingBytes)) of \(mebibytes(exposedMemory.registration.length)) MiB) exposed"
+    }
+    return text + ", \(UCXMemoryRegistration.live) memory registrations"
+  }
   /// The listener's worker, to wake its thread; nil once it stopped.
   private let control: Mutex<(closed: Bool, worker: UCXWorker?)>
 

@@ -181,6 +181,9 @@ final class ExposedMemoryPool: Sendable {
   /// Blocks exposed and not yet released (tests check that none leak).
   var outstandingBlocks: Int { state.withLock { $0.blocks.count } }
 
+  /// Bytes of the pool those blocks take, headers included.
+  var outstandingBytes: Int { state.withLock { $0.blocks.values.reduce(0) { $0 + $1.size } } }
+
   /// `owner` (a connection) may expose from now on.
   func open(owner: ObjectIdentifier) { _ = state.withLock { $0.owners.insert(owner) } }
 

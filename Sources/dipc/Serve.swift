@@ -18,6 +18,11 @@ struct Serve: AsyncParsableCommand {
       once. A stream whose client takes nothing for --stall-timeout seconds
       fails and its connection is closed.
 
+      SIGUSR1 prints one stats line to standard error (also every
+      --stats-interval seconds): connections and streams, and what the
+      transport holds for its clients (shm:// shared segments, ucx://
+      exposed bodies and memory registrations).
+
       Security: servers listen on 127.0.0.1 unless told otherwise, and a
       host of 0.0.0.0, :: or none (tcp://:7000) listens on every interface
       (with a warning): anyone who reaches the port can fetch every file
@@ -59,12 +64,15 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Seconds a new connection may take to ask for a stream before it is closed.")
   var initiationTimeout = 10.0
 
+  @Option(help: "Print a stats line to standard error every this many seconds (0: only on SIGUSR1).")
+  var statsInterval = 0.0
+
   @OptionGroup var common: CommonOptions
 
   func validate() throws {
     guard !files.isEmpty else { throw ValidationError("give at least one stream file") }
-    guard shutdownGrace >= 0, stallTimeout >= 0, initiationTimeout > 0 else {
-      throw ValidationError("--shutdown-grace and --stall-timeout must not be negative, --initiation-timeout must be positive")
+    guard shutdownGrace >= 0, stallTimeout >= 0, statsInterval >= 0, initiationTimeout > 0 else {
+      throw ValidationError("--shutdown-grace, --stall-timeout and --stats-interval must not be negative, --initiation-timeout must be positive")
     }
     guard rendezvousThreshold > 0, maxOutstandingBytes > 0 else {
       throw ValidationError("--rendezvous-threshold and --max-outstanding-bytes must be positive")
@@ -128,20 +136,31 @@ struct Serve: AsyncParsableCommand {
     final class SignalCount: Sendable { let seen = Atomic(0) }
     let signalCount = SignalCount()
     let grace = Duration.seconds(shutdownGrace)
-    let signals = Self.onTermination {
+    let signals = Self.onSignals([SIGINT, SIGTERM]) {
       let first = signalCount.seen.add(1, ordering: .relaxed).newValue == 1
       Task { first ? await server.shutdown(gracePeriod: grace) : await server.shutdown(graceful: false) }
-    }
+    } + Self.onSignals([SIGUSR1]) { Self.printStats(of: server) }
+    let periodicStats = statsInterval > 0 ? Task { [statsInterval] in
+      while (try? await Task.sleep(for: .seconds(statsInterval))) != nil { Self.printStats(of: server) }
+    } : nil
     FileHandle.standardOutput.write(Data(lines.utf8))
     await server.run()
+    periodicStats?.cancel()
     signals.forEach { $0.cancel() }
     let counts = server.streamCounts
     config.logger.info("stopped", metadata: ["served": "\(counts.served)", "failed": "\(counts.failed)"])
   }
 
-  /// Calls `handler` on SIGINT or SIGTERM.
-  static func onTermination(_ handler: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
-    [SIGINT, SIGTERM].map { signalNumber in
+  /// Writes `dipc serve: stats: …` (``DissociatedServer/Stats``) to
+  /// standard error.
+  static func printStats(of server: DissociatedServer) {
+    FileHandle.standardError.write(Data("dipc serve: stats: \(server.stats)\n".utf8))
+  }
+
+  /// Calls `handler` on each of `signals`, which are no longer handled
+  /// as by default.
+  static func onSignals(_ signals: [Int32], _ handler: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
+    signals.map { signalNumber in
       signal(signalNumber, SIG_IGN)
       let source = DispatchSource.makeSignalSource(signal: signalNumber)
       source.setEventHandler(handler: handler)

@@ -40,7 +40,7 @@ struct ConnectionChurnTests {
     // suites may keep busy for seconds: more than the default 10 s to ask
     // for a stream, so a slow client is not mistaken for an idle one.
     let server = try Processes.Server(files: [file], listen: listen, options: ["--initiation-timeout", "300"],
-                                      environment: Self.ucxEnvironment)
+                                      environment: Self.ucxEnvironment, capturingStandardError: true)
     defer { server.stop() }
     let location = server.locations["type_int32.arrows"]!["combined"]!
     let pid = server.process.processIdentifier
@@ -68,5 +68,36 @@ struct ConnectionChurnTests {
     let after = ResourceCensus.take(of: pid)
     #expect(settled, "before \(before), after \(after)")
     #expect(after.residentBytes - before.residentBytes < 64 << 20, "before \(before), after \(after)")
+    // What the transport holds for clients — shared segments, exposed
+    // bodies — is back to nothing, and UCX holds its one registration.
+    let idle = "connections=0 active=0 served=\(10 + rounds) failed=0 held=\"0 connections"
+    let stats = await server.stats { $0.hasPrefix(idle) } ?? "none"
+    #expect(stats.hasPrefix(idle), "\(stats)")
+    if listen.hasPrefix("shm") { #expect(stats.contains(", 0 of 1024 MiB of shared segments, 0 peer segments"), "\(stats)") }
+    if listen.hasPrefix("ucx") { #expect(stats.contains(", 0 bodies (0 of 512 MiB) exposed, 1 memory registrations"), "\(stats)") }
+  }
+
+  @Test("a connection that never asks for a stream costs the server one thread (TCP-THREAD-2, SHM-THREAD-5)",
+        arguments: ["tcp://127.0.0.1:0", "shm://"])
+  func silentConnections(listen: String) async throws {
+    let file = try Processes.corpus.get().appendingPathComponent("type_int32.arrows").path
+    let server = try Processes.Server(files: [file], listen: listen, options: ["--initiation-timeout", "300"],
+                                      capturingStandardError: true)
+    defer { server.stop() }
+    let location = try Location(parsing: server.locations["type_int32.arrows"]!["combined"]!)
+    #expect(try await Self.fetch(location.description))
+    let before = ResourceCensus.take(of: server.process.processIdentifier)
+    let transport: any DissociatedTransport = listen.hasPrefix("shm") ? SharedMemoryTransport() : TCPTransport()
+    let count = 40
+    var silent: [any TransportConnection] = []
+    for _ in 0 ..< count { silent.append(try await transport.connect(to: location)) }
+    let holding = await server.stats { $0.hasPrefix("connections=\(count) ") }
+    #expect(holding?.hasPrefix("connections=\(count) ") == true, "\(holding ?? "no stats")")
+    let during = ResourceCensus.take(of: server.process.processIdentifier)
+    // One reader each; a few more for whatever the server started meanwhile.
+    #expect(during.threads - before.threads <= count + 8, "before \(before), with \(count) silent connections \(during)")
+    for connection in silent { await connection.close() }
+    let idle = await server.stats { $0.hasPrefix("connections=0 ") }
+    #expect(idle?.hasPrefix("connections=0 active=0 served=1 failed=0") == true, "\(idle ?? "no stats")")
   }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TestSupport
 
 /// Runs the `dipc` executable and the pyarrow checker as real processes.
@@ -62,15 +63,30 @@ enum Processes {
     let process = Process()
     /// ticket → (combined, metadata, data) locations.
     private(set) var locations: [String: [String: String]] = [:]
+    /// Its standard error so far, when captured (else it goes to this
+    /// process's).
+    private let standardError = Mutex("")
 
-    /// Serves `files` at `listen`, with `environment` added to this process's.
-    init(files: [String], listen: String, options: [String] = [], environment: [String: String] = [:]) throws {
+    /// Serves `files` at `listen`, with `environment` added to this
+    /// process's; keeps what it writes to standard error for
+    /// ``stats()`` when `capturingStandardError`.
+    init(files: [String], listen: String, options: [String] = [], environment: [String: String] = [:],
+         capturingStandardError: Bool = false) throws {
       process.executableURL = try Processes.dipc
       process.arguments = ["serve"] + files + ["--listen", listen, "--split"] + options
       process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
       let output = Pipe()
       process.standardOutput = output
-      process.standardError = FileHandle.standardError
+      if capturingStandardError {
+        let errors = Pipe()
+        errors.fileHandleForReading.readabilityHandler = { [weak self] handle in
+          let text = String(decoding: handle.availableData, as: UTF8.self)
+          self?.standardError.withLock { $0 += text }
+        }
+        process.standardError = errors
+      } else {
+        process.standardError = FileHandle.standardError
+      }
       try process.run()
       // One line per file and role, written at once before serving.
       var text = ""
@@ -85,6 +101,30 @@ enum Processes {
         let role = fields.count == 3 ? fields[1] : "combined"
         locations[fields[0], default: [:]][role] = fields.last!
       }
+    }
+
+    /// The server's stats line (`dipc serve: stats: …`, asked for with
+    /// SIGUSR1) without its prefix; nil when none came within 30 s.
+    /// Needs `capturingStandardError`.
+    func stats() async -> String? {
+      let prefix = "dipc serve: stats: "
+      func lines() -> [Substring] { standardError.withLock { $0 }.split(separator: "\n").filter { $0.hasPrefix(prefix) } }
+      let before = lines().count
+      kill(process.processIdentifier, SIGUSR1)
+      guard await eventually(within: 30, { lines().count > before }) else { return nil }
+      return lines().last.map { String($0.dropFirst(prefix.count)) }
+    }
+
+    /// The server's stats once `settled` holds for them, asked for every
+    /// 50 ms for up to 30 s; the last ones otherwise.
+    func stats(settling settled: (String) -> Bool) async -> String? {
+      let deadline = ContinuousClock.now + .seconds(30)
+      var latest = await stats()
+      while !(latest.map(settled) ?? false), ContinuousClock.now < deadline {
+        try? await Task.sleep(for: .milliseconds(50))
+        latest = await stats()
+      }
+      return latest
     }
 
     /// Interrupts the server and waits for it; one that is still running

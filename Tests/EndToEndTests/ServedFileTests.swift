@@ -9,20 +9,6 @@ import Testing
 /// the server serves on.
 @Suite("Served files changed under a running server", .serialized)
 struct ServedFileTests {
-  /// A stream file of `batches` int64 batches of `rows` rows at `path`.
-  static func writeStream(to path: String, batches: Int, rows: Int) throws {
-    var writer = IPCStreamWriter(sink: [UInt8]())
-    for batch in 0 ..< batches {
-      var builder = RecordBatchBuilder()
-      builder.append("v", (0 ..< rows).map { Int64(batch * rows + $0) as Int64? })
-      if batch == 0 { try writer.write(Message(header: .schema(builder.schema))) }
-      let (message, body) = builder.finish()
-      try writer.write(message, body: body)
-    }
-    try writer.finish()
-    #expect(FileManager.default.createFile(atPath: path, contents: Data(writer.sink)))
-  }
-
   /// Backends with small buffers, so a server is at most a few MiB ahead
   /// of a client that pauses.
   static var smallBuffers: TransportRegistry {
@@ -44,7 +30,7 @@ struct ServedFileTests {
     defer { try? FileManager.default.removeItem(at: folder) }
     let path = folder.appendingPathComponent("big.arrows").path
     // 64 batches of 1 MiB.
-    try Self.writeStream(to: path, batches: 64, rows: 1 << 17)
+    try writeInt64Stream(to: path, batches: 64, rows: 1 << 17)
     var catalog = StreamCatalog()
     catalog.add("big", .file(path: path))
     catalog.add("small", .messages(try int64Stream(batches: 3, rows: 16)))

@@ -1,5 +1,6 @@
 internal import ArrowIPC
 public import DissociatedIPC
+internal import Foundation
 
 /// A schema and `batches` batches of one int64 column `v` of `rows` rows,
 /// batch `b` holding `b * rows ..< (b + 1) * rows`: a stream whose every
@@ -14,6 +15,22 @@ public func int64Stream(batches: Int, rows: Int) throws -> [OutgoingMessage] {
     result.append(try OutgoingMessage(message, body: body))
   }
   return result
+}
+
+/// Writes ``int64Stream(batches:rows:)`` as a stream file at `path`.
+public func writeInt64Stream(to path: String, batches: Int, rows: Int) throws {
+  var writer = IPCStreamWriter(sink: [UInt8]())
+  for batch in 0 ..< batches {
+    var builder = RecordBatchBuilder()
+    builder.append("v", (0 ..< rows).map { Int64(batch * rows + $0) as Int64? })
+    if batch == 0 { try writer.write(Message(header: .schema(builder.schema))) }
+    let (message, body) = builder.finish()
+    try writer.write(message, body: body)
+  }
+  try writer.finish()
+  guard FileManager.default.createFile(atPath: path, contents: Data(writer.sink)) else {
+    throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+  }
 }
 
 /// Fetches `location` with a client of `registry` and counts the record

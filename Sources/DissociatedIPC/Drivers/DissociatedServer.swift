@@ -110,8 +110,41 @@ public final class DissociatedServer: Sendable {
     location(for: Array(ticket.utf8), role: role)
   }
 
-  /// Counts of streams: running now, completed, failed.
+  /// Counts of streams: running now, completed, failed (refusals and
+  /// connections that never asked in time included). A connection that
+  /// closes before asking for a stream counts in none.
   public var streamCounts: (active: Int, served: Int, failed: Int) { streams.withLock { $0 } }
+
+  /// What a server is doing and holding at one moment: its connections
+  /// and streams, and what its listener says it holds (shared or
+  /// registered memory). `dipc serve` prints it on SIGUSR1.
+  public struct Stats: Sendable, CustomStringConvertible {
+    /// Connections being served now, those that have not asked for a
+    /// stream yet included.
+    public var connections: Int
+    /// Streams running now.
+    public var activeStreams: Int
+    /// Streams that completed.
+    public var servedStreams: Int
+    /// Streams that failed or were refused.
+    public var failedStreams: Int
+    /// The listener's ``TransportListener/heldResources``.
+    public var held: String?
+
+    /// `connections=… active=… served=… failed=… held="…"`.
+    public var description: String {
+      var text = "connections=\(connections) active=\(activeStreams) served=\(servedStreams) failed=\(failedStreams)"
+      if let held { text += " held=\"\(held)\"" }
+      return text
+    }
+  }
+
+  /// The server's stats now.
+  public var stats: Stats {
+    let counts = streamCounts
+    return Stats(connections: connections.withLock { $0.count }, activeStreams: counts.active,
+                 servedStreams: counts.served, failedStreams: counts.failed, held: listener.heldResources)
+  }
 
   /// Accepts and serves connections until ``shutdown()`` or until the
   /// calling task is cancelled; each stream runs in its own child task.
@@ -148,12 +181,12 @@ public final class DissociatedServer: Sendable {
   }
 
   private func serve(_ connection: any TransportConnection) async {
-    streams.withLock { $0.active += 1 }
     connections.withLock { $0[ObjectIdentifier(connection)] = connection }
     defer { connections.withLock { $0[ObjectIdentifier(connection)] = nil } }
     let outcome: DissociatedIPCError?
+    var requested = false
     do throws(DissociatedIPCError) {
-      try await serveStream(on: connection)
+      try await serveStream(on: connection, requested: &requested)
       outcome = nil
     } catch {
       outcome = error
@@ -166,20 +199,27 @@ public final class DissociatedServer: Sendable {
     if let outcome {
       metadata["error"] = "\(outcome)"
       config.logger.warning("stream failed", metadata: metadata)
-    } else {
+    } else if requested {
       config.logger.info("stream served", metadata: metadata)
+    } else {
+      config.logger.debug("connection closed before asking for a stream", metadata: metadata)
     }
     streams.withLock { counts in
-      counts.active -= 1
-      if outcome == nil { counts.served += 1 } else { counts.failed += 1 }
+      if requested { counts.active -= 1 }
+      if outcome != nil { counts.failed += 1 } else if requested { counts.served += 1 }
     }
   }
 
-  private func serveStream(on connection: any TransportConnection) async throws(DissociatedIPCError) {
+  /// Serves the stream `connection` asks for; sets `requested` (and counts
+  /// the stream active) once it asked. Returns when the stream ended, or
+  /// when the connection closed before asking.
+  private func serveStream(on connection: any TransportConnection, requested: inout Bool) async throws(DissociatedIPCError) {
     let first = try await withTimeout(config.initiationTimeout) { () async throws(DissociatedIPCError) in
       try await connection.receiveTagged(matching: 0, mask: 0)
     }
     guard let first else { return }  // closed before asking for anything
+    requested = true
+    streams.withLock { $0.active += 1 }
     let ticket = first.payload
     let role: StreamRole
     switch config.access {

@@ -12,21 +12,24 @@ package final class ConnectionSlots: Sendable {
   package final class Slot: Sendable {
     private let slots: ConnectionSlots
     fileprivate init(_ slots: ConnectionSlots) { self.slots = slots }
-    deinit { slots.inUse.subtract(1, ordering: .relaxed) }
+    deinit { slots.inUseCount.subtract(1, ordering: .relaxed) }
   }
 
   /// The most slots taken at once.
   package let limit: Int
-  private let inUse = Atomic<Int>(0)
+  private let inUseCount = Atomic<Int>(0)
 
   /// Slots for at most `limit` connections.
   package init(limit: Int) { self.limit = limit }
 
+  /// Slots taken now: the connections their listener holds.
+  package var inUse: Int { inUseCount.load(ordering: .relaxed) }
+
   /// A slot, or nil when `limit` connections hold one.
   package func take() -> Slot? {
-    var current = inUse.load(ordering: .relaxed)
+    var current = inUseCount.load(ordering: .relaxed)
     while current < limit {
-      let (exchanged, original) = inUse.compareExchange(expected: current, desired: current + 1, ordering: .relaxed)
+      let (exchanged, original) = inUseCount.compareExchange(expected: current, desired: current + 1, ordering: .relaxed)
       if exchanged { return Slot(self) }
       current = original
     }

@@ -99,7 +99,20 @@ public protocol TransportListener: Sendable {
   func accept() async throws(DissociatedIPCError) -> (any TransportConnection)?
   /// Stops accepting; pending `accept` calls return nil. Idempotent.
   func close() async
+  /// What the listener and its connections hold now — connections,
+  /// shared or registered memory — in a few words for a server's stats
+  /// (`dipc serve` prints them on SIGUSR1); nil when there is nothing
+  /// worth telling (the default).
+  var heldResources: String? { get }
 }
+
+extension TransportListener {
+  /// nil: nothing worth telling.
+  public var heldResources: String? { nil }
+}
+
+/// `bytes` in MiB, rounded up, as resource descriptions show them.
+package func mebibytes(_ bytes: Int) -> Int { bytes / (1 << 20) + (bytes % (1 << 20) > 0 ? 1 : 0) }
 
 /// A received tagged message.
 public struct TaggedMessage: Sendable, Hashable {

@@ -1,0 +1,50 @@
+import ArrowIPC
+import DissociatedIPCTransports
+import Foundation
+import TestSupport
+import Testing
+
+/// `dipc serve` tells on SIGUSR1 what it serves and holds: memory a client
+/// keeps alive is visible while it does, and gone once it lets go.
+@Suite("dipc serve stats", .serialized)
+struct ServerStatsTests {
+  @Test("stats show the connection, the stream and the shared memory a client holds; all of it returns when the client lets go",
+        arguments: ["tcp://127.0.0.1:0", "shm://"])
+  func statsFollowAClient(listen: String) async throws {
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("dipc-stats-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let path = folder.appendingPathComponent("big.arrows").path
+    try writeInt64Stream(to: path, batches: 32, rows: 1 << 17)  // 32 batches of 1 MiB
+    // The client runs in this process, whose few concurrency threads
+    // other suites may keep busy for seconds (ConnectionChurnTests).
+    let server = try Processes.Server(files: [path], listen: listen, options: ["--initiation-timeout", "300"],
+                                      capturingStandardError: true)
+    defer { server.stop() }
+    let location = try Location(parsing: server.locations["big.arrows"]!["combined"]!)
+    var registry = TransportRegistry()
+    registry.register(TCPTransport())
+    registry.register(SharedMemoryTransport())
+
+    do {
+      var iterator = DissociatedClient(registry: registry).stream(from: location).makeAsyncIterator()
+      var kept: [RecordBatch] = []
+      while kept.count < 4, let item = try await iterator.next() {
+        if case .recordBatch(let batch) = item { kept.append(batch) }
+      }
+      // Over shm:// the server waits for the bodies the client holds
+      // (DIPC-FREE-2); tcp:// may have sent everything into socket
+      // buffers and ended the stream already.
+      if listen.hasPrefix("shm") {
+        let during = try #require(await server.stats())
+        #expect(during.hasPrefix("connections=1 active=1 served=0 failed=0 held=\"1 connections"), "\(during)")
+        #expect(!during.contains("\"1 connections, 0 of"), "the shared segments the client reads from are not shown: \(during)")
+      }
+      while try await iterator.next() != nil {}
+      #expect(kept.allSatisfy { $0.rowCount == 1 << 17 })
+    }
+    let expected = "connections=0 active=0 served=1 failed=0 held=\"0 connections"
+      + (listen.hasPrefix("shm") ? ", 0 of 1024 MiB of shared segments, 0 peer segments (0 MiB) mapped\"" : "\"")
+    #expect(await server.stats { $0 == expected } == expected)
+  }
+}
