@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec swift test "$@"
+# Bounded: a test process that dies leaves server processes it started
+# holding its output open, and `swift test` would wait for them for ever.
+exec timeout --kill-after=30 1800 swift test "$@"

@@ -28,6 +28,8 @@ final class UCXListener: TransportListener {
   }
   /// The listener's worker, to wake its thread; nil once it stopped.
   private let control: Mutex<(closed: Bool, worker: UCXWorker?)>
+  /// Whether the listener handle was destroyed, and who waits for it.
+  private let release = Mutex<(released: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
   private init(address: TransportAddress, worker: UCXWorker, exposedMemory: ExposedMemoryPool?, maxConnections: Int) {
     self.address = address
@@ -46,8 +48,12 @@ final class UCXListener: TransportListener {
           let served = serve(runtime: runtime, host: host, port: port, config: config, scheme: scheme) {
             continuation.resume(returning: $0)
           }
-          // Its worker is gone now (the locals of `serve`).
-          if let served { ProgressThreads.ended(served) }
+          // Its listener handle and worker are gone now (the locals of
+          // `serve`): the port is free.
+          if let served {
+            ProgressThreads.ended(ObjectIdentifier(served))
+            served.released()
+          }
         }
       } catch {
         continuation.resume(returning: .failure(error))
@@ -57,10 +63,10 @@ final class UCXListener: TransportListener {
   }
 
   /// The listener thread's work: binds, reports the listener (or the
-  /// failure) to `opened`, accepts until closed. Returns the listener's
-  /// identity in ``ProgressThreads``, nil when it never opened.
+  /// failure) to `opened`, accepts until closed. Returns the listener,
+  /// nil when it never opened.
   private static func serve(runtime: Runtime, host: String, port: UInt16, config: UCXTransport.Config, scheme: String,
-                            opened: (Result<UCXListener, DissociatedIPCError>) -> Void) -> ObjectIdentifier? {
+                            opened: (Result<UCXListener, DissociatedIPCError>) -> Void) -> UCXListener? {
     let context: UCXContext
     let worker: UCXWorker
     let handle: UCXListenerHandle
@@ -88,7 +94,7 @@ final class UCXListener: TransportListener {
     ProgressThreads.started(ObjectIdentifier(listener), close: { [weak listener] in listener?.stop() }, reset: {})
     opened(.success(listener))
     listener.run(context: context, worker: worker, handle: handle, requests: requests, config: config)
-    return ObjectIdentifier(listener)
+    return listener
   }
 
   /// The listener thread: accepts requests until closed, then rejects
@@ -131,7 +137,29 @@ final class UCXListener: TransportListener {
     await accepted.next()
   }
 
-  func close() async { stop() }
+  /// Stops accepting, and returns once the listening socket is closed, so
+  /// a new listener may bind its port at once.
+  func close() async {
+    stop()
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let done = release.withLock { state in
+        if state.released { return true }
+        state.waiters.append(continuation)
+        return false
+      }
+      if done { continuation.resume() }
+    }
+  }
+
+  /// The listener thread destroyed the listener handle: close() returns.
+  private func released() {
+    let waiters = release.withLock { state in
+      state.released = true
+      defer { state.waiters = [] }
+      return state.waiters
+    }
+    for waiter in waiters { waiter.resume() }
+  }
 
   /// Stops accepting now (see ``close()``).
   private func stop() {

@@ -79,9 +79,15 @@ enum Processes {
       process.standardOutput = output
       if capturingStandardError {
         let errors = Pipe()
-        errors.fileHandleForReading.readabilityHandler = { [weak self] handle in
-          let text = String(decoding: handle.availableData, as: UTF8.self)
-          self?.standardError.withLock { $0 += text }
+        // Read on a thread of its own that holds the handle until the
+        // server's end closes: a readabilityHandler can fire after the
+        // handle was freed, and crash.
+        let reading = errors.fileHandleForReading
+        Thread.detachNewThread { [weak self] in
+          while case let data = reading.availableData, !data.isEmpty {
+            let text = String(decoding: data, as: UTF8.self)
+            self?.standardError.withLock { $0 += text }
+          }
         }
         process.standardError = errors
       } else {
