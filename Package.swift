@@ -106,6 +106,14 @@ let package = Package(
         permissions: [.writeToPackageDirectory(reason: "The corpus is written under .build/ by default")]
       )
     ),
+    // The fuzz targets: entry points over everything a peer or a file
+    // controls, driven by libFuzzer (scripts/fuzz.sh) and replayed by FuzzTests.
+    .target(
+      name: "FuzzTargets",
+      dependencies: ["ArrowIPC", "DissociatedIPC", "DissociatedIPCTCP", "DissociatedIPCSharedMemory"],
+      path: "Fuzz/FuzzTargets",
+      swiftSettings: strictSettings
+    ),
     // Helpers the test targets share: running child processes, reading /proc, test streams.
     .target(
       name: "TestSupport",
@@ -115,7 +123,7 @@ let package = Package(
     ),
     .testTarget(
       name: "ArrowIPCTests",
-      dependencies: ["ArrowIPC", "TestSupport"],
+      dependencies: ["ArrowIPC", "TestSupport", "FuzzTargets"],
       swiftSettings: strictSettings
     ),
     .testTarget(
@@ -149,6 +157,13 @@ let package = Package(
                      .product(name: "Logging", package: "swift-log")],
       swiftSettings: strictSettings
     ),
+    // Every fuzz target on its seeds, on random inputs, and on every input
+    // that once crashed it (Fuzz/Regressions).
+    .testTarget(
+      name: "FuzzTests",
+      dependencies: ["FuzzTargets", "TestSupport"],
+      swiftSettings: strictSettings
+    ),
     .testTarget(
       name: "ToyBackendTests",
       dependencies: ["DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance"],
@@ -156,3 +171,14 @@ let package = Package(
     ),
   ]
 )
+
+// The libFuzzer driver exists only in fuzzing builds (scripts/fuzz.sh sets
+// DIPC_FUZZ=1): libFuzzer supplies its `main`, which a plain build lacks.
+if Context.environment["DIPC_FUZZ"] == "1" {
+  package.targets.append(.executableTarget(
+    name: "dipc-fuzz",
+    dependencies: ["FuzzTargets"],
+    path: "Fuzz/Driver",
+    swiftSettings: strictSettings
+  ))
+}

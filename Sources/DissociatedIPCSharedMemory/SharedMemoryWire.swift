@@ -1,4 +1,4 @@
-internal import DissociatedIPC
+package import DissociatedIPC
 
 /// The control messages of `shm://` (Spec/shm.md, SHM-CTRL-*). One
 /// SOCK_SEQPACKET message each; all integers little-endian.
@@ -20,7 +20,7 @@ internal import DissociatedIPC
 /// A batch holds whole messages of kinds 1, 2, 3, 4, 6, 7 and 11
 /// (SHM-CTRL-6); kind 11 is a frame followed by a tagged message (SHM-CTRL-7).
 /// An address is `segment id << 48 | offset` (SHM-ADDR-3).
-enum SharedMemoryWire {
+package enum SharedMemoryWire {
   static let headerLength = 16
   static let magic: [UInt8] = Array("DIPCSHM".utf8) + [0]
   static let version: UInt32 = 3
@@ -31,7 +31,7 @@ enum SharedMemoryWire {
   /// Addresses per space-returned message.
   static let maxReturnsPerMessage = 1024
 
-  enum Kind: UInt8 {
+  package enum Kind: UInt8 {
     case frame = 1
     case tagged = 2
     case frameInSegment = 3
@@ -93,7 +93,7 @@ enum SharedMemoryWire {
   }
 
   /// The hello message.
-  static var hello: [UInt8] {
+  package static var hello: [UInt8] {
     var bytes = [UInt8](repeating: 0, count: headerLength)
     bytes[0] = Kind.hello.rawValue
     bytes += magic
@@ -105,7 +105,7 @@ enum SharedMemoryWire {
   // MARK: Reading
 
   /// A parsed control message; payloads are ranges of the received bytes.
-  enum Message: Equatable {
+  package enum Message: Equatable {
     case hello
     case inline(Kind, tag: UInt64, payloadOffset: Int, payloadLength: Int)
     /// Kind 11: the frame's bytes at `frameOffset`, the tagged payload
@@ -121,7 +121,7 @@ enum SharedMemoryWire {
 
   /// Parses one received message (SHM-FAULT-2): the kind must be known,
   /// reserved bytes zero, a tag only on tagged kinds, the length exact.
-  static func parse(_ bytes: UnsafeRawBufferPointer) throws(DissociatedIPCError) -> Message {
+  package static func parse(_ bytes: UnsafeRawBufferPointer) throws(DissociatedIPCError) -> Message {
     func malformed(_ why: String) -> DissociatedIPCError {
       DissociatedIPCError(.transportFailure, "malformed shm:// control message: \(why)")
     }
@@ -188,7 +188,7 @@ enum SharedMemoryWire {
   /// holds a hundred messages or more): each a range of `bytes`, checked
   /// to lie inside it, be of a batchable kind, and be followed only by
   /// zero padding.
-  static func batchEntries(_ bytes: UnsafeRawBufferPointer, into entries: inout [Range<Int>]) throws(DissociatedIPCError) {
+  package static func batchEntries(_ bytes: UnsafeRawBufferPointer, into entries: inout [Range<Int>]) throws(DissociatedIPCError) {
     func malformed(_ why: String) -> DissociatedIPCError {
       DissociatedIPCError(.transportFailure, "malformed shm:// batch: \(why)")
     }
@@ -212,7 +212,7 @@ enum SharedMemoryWire {
   }
 
   /// The `index`th address of a space-returned message.
-  static func returnedAddress(_ bytes: UnsafeRawBufferPointer, _ index: Int) -> UInt64 {
+  package static func returnedAddress(_ bytes: UnsafeRawBufferPointer, _ index: Int) -> UInt64 {
     UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: headerLength + 8 * index, as: UInt64.self))
   }
 }

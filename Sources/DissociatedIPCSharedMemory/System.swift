@@ -293,10 +293,7 @@ func freshSocketPath() -> String {
 /// killed before it could remove its file left them (SHM-ADDR-8). A file
 /// whose pid runs (or was reused) stays, as does anything not a socket.
 func removeStaleSocketFiles(in directory: String) {
-  guard let folder = opendir(directory) else { return }
-  defer { closedir(folder) }
-  while let entry = readdir(folder) {
-    let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+  for name in directoryEntryNames(directory) ?? [] {
     let parts = name.split(separator: "-")
     guard parts.count == 3, parts[0] == "dipc", name.hasSuffix(".sock"), let pid = Int32(parts[1]), pid > 0,
           kill(pid, 0) != 0, errno == ESRCH

@@ -1,4 +1,4 @@
-internal import DissociatedIPC
+package import DissociatedIPC
 
 /// The byte-stream framing of `tcp://` (Spec/tcp.md, TCP-FRAME-*).
 ///
@@ -7,18 +7,18 @@ internal import DissociatedIPC
 /// message:  kind u8 | 7 bytes zero | tag u64 LE | length u64 LE | payload (length bytes)
 ///           kind 1 = framed (tag 0), kind 2 = tagged
 /// ```
-enum TCPWire {
+package enum TCPWire {
   static let magic: [UInt8] = Array("DIPCTCP".utf8) + [0]
   static let version: UInt32 = 1
-  static let helloLength = 16
-  static let headerLength = 24
+  package static let helloLength = 16
+  package static let headerLength = 24
 
-  enum Kind: UInt8 {
+  package enum Kind: UInt8 {
     case frame = 1
     case tagged = 2
   }
 
-  static var hello: [UInt8] {
+  package static var hello: [UInt8] {
     var bytes = magic
     bytes.appendLittleEndian(version)
     bytes.appendLittleEndian(UInt32(0))
@@ -26,7 +26,7 @@ enum TCPWire {
   }
 
   /// Checks the peer's hello (TCP-HELLO-2).
-  static func checkHello(_ bytes: UnsafeRawBufferPointer) throws(DissociatedIPCError) {
+  package static func checkHello(_ bytes: UnsafeRawBufferPointer) throws(DissociatedIPCError) {
     guard bytes.count == helloLength, Array(bytes.prefix(8)) == magic else {
       throw DissociatedIPCError(.transportFailure, "the peer is not a tcp:// Dissociated IPC endpoint (bad hello)")
     }
@@ -44,14 +44,14 @@ enum TCPWire {
   }
 
   /// A parsed header.
-  struct Header {
-    var kind: Kind
-    var tag: UInt64
-    var length: Int
+  package struct Header {
+    package var kind: Kind
+    package var tag: UInt64
+    package var length: Int
   }
 
   /// Parses a header (TCP-FRAME-2, TCP-FRAME-3).
-  static func readHeader(_ bytes: UnsafeRawPointer, maxLength: Int) throws(DissociatedIPCError) -> Header {
+  package static func readHeader(_ bytes: UnsafeRawPointer, maxLength: Int) throws(DissociatedIPCError) -> Header {
     let first = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
     guard first & ~0xFF == 0, let kind = Kind(rawValue: UInt8(first)) else {
       throw DissociatedIPCError(.transportFailure, "tcp:// message header with kind/reserved bytes \(first)")

@@ -1,4 +1,5 @@
 import Foundation
+import FuzzTargets
 import Testing
 @testable import ArrowIPC
 
@@ -50,47 +51,13 @@ struct MutationTests {
   /// whether it read to the end without an error.
   static func exercise(_ bytes: [UInt8], checksum: inout Int) -> Bool {
     do throws(ArrowIPCError) {
-      var reader = try ArrowStreamReader(ArrowBytes(copying: bytes))
-      while let item = try reader.next() {
-        switch item {
-        case .recordBatch(let batch): try touch(batch, &checksum)
-        case .dictionary(let dictionary): try touch(dictionary.values, &checksum)
-        }
-      }
+      try StreamExerciser.read(ArrowBytes(copying: bytes), checksum: &checksum)
       return true
     } catch {
       if ProcessInfo.processInfo.environment["ARROWIPC_MUTATION_DEBUG"] != nil { print("rejected: \(error)") }
       checksum &+= error.code.hashValue & 1
       return false
     }
-  }
-
-  static func touch(_ batch: RecordBatch, _ checksum: inout Int) throws(ArrowIPCError) {
-    // Compressed bodies are passed through, not decoded.
-    guard batch.header.compression == nil else { return }
-    for index in 0 ..< batch.columnCount { try touch(batch.column(index), &checksum) }
-  }
-
-  static func touch(_ array: ArrayView, _ checksum: inout Int) throws(ArrowIPCError) {
-    if array.field.dictionary == nil {
-      switch array.field.type {
-      case .int(8, true): checksum &+= sum(try array.values(as: Int8.self))
-      case .int(32, true), .date(.day): checksum &+= sum(try array.values(as: Int32.self))
-      case .int(64, true), .timestamp, .duration: checksum &+= sum(try array.values(as: Int64.self))
-      case .int(64, false): checksum &+= sum(try array.values(as: UInt64.self))
-      case .floatingPoint(.double): checksum &+= try array.values(as: Double.self).count { $0 != nil }
-      case .bool: checksum &+= try array.booleans().count { $0 == true }
-      case .utf8, .binary, .largeUtf8, .largeBinary:
-        let values = try array.binaries()
-        for index in 0 ..< values.count { checksum &+= values[index]?.count ?? 0 }
-      default: break
-      }
-    }
-    for child in array.children { try touch(child, &checksum) }
-  }
-
-  static func sum<T: ArrowPrimitive & BinaryInteger>(_ values: PrimitiveValues<T>) -> Int {
-    values.reduce(0) { $0 &+ Int(truncatingIfNeeded: $1 ?? 0) }
   }
 
   @Test("random mutations of valid streams give values or typed errors, never a crash")

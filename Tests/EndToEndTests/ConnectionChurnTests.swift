@@ -5,8 +5,9 @@ import TestSupport
 import Testing
 
 /// A `dipc serve` process that served many clients holds what it held
-/// before: descriptors, mappings, threads and memory return to their
-/// baseline once the connections are gone (the leak census).
+/// before: descriptors, mappings, shared memory, threads, memory and what
+/// its transport holds (its stats) return to their baseline once the
+/// connections are gone (the leak census).
 @Suite("Connection churn", .serialized)
 struct ConnectionChurnTests {
   /// The client side of tcp:// and shm://.
@@ -32,7 +33,7 @@ struct ConnectionChurnTests {
     return try await recordBatchCount(from: Location(parsing: location), registry: registry) > 0
   }
 
-  @Test("clients one after the other (200; 60 over ucx://) leave the server's descriptors, mappings, threads and memory at their baseline",
+  @Test("clients one after the other (200; 60 over ucx://) leave the server's descriptors, mappings, shared memory, threads, memory and transport holdings at their baseline",
         arguments: ["tcp://127.0.0.1:0", "shm://", "ucx://127.0.0.1:0"])
   func churn(listen: String) async throws {
     let file = try Processes.corpus.get().appendingPathComponent("type_int32.arrows").path
@@ -63,7 +64,7 @@ struct ConnectionChurnTests {
     let settled = await eventually(within: 60) {
       let now = ResourceCensus.take(of: pid)
       return now.descriptors <= before.descriptors + 2 && now.mappings <= before.mappings + 8
-        && now.threads <= before.threads + 4
+        && now.sharedMappings <= before.sharedMappings && now.threads <= before.threads + 4
     }
     let after = ResourceCensus.take(of: pid)
     #expect(settled, "before \(before), after \(after)")

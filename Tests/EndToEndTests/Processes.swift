@@ -20,11 +20,7 @@ enum Processes {
   }
 
   /// The pyarrow corpus (generated on first use by Tests/Interop/arrow_corpus.py).
-  static let corpus: Result<URL, any Error> = Result {
-    let folder = root.appendingPathComponent(".build/interop-corpus")
-    try ChildProcess.run(["python3", root.appendingPathComponent("Tests/Interop/arrow_corpus.py").path, folder.path])
-    return folder
-  }
+  static var corpus: Result<URL, any Error> { InteropCorpus.folder }
 
   /// Runs `executable` with `arguments` to completion, with `environment`
   /// added to this process's; returns standard output.

@@ -4,14 +4,19 @@ import Foundation
 import Glibc
 #endif
 
-/// What this process holds at one moment, from /proc: the leak census
-/// that backend tests take before and after their work (open descriptors,
-/// memory mappings, threads, memory) and compare.
+/// What a process holds at one moment, from /proc: the leak census that
+/// backend tests take before and after their work (open descriptors,
+/// memory mappings, shared-memory mappings, threads, memory) and compare.
+/// What a backend holds that /proc cannot see (UCX registrations, shared
+/// segments against their budget) a `dipc serve` process tells in its
+/// stats (`Processes.Server.stats()`).
 public struct ResourceCensus: Sendable, Equatable {
   /// Open file descriptors.
   public var descriptors: Int
   /// Lines of /proc/self/maps.
   public var mappings: Int
+  /// Mappings of shared memory: memfd segments and /dev/shm files.
+  public var sharedMappings: Int
   /// Threads (tasks in /proc/self/task).
   public var threads: Int
   /// Resident memory (VmRSS), in bytes.
@@ -29,9 +34,11 @@ public struct ResourceCensus: Sendable, Equatable {
       return (fields.count > 1 ? Int(fields[1]) ?? 0 : 0) * 1024
     }
     let entries = { (path: String) in (try? FileManager.default.contentsOfDirectory(atPath: path).count) ?? 0 }
+    let maps = readProcFile(folder + "/maps").split(separator: "\n")
     return ResourceCensus(
       descriptors: entries(folder + "/fd"),
-      mappings: readProcFile(folder + "/maps").split(separator: "\n").count,
+      mappings: maps.count,
+      sharedMappings: maps.count { $0.contains(" /memfd:") || $0.contains(" /dev/shm/") },
       threads: entries(folder + "/task"),
       residentBytes: kilobytes("VmRSS"),
       virtualBytes: kilobytes("VmSize"))

@@ -62,3 +62,15 @@ public struct ProcessFailure: Error, CustomStringConvertible {
   /// Creates a failure.
   public init(_ description: String) { self.description = description }
 }
+
+/// The pyarrow interop corpus: Arrow IPC stream files written by pyarrow
+/// (Tests/Interop/arrow_corpus.py) into `.build/interop-corpus`, generated
+/// on first use (the generator returns at once when it is current).
+public enum InteropCorpus {
+  /// The corpus folder.
+  public static let folder: Result<URL, any Error> = Result {
+    let folder = ChildProcess.repositoryRoot.appendingPathComponent(".build/interop-corpus")
+    try ChildProcess.run(["python3", ChildProcess.repositoryRoot.appendingPathComponent("Tests/Interop/arrow_corpus.py").path, folder.path])
+    return folder
+  }
+}

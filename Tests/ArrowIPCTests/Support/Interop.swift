@@ -22,11 +22,7 @@ enum Interop {
   }
 
   /// The corpus folder, generated on first use.
-  static let corpus: Result<URL, any Error> = Result {
-    let folder = root.appendingPathComponent(".build/interop-corpus")
-    _ = try python(["arrow_corpus.py", folder.path])
-    return folder
-  }
+  static var corpus: Result<URL, any Error> { InteropCorpus.folder }
 
   /// The corpus files by name, with the pyarrow content hash recorded when
   /// each was written.
