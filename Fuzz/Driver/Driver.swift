@@ -13,14 +13,14 @@ nonisolated(unsafe) private var target: FuzzTarget?
 func initialize(_ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>) -> Int32 {
   let names = FuzzTarget.allCases.map(\.rawValue).joined(separator: ", ")
   guard let name = getenv("DIPC_FUZZ_TARGET").map({ String(cString: $0) }), let chosen = FuzzTarget(rawValue: name) else {
-    fputs("dipc-fuzz: set DIPC_FUZZ_TARGET to one of: \(names)\n", stderr)
+    report("set DIPC_FUZZ_TARGET to one of: \(names)")
     exit(2)
   }
   target = chosen
   if let seeds = getenv("DIPC_FUZZ_SEEDS").map({ String(cString: $0) }) {
     let streams = getenv("DIPC_FUZZ_STREAMS").map { SeedFiles.read(folder: String(cString: $0)) } ?? []
     let written = SeedFiles.write(chosen.seeds(from: streams), to: seeds)
-    fputs("dipc-fuzz: \(written) seeds for \(name) in \(seeds)\n", stderr)
+    report("\(written) seeds for \(name) in \(seeds)")
     exit(written > 0 ? 0 : 1)
   }
   return 0
@@ -30,4 +30,10 @@ func initialize(_ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutablePointe
 func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
   target?.run(size > 0 && data != nil ? Array(UnsafeBufferPointer(start: data, count: size)) : [])
   return 0
+}
+
+/// Writes `dipc-fuzz: TEXT` to standard error.
+private func report(_ text: String) {
+  let line = Array("dipc-fuzz: \(text)\n".utf8)
+  _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
 }

@@ -9,9 +9,15 @@ enum WireCodecTarget {
     while let (operation, payload) = operations.next() {
       switch operation % 5 {
       case 0:
-        // A metadata frame, re-encoded: the same frame again.
-        if let frame = try? MetadataFrame.decode(ArrowBytes(copying: payload)) {
+        // A metadata frame, re-encoded: the same frame again; an error
+        // frame's text arrives escaped and cut (DIPC-LIM-9).
+        switch try? MetadataFrame.decode(ArrowBytes(copying: payload)) {
+        case .error(_, let text)?:
+          check(text.utf8.count <= 4 * MetadataFrame.maxErrorTextShown + 32, "error text of \(text.utf8.count) bytes")
+          check(!text.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F }, "control character in error text")
+        case let frame?:
           check((try? MetadataFrame.decode(ArrowBytes(copying: frame.encoded))) == frame, "metadata frame round trip")
+        case nil: break
         }
       case 1:
         // A body tag, and a descriptor as a descriptor body carries it.
