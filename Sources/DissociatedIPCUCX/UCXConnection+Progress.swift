@@ -389,7 +389,11 @@ final class ProgressEngine {
     let slot = reservePlace()
     heldTaggedBytes += message.length
     let storage = AlignedStorage(capacity: message.length, zeroed: false, pool: connection.config.receiveBufferPool)
-    worker.receive(message, into: storage.mutableBytes.baseAddress!, count: message.length) { [unowned self] failed in
+    // Weak: a receive still in flight when the connection ends (a cut
+    // link stalls a rendezvous) is cancelled when the worker is destroyed,
+    // after the engine (UCX-CLOSE-6).
+    worker.receive(message, into: storage.mutableBytes.baseAddress!, count: message.length) { [weak self] failed in
+      guard let self else { return }
       if pathRefreshesLeft > 0 { pathStale = true }
       if let failed {
         if !failed.isCancellation {
@@ -418,7 +422,8 @@ final class ProgressEngine {
     case .rendezvous(let descriptor, let length):
       let slot = reservePlace()
       let storage = AlignedStorage(capacity: length, zeroed: false, pool: connection.config.receiveBufferPool)
-      worker.receiveActiveMessage(descriptor, into: storage.mutableBytes.baseAddress!, count: length) { [unowned self] failed in
+      worker.receiveActiveMessage(descriptor, into: storage.mutableBytes.baseAddress!, count: length) { [weak self] failed in
+        guard let self else { return }  // cancelled with the worker (UCX-CLOSE-6)
         if let failed {
           if !failed.isCancellation {
             fail(DissociatedIPCError(.connectionClosed, "ucx:// \(connection.peer): frame receive failed: \(failed)"))

@@ -287,10 +287,9 @@ final class UCXConnection: InboxReceiving {
   /// The progress thread's kernel thread id (0 before it started).
   var progressThreadID: Int32 { shared.withLock { $0.threadID } }
 
-  /// Starts closing without waiting: pending and later calls fail.
-  func abort() {
-    shared.withLock { $0.finished ? nil : $0.requestClose() }?.signal()
-  }
+  /// Ends the connection now, without the goodbye handshake (``reset()``):
+  /// pending and later calls fail, and the peer sees a broken connection.
+  func abort() { reset() }
 }
 
 extension UCXConnection.Shared {

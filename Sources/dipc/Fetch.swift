@@ -27,7 +27,14 @@ struct Fetch: AsyncParsableCommand {
   @Option(name: .shortAndLong, help: "Output file, or - for standard output. A file is written under a temporary name beside it and renamed once the whole stream arrived: a failed fetch leaves an existing file as it was.")
   var out = "-"
 
+  @Option(help: "Seconds the stream may go without anything arriving before the fetch fails (timedOut); 0: wait for ever.")
+  var idleTimeout = 30.0
+
   @OptionGroup var common: CommonOptions
+
+  func validate() throws {
+    guard idleTimeout >= 0 else { throw ValidationError("--idle-timeout must not be negative") }
+  }
 
   func run() async throws {
     let metadataLocation = try Location(parsing: location)
@@ -50,7 +57,9 @@ struct Fetch: AsyncParsableCommand {
       if let partial, !complete { unlink(partial) }
     }
 
-    let client = DissociatedClient(registry: .builtIn)
+    var config = DissociatedClient.Config.defaults
+    config.idleTimeout = idleTimeout > 0 ? .seconds(idleTimeout) : nil
+    let client = DissociatedClient(registry: .builtIn, config: config)
     let stream = client.stream(from: metadataLocation, ticket: ticket.map { Array($0.utf8) }, dataLocation: dataLocation)
     var writer = IPCStreamWriter(sink: FileDescriptorSink(descriptor: descriptor))
     var progress = Progress(enabled: isatty(STDERR_FILENO) != 0)

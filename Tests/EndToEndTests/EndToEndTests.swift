@@ -30,13 +30,18 @@ struct EndToEndTests {
           environment: ["UCX_TLS": "tcp", "UCX_NET_DEVICES": "lo"]),
   ]
 
-  static func fetchAll(topology: String, setup: Setup) throws {
+  /// Serves the pyarrow corpus, fetches every file (from the metadata and
+  /// data locations when `topology` is "split") and has pyarrow compare
+  /// each copy with its source; the server runs in `hosts.server`'s
+  /// namespace and each fetch in `hosts.client`'s when `hosts` is given.
+  static func fetchAll(topology: String, setup: Setup, hosts: NetworkPair? = nil) throws {
     let corpus = try Processes.corpus.get()
     let files = try FileManager.default.contentsOfDirectory(atPath: corpus.path)
       .filter { $0.hasSuffix(".arrows") }.sorted()
     #expect(files.count >= 60)
     let server = try Processes.Server(files: files.map { corpus.appendingPathComponent($0).path }, listen: setup.listen,
-                                      options: setup.serveOptions, environment: setup.environment)
+                                      options: setup.serveOptions, environment: setup.environment,
+                                      launcher: hosts.map { $0.command(in: $0.server, []) } ?? [])
     defer { server.stop() }
     let output = FileManager.default.temporaryDirectory.appendingPathComponent("dipc-e2e-\(UUID())")
     try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
@@ -49,7 +54,8 @@ struct EndToEndTests {
       let arguments = topology == "split"
         ? ["fetch", locations["metadata"]!, "--data", locations["data"]!, "--out", target]
         : ["fetch", locations["combined"]!, "--out", target]
-      try Processes.runRetryingUCXAsyncAbort(dipc, arguments, environment: setup.environment)
+      try Processes.runRetryingUCXAsyncAbort(dipc, arguments, environment: setup.environment,
+                                             launcher: hosts.map { $0.command(in: $0.client, []) } ?? [])
       pairs += [corpus.appendingPathComponent(file).path, target]
     }
     // One pyarrow process hashes sources and copies; each pair must match.

@@ -25,9 +25,11 @@ enum Processes {
   /// Runs `executable` with `arguments` to completion, with `environment`
   /// added to this process's; returns standard output.
   @discardableResult
-  static func run(_ executable: URL, _ arguments: [String], environment: [String: String] = [:]) throws -> String {
+  static func run(_ executable: URL, _ arguments: [String], environment: [String: String] = [:],
+                  launcher: [String] = []) throws -> String {
     // ChildProcess starts programs through /usr/bin/env, which takes NAME=VALUE first.
-    try ChildProcess.run(assignments(environment) + [executable.path] + arguments)
+    let command = assignments(environment) + [executable.path] + arguments
+    return try ChildProcess.run(launcher.isEmpty ? command : launcher + ["/usr/bin/env"] + command)
   }
 
   /// ``run(_:_:environment:)``, run again (twice at most) when the process
@@ -37,11 +39,11 @@ enum Processes {
   /// failure is thrown at once.
   @discardableResult
   static func runRetryingUCXAsyncAbort(_ executable: URL, _ arguments: [String],
-                                       environment: [String: String] = [:]) throws -> String {
+                                       environment: [String: String] = [:], launcher: [String] = []) throws -> String {
     var attempt = 0
     while true {
       do {
-        return try run(executable, arguments, environment: environment)
+        return try run(executable, arguments, environment: environment, launcher: launcher)
       } catch let failure as ProcessFailure where attempt < 2 && failure.description.contains("handler->async == async") {
         attempt += 1
         print("ucx:// UCX-LIM-4 abort in a child (known UCX 1.13 bug); running it again")
@@ -64,12 +66,21 @@ enum Processes {
     private let standardError = Mutex("")
 
     /// Serves `files` at `listen`, with `environment` added to this
-    /// process's; keeps what it writes to standard error for
-    /// ``stats()`` when `capturingStandardError`.
+    /// process's, started by `launcher` when one is given; keeps what it
+    /// writes to standard error for ``stats()`` when
+    /// `capturingStandardError`.
     init(files: [String], listen: String, options: [String] = [], environment: [String: String] = [:],
-         capturingStandardError: Bool = false) throws {
-      process.executableURL = try Processes.dipc
-      process.arguments = ["serve"] + files + ["--listen", listen, "--split"] + options
+         capturingStandardError: Bool = false, launcher: [String] = []) throws {
+      let arguments = ["serve"] + files + ["--listen", listen, "--split"] + options
+      if let program = launcher.first {
+        // A launcher that ends by exec-ing dipc (`ip netns exec NS`), so
+        // the process signalled is the server.
+        process.executableURL = URL(fileURLWithPath: program)
+        process.arguments = Array(launcher.dropFirst()) + [try Processes.dipc.path] + arguments
+      } else {
+        process.executableURL = try Processes.dipc
+        process.arguments = arguments
+      }
       process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
       let output = Pipe()
       process.standardOutput = output

@@ -40,3 +40,18 @@ public func recordBatchCount(from location: Location, registry: TransportRegistr
   for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: location) { batches += 1 }
   return batches
 }
+
+/// A deterministic pseudo-random generator (SplitMix64), so failures replay.
+public struct SplitMix64: RandomNumberGenerator {
+  private var state: UInt64
+  /// A generator whose sequence `seed` fixes.
+  public init(seed: UInt64) { state = seed }
+  /// The next 64 random bits.
+  public mutating func next() -> UInt64 {
+    state &+= 0x9E37_79B9_7F4A_7C15
+    var z = state
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+  }
+}

@@ -166,7 +166,7 @@ final class ClientSession: Sendable {
         try await data.sendTagged(dataLocation.wantData, [ArrowBytes(copying: ticket)])
       }
     } catch {
-      await closeBoth(metadata, data)
+      abortBoth(metadata, data)
       throw error
     }
     let session = ClientSession(metadata: metadata, data: data, canMap: canMap, config: stream.client.config)
@@ -201,7 +201,7 @@ final class ClientSession: Sendable {
         seen = now
         if quietTicks >= 4 {
           timedOut.store(true, ordering: .relaxed)
-          await Self.closeBoth(metadata, data)
+          Self.abortBoth(metadata, data)
           return
         }
       }
@@ -273,7 +273,7 @@ final class ClientSession: Sendable {
         }
       }
     } catch {
-      await abort()
+      abort()
       throw error
     }
   }
@@ -344,9 +344,19 @@ final class ClientSession: Sendable {
     returns.closeWhenIdle()
   }
 
-  private func abort() async {
+  /// The stream failed: its connections end now, without waiting for a
+  /// peer that may be gone or silent (a goodbye it never answers would
+  /// hold the caller for the transport's close timeout).
+  private func abort() {
     watchdog.withLock { $0?.cancel() }
-    await Self.closeBoth(metadata, data)
+    Self.abortBoth(metadata, data)
+  }
+
+  /// Aborts the metadata connection and, when it is another one, the data
+  /// connection.
+  private static func abortBoth(_ metadata: any TransportConnection, _ data: any TransportConnection) {
+    metadata.abort()
+    if data !== metadata { data.abort() }
   }
 
   /// Closes the metadata connection and, when it is another one, the data
