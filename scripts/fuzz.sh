@@ -29,7 +29,11 @@ fi
 bash scripts/setup.sh >/dev/null
 python3 Tests/Interop/arrow_corpus.py .build/interop-corpus >/dev/null
 # DIPC_FUZZ=1 adds the driver target, whose `main` libFuzzer supplies.
-DIPC_FUZZ=1 swift build --sanitize=fuzzer --sanitize=address --scratch-path .build-fuzz --product dipc-fuzz 2>&1 \
+# SwiftPM's --sanitize=fuzzer makes the driver's entry point libFuzzer's;
+# the sanitizers themselves are given to swiftc as one list: with two
+# --sanitize options the compiler keeps only the last one, and the code
+# was built without coverage (libFuzzer saw 19 counters, not 61,000).
+DIPC_FUZZ=1 swift build --sanitize=fuzzer -Xswiftc -sanitize=fuzzer,address --scratch-path .build-fuzz --product dipc-fuzz 2>&1 \
   | grep -vE '^\[[0-9]+/[0-9]+\]|Cannot export local symbol' || true
 fuzzer=.build-fuzz/debug/dipc-fuzz
 [ -x "$fuzzer" ] || { echo "fuzz: $fuzzer was not built" >&2; exit 1; }
@@ -50,6 +54,14 @@ for target in "${targets[@]}"; do
   if DIPC_FUZZ_TARGET=$target "$fuzzer" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
       -artifact_prefix=".build-fuzz/findings/$target-" -print_final_stats=1 \
       "$corpus" "$seeds" "$regressions" >"$log" 2>&1; then
+    # A build without coverage fuzzes blind: the driver alone has a few
+    # dozen counters, the code under test tens of thousands.
+    counters=$(grep -aoE 'Loaded 1 modules +\([0-9]+ inline' "$log" | grep -oE '[0-9]+ inline' | grep -oE '[0-9]+' || echo 0)
+    if [ "$counters" -lt 1000 ]; then
+      echo "fuzz: $target ran with $counters coverage counters: the code under test is not instrumented" >&2
+      failed+=("$target")
+      continue
+    fi
     runs=$(grep -aoE 'stat::number_of_executed_units: [0-9]+' "$log" | grep -oE '[0-9]+$' || echo "?")
     coverage=$(grep -aoE 'cov: [0-9]+' "$log" | tail -n 1 | grep -oE '[0-9]+$' || echo "?")
     echo "fuzz: $target: $runs inputs in ${seconds} s, no crash (coverage $coverage edges, corpus $(ls "$corpus" | wc -l) inputs)"

@@ -43,23 +43,44 @@ struct CrossHostTests {
     return hashes.count == 2 && hashes[0] == hashes[1]
   }
 
-  @Test("4 MiB cross a link that delays every packet 5 ms, drops 1 % and reorders 5 %, over tcp:// and ucx://, intact")
-  func impairedLink() throws {
+  /// The impairments of the matrix: each alone, then together.
+  static let impairments: [(name: String, impairment: NetworkPair.Impairment)] = [
+    ("clean", .none),
+    ("delay 10 ms", .init(delay: .milliseconds(10))),
+    ("loss 2 %", .init(loss: 0.02)),
+    ("reorder 10 %", .init(reorder: 0.1)),
+    ("delay 5 ms, loss 1 %, reorder 5 %", .init(delay: .milliseconds(5), loss: 0.01, reorder: 0.05)),
+  ]
+
+  /// MiB per stream in the matrix: 4, or `DIPC_CROSS_HOST_MIB` (the
+  /// larger run of scripts/cross-host.sh).
+  static let matrixMebibytes = ProcessInfo.processInfo.environment["DIPC_CROSS_HOST_MIB"].flatMap(Int.init) ?? 4
+
+  @Test("a stream crosses a delaying, lossy and reordering link over tcp:// and ucx:// intact",
+        arguments: ["tcp", "ucx"], 0 ..< impairments.count)
+  func impairedLink(scheme: String, impairmentIndex: Int) throws {
+    let (name, impairment) = Self.impairments[impairmentIndex]
     let hosts = try NetworkPair()
     defer { hosts.close() }
-    let (folder, file) = try Self.scratch(batches: 32, rows: 16_384)
+    let setup = Self.setups(hosts).first { $0.listen.hasPrefix(scheme) }!
+    // Batches of 128 KiB.
+    let (folder, file) = try Self.scratch(batches: 8 * Self.matrixMebibytes, rows: 16_384)
     defer { try? FileManager.default.removeItem(at: folder) }
-    hosts.impair(.init(delay: .milliseconds(5), loss: 0.01, reorder: 0.05))
-    for setup in Self.setups(hosts) {
-      let server = try Processes.Server(files: [file], listen: setup.listen, environment: setup.environment,
-                                        launcher: hosts.command(in: hosts.server, []))
-      defer { server.stop() }
-      let copy = folder.appendingPathComponent("copy.arrows").path
-      try Processes.run(try Processes.dipc, ["fetch", server.locations["big.arrows"]!["combined"]!, "--out", copy],
-                        environment: setup.environment, launcher: hosts.command(in: hosts.client, []))
-      #expect(try Self.sameContent(file, copy), "\(setup.listen): the copy differs from the source")
-    }
-    #expect(hosts.packets.dropped > 0, "the link dropped nothing: \(hosts.packets)")
+    hosts.impair(impairment)
+    let server = try Processes.Server(files: [file], listen: setup.listen, environment: setup.environment,
+                                      launcher: hosts.command(in: hosts.server, []))
+    defer { server.stop() }
+    let copy = folder.appendingPathComponent("copy.arrows").path
+    let started = ContinuousClock.now
+    try Processes.run(try Processes.dipc, ["fetch", server.locations["big.arrows"]!["combined"]!, "--out", copy],
+                      environment: setup.environment, launcher: hosts.command(in: hosts.client, []))
+    let seconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e18
+      + Double((ContinuousClock.now - started).components.seconds)
+    #expect(try Self.sameContent(file, copy), "\(scheme) over \(name): the copy differs from the source")
+    if impairment.loss > 0 { #expect(hosts.packets.dropped > 0, "the link dropped nothing: \(hosts.packets)") }
+    // One line per cell: scripts/cross-host.sh collects them.
+    print("cross-host: \(scheme)://, \(name): \(Self.matrixMebibytes) MiB intact in \(String(format: "%.2f", seconds)) s, "
+      + "\(hosts.packets.carried) packets carried, \(hosts.packets.dropped) dropped")
   }
 
   @Test("a link cut mid-stream: the client fails with a typed error within its idle timeout, the server frees the stream within its stall timeout and serves again once the link is back",
@@ -128,5 +149,31 @@ struct CrossHostTests {
     #expect(try Self.sameContent(file, output))
     let served = await server.stats { $0.hasPrefix("connections=0 active=0") && !$0.contains("served=0") }
     #expect(served?.contains("served=0") == false, "\(served ?? "no stats")")
+  }
+
+  @Test("shm:// works between processes in different mount and IPC namespaces that share only the socket's folder: memfd segments need no common /dev/shm")
+  func sharedMemoryAcrossMountNamespaces() async throws {
+    let (folder, file) = try Self.scratch(batches: 32, rows: 16_384)
+    defer { try? FileManager.default.removeItem(at: folder) }
+    // Each side gets a /dev/shm of its own (an empty tmpfs, with a marker
+    // file nobody else can see) and IPC objects of its own.
+    func isolated(_ marker: String) -> [String] {
+      ["/usr/bin/unshare", "--mount", "--ipc", "--propagation", "private", "/bin/sh", "-c",
+       "mount -t tmpfs tmpfs /dev/shm && touch /dev/shm/\(marker) && exec \"$@\"", "sh"]
+    }
+    let serverMarker = "dipc-server-only-\(getpid())"
+    let clientMarker = "dipc-client-only-\(getpid())"
+    let server = try Processes.Server(files: [file], listen: "shm://\(folder.path)/server.sock", capturingStandardError: true,
+                                      launcher: isolated(serverMarker))
+    defer { server.stop() }
+    let copy = folder.appendingPathComponent("copy.arrows").path
+    try Processes.run(try Processes.dipc, ["fetch", server.locations["big.arrows"]!["combined"]!, "--out", copy],
+                      launcher: isolated(clientMarker))
+    #expect(try Self.sameContent(file, copy))
+    // Neither side's /dev/shm is this one: the segments went as memfds.
+    #expect(!FileManager.default.fileExists(atPath: "/dev/shm/\(serverMarker)"))
+    #expect(!FileManager.default.fileExists(atPath: "/dev/shm/\(clientMarker)"))
+    let stats = await server.stats { $0.hasPrefix("connections=0 active=0 served=1") }
+    #expect(stats?.hasPrefix("connections=0 active=0 served=1 failed=0") == true, "\(stats ?? "no stats")")
   }
 }
