@@ -89,10 +89,11 @@ struct CrossHostTests {
     let hosts = try NetworkPair()
     defer { hosts.close() }
     let setup = Self.setups(hosts).first { $0.listen.hasPrefix(scheme) }!
-    // 16 MiB through a slow, lossy link: seconds of streaming to cut into.
+    // 16 MiB through a link of 1 MiB/s: 16 s of streaming to cut into,
+    // however late this process notices that the stream started.
     let (folder, file) = try Self.scratch(batches: 128, rows: 16_384)
     defer { try? FileManager.default.removeItem(at: folder) }
-    hosts.impair(.init(delay: .milliseconds(20), loss: 0.02))
+    hosts.impair(.init(delay: .milliseconds(2), rate: 1 << 20))
     let server = try Processes.Server(files: [file], listen: setup.listen, options: ["--stall-timeout", "3"],
                                       environment: setup.environment, capturingStandardError: true,
                                       launcher: hosts.command(in: hosts.server, []))

@@ -43,12 +43,15 @@ public final class NetworkPair: @unchecked Sendable {
     /// The fraction of packets held a second `delay` (or 5 ms, whichever
     /// is longer) more, so that later ones overtake them.
     public var reorder: Double
+    /// Bytes per second each direction carries at most (nil: no limit).
+    public var rate: Int?
 
     /// Creates an impairment.
-    public init(delay: Duration = .zero, loss: Double = 0, reorder: Double = 0) {
+    public init(delay: Duration = .zero, loss: Double = 0, reorder: Double = 0, rate: Int? = nil) {
       self.delay = delay
       self.loss = loss
       self.reorder = reorder
+      self.rate = rate
     }
 
     /// A clean link.
@@ -229,6 +232,8 @@ public final class NetworkPair: @unchecked Sendable {
       // Seeded: a failing run can be repeated packet for packet.
       var random = SplitMix64(seed: 0x7E57_0001)
       var inFlight: [InFlight] = []
+      // Per direction: when the link is free again (rate limit).
+      var linkFree: [UInt64] = [0, 0]
       var buffer = [UInt8](repeating: 0, count: 65_536)
       var polls = sides.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
       while !stopped.load(ordering: .relaxed) {
@@ -255,7 +260,13 @@ public final class NetworkPair: @unchecked Sendable {
             carried.add(1, ordering: .relaxed)
             var delay = UInt64(rules.delay.components.seconds) * 1_000_000_000 + UInt64(rules.delay.components.attoseconds / 1_000_000_000)
             if Double.random(in: 0 ..< 1, using: &random) < rules.reorder { delay += max(delay, 5_000_000) }
-            let packet = InFlight(due: Self.now() + delay, bytes: Array(buffer[0 ..< count]), to: target)
+            var sent = Self.now()
+            if let rate = rules.rate, rate > 0 {
+              // The packet leaves once the ones before it have, at `rate`.
+              sent = max(sent, linkFree[index]) + UInt64(count) * 1_000_000_000 / UInt64(rate)
+              linkFree[index] = sent
+            }
+            let packet = InFlight(due: sent + delay, bytes: Array(buffer[0 ..< count]), to: target)
             let position = inFlight.lastIndex { $0.due <= packet.due }.map { $0 + 1 } ?? 0
             inFlight.insert(packet, at: position)
           }
