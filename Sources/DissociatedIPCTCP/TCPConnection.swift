@@ -204,7 +204,7 @@ final class TCPConnection: InboxReceiving {
         remaining.append(ArrowBytes(copying: UnsafeRawBufferPointer(rebasing: piece[skip...])))
       } else {
         let part = parts[index - 1]
-        remaining.append(try! part.slice(offset: skip, count: part.count - skip))
+        remaining.append(part.clampedSlice(offset: skip, count: part.count - skip))
       }
       skip = 0
     }

@@ -92,6 +92,17 @@ public struct ArrowBytes: @unchecked Sendable {
     return ArrowBytes(owner: owner, base: base.map { $0 + offset }, count: length)
   }
 
+  /// The part of `count` bytes at `offset` that lies inside this view
+  /// (empty when none does), sharing its memory: ``slice(offset:count:)``
+  /// for ranges already checked, where a range that somehow is not must
+  /// not trap.
+  @inlinable
+  public func clampedSlice(offset: Int, count length: Int) -> ArrowBytes {
+    let start = min(max(offset, 0), count)
+    let kept = min(max(length, 0), count - start)
+    return ArrowBytes(owner: owner, base: base.map { $0 + start }, count: kept)
+  }
+
   @usableFromInline init(owner: (any ArrowBytesOwner)?, base: UnsafeRawPointer?, count: Int) {
     self.owner = owner
     self.base = count == 0 ? nil : base

@@ -21,7 +21,7 @@ public struct ArrayView: Sendable {
   public func buffer(_ index: Int) -> ArrowBytes {
     let range = layout.buffers[layout.buffers.startIndex + index]
     // BodyLayout checked that the range lies inside the body.
-    return try! body.slice(offset: Int(range.offset), count: Int(range.length))
+    return body.clampedSlice(offset: Int(clamping: range.offset), count: Int(clamping: range.length))
   }
 
   /// The child arrays (struct members, list values, …).

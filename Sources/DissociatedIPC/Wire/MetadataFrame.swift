@@ -85,7 +85,7 @@ public enum MetadataFrame: Hashable, Sendable {
       guard bytes.count > prefixLength else {
         throw DissociatedIPCError(.malformedFrame, "message frame \(sequence) carries no flatbuffer")
       }
-      return .message(sequence: sequence, flatbuffer: try! bytes.slice(offset: 5, count: bytes.count - 5))
+      return .message(sequence: sequence, flatbuffer: bytes.clampedSlice(offset: prefixLength, count: bytes.count - prefixLength))
     case endOfStreamType:
       guard bytes.count == prefixLength else {
         throw DissociatedIPCError(.malformedFrame, "end-of-stream frame of \(bytes.count) bytes, must be 5")
