@@ -27,7 +27,9 @@ struct ConnectionChurnTests {
   /// bug (UCX-LIM-4), which aborts the whole process.
   static func fetch(_ location: String) async throws -> Bool {
     if location.hasPrefix("ucx") {
-      try Processes.runRetryingUCXAsyncAbort(try Processes.dipc, ["fetch", location, "--out", "/dev/null"], environment: ucxEnvironment)
+      try await offPool {
+        try Processes.runRetryingUCXAsyncAbort(try Processes.dipc, ["fetch", location, "--out", "/dev/null"], environment: ucxEnvironment)
+      }
       return true
     }
     return try await recordBatchCount(from: Location(parsing: location), registry: registry) > 0

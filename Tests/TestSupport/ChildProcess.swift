@@ -74,3 +74,16 @@ public enum InteropCorpus {
     return folder
   }
 }
+
+/// Runs `body` on a thread of its own and returns what it returns.
+///
+/// For blocking work in an async test — waiting for child processes —
+/// that would otherwise hold one of the concurrency pool's threads (two on
+/// these machines) for seconds and starve every other suite running
+/// beside it. `body` must not record test issues (`#expect`): it runs
+/// outside the test's task; check what it returns instead.
+public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+  try await withCheckedThrowingContinuation { continuation in
+    Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
+  }
+}
