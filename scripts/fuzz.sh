@@ -41,6 +41,9 @@ fuzzer=.build-fuzz/debug/dipc-fuzz
 # Swift's runtime keeps metadata caches for the process's life: leak
 # reports would be about them, not this code.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}"
+# Swift's own crash backtracer, run under the address sanitizer, can hang
+# a crashing target instead of letting libFuzzer report it.
+export SWIFT_BACKTRACE=enable=no
 mkdir -p .build-fuzz/findings
 failed=()
 for target in "${targets[@]}"; do

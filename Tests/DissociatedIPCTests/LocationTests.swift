@@ -59,4 +59,25 @@ struct LocationTests {
   func malformed(text: String) {
     #expect { try Location(parsing: text) } throws: { ($0 as? DissociatedIPCError)?.code == .invalidLocation }
   }
+
+  @Test("bytes a URI must percent-encode are refused raw, and the error shows them escaped (DIPC-URI-1)",
+        arguments: ["tcp://h:1?want_data=1&ticket=a b", "tcp://h:1?want_data=1&ticket=\u{1B}[31m", "tcp://h:1?want_data=1&ticket=é",
+                    "tcp://h:1?want_data=1&ticket=\u{0}", "tcp://h:1?want_data=1&ticket=a\"b"])
+  func rawBytes(text: String) {
+    #expect { try Location(parsing: text) } throws: { error in
+      guard let error = error as? DissociatedIPCError, error.code == .invalidLocation else { return false }
+      return !error.detail.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F }
+    }
+  }
+
+  @Test("a location whose canonical text would pass the length limit is refused, so what parses always prints to text that parses (found by fuzzing)")
+  func canonicalLength() throws {
+    // 3,000 '!' are 3,000 bytes as given and 9,000 once percent-encoded.
+    let long = "tcp://h:1?want_data=1&ticket=" + String(repeating: "!", count: 3000)
+    #expect { try Location(parsing: long) } throws: { ($0 as? DissociatedIPCError)?.code == .invalidLocation }
+    let fits = "tcp://h:1?want_data=1&ticket=" + String(repeating: "!", count: 2000)
+    let location = try Location(parsing: fits)
+    #expect(try Location(parsing: location.description) == location)
+  }
 }
+

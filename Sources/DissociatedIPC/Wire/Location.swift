@@ -55,16 +55,27 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
     self.otherParameters = otherParameters
   }
 
+  /// The longest location text, parsed or printed (DIPC-URI-1).
+  public static let maxLength = 8192
+
+  /// The bytes RFC 3986 allows in a URI as they are (unreserved, reserved
+  /// and `%`); everything else must be percent-encoded.
+  static let uriCharacters = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?#[]@!$&'()*+,;=%".utf8)
+
   /// Parses a location URI.
   ///
   /// - Throws: `.invalidLocation` with the reason, for anything outside the
   ///   grammar in Spec/dissociated-ipc.md.
   public init(parsing text: String) throws(DissociatedIPCError) {
     func fail(_ why: String) -> DissociatedIPCError {
-      DissociatedIPCError(.invalidLocation, "'\(text)': \(why)")
+      // The text may come from anyone: escaped and cut (DIPC-LIM-9).
+      DissociatedIPCError(.invalidLocation, "'\(PeerText.escaped(text.utf8, limit: 256))': \(why)")
     }
-    guard text.utf8.count <= 8192 else { throw fail("longer than 8192 bytes") }
+    guard text.utf8.count <= Self.maxLength else { throw fail("longer than \(Self.maxLength) bytes") }
     guard !text.contains("#") else { throw fail("fragments are not allowed") }
+    if let stray = text.utf8.first(where: { !Self.uriCharacters.contains($0) }) {
+      throw fail("byte \(stray) must be percent-encoded")
+    }
     guard let schemeEnd = text.firstRange(of: "://") else { throw fail("no scheme (expected scheme://…)") }
     let scheme = String(text[..<schemeEnd.lowerBound])
     guard let first = scheme.unicodeScalars.first, first.properties.isASCIIHexDigit || ("a" ... "z").contains(first)
@@ -125,11 +136,11 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
       switch name {
       case "want_data":
         guard wantData == nil else { throw fail("want_data appears twice") }
-        guard let number = Self.decimal(value) else { throw fail("want_data '\(value)' is not a decimal UInt64") }
+        guard let number = Self.decimal(value) else { throw fail("want_data '\(PeerText.escaped(value.utf8))' is not a decimal UInt64") }
         wantData = number
       case "free_data":
         guard freeData == nil else { throw fail("free_data appears twice") }
-        guard let number = Self.decimal(value) else { throw fail("free_data '\(value)' is not a decimal UInt64") }
+        guard let number = Self.decimal(value) else { throw fail("free_data '\(PeerText.escaped(value.utf8))' is not a decimal UInt64") }
         freeData = number
       case "remote_handle":
         guard remoteHandle == nil else { throw fail("remote_handle appears twice") }
@@ -142,6 +153,11 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
     guard let wantData else { throw fail("want_data is required") }
     self.init(scheme: scheme, host: host, port: port, path: path, wantData: wantData, freeData: freeData,
               remoteHandle: remoteHandle, otherParameters: others)
+    // What parses must print to text that parses again: the canonical
+    // form (which may encode more than the input did) is bounded too.
+    guard description.utf8.count <= Self.maxLength else {
+      throw fail("its canonical form is longer than \(Self.maxLength) bytes")
+    }
   }
 
   /// The canonical URI text: decimal integers, standard padded base64,
