@@ -81,6 +81,15 @@ let package = Package(
     ),
     // UCX's C API (libucx-dev) and static inline shims for its macros.
     .systemLibrary(name: "CUCX", pkgConfig: "ucx", providers: [.apt(["libucx-dev"])]),
+    // fabric:// (Spec/fabric.md): libfabric RDM endpoints, tagged messages
+    // and remote reads over whichever provider a location names.
+    .target(
+      name: "DissociatedIPCFabric",
+      dependencies: ["DissociatedIPC", "ArrowIPC", "CLibfabric"],
+      swiftSettings: strictSettings
+    ),
+    // libfabric's C API (libfabric-dev) and shims for what Swift cannot import.
+    .systemLibrary(name: "CLibfabric", pkgConfig: "libfabric", providers: [.apt(["libfabric-dev"])]),
     // Every built-in backend: `TransportRegistry.builtIn`.
     .target(
       name: "DissociatedIPCTransports",
@@ -148,6 +157,12 @@ let package = Package(
     .testTarget(
       name: "UCXTests",
       dependencies: ["DissociatedIPCUCX", "DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance", "TestSupport"],
+      swiftSettings: strictSettings
+    ),
+    // fabric:// over the libfabric providers present (tcp;ofi_rxm, shm).
+    .testTarget(
+      name: "FabricTests",
+      dependencies: ["DissociatedIPCFabric", "DissociatedIPC", "TestSupport"],
       swiftSettings: strictSettings
     ),
     // dipc serve and dipc fetch as separate processes, checked by pyarrow.

@@ -1,0 +1,30 @@
+// What DissociatedIPCFabric needs from libfabric (libfabric-dev, 1.17 or
+// later).
+//
+// Swift imports libfabric's functions (its `static inline` wrappers too),
+// structs, enums and shift-built constants directly. The function-like
+// macros below do not import, and the `((uint64_t)-1)` constants import
+// but do not compile when used ("integer literal '-1' overflows"): each
+// gets a wrapper or a typed constant.
+#ifndef CLIBFABRIC_SHIM_H
+#define CLIBFABRIC_SHIM_H
+
+#include <rdma/fabric.h>
+#include <rdma/fi_cm.h>
+#include <rdma/fi_domain.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_eq.h>
+#include <rdma/fi_errno.h>
+#include <rdma/fi_rma.h>
+#include <rdma/fi_tagged.h>
+
+/// FI_VERSION: a macro; the API version this package asks for.
+static inline uint32_t clibfabric_version(uint32_t major, uint32_t minor) { return FI_VERSION(major, minor); }
+
+/// FI_ADDR_UNSPEC: any source address.
+static const uint64_t CLIBFABRIC_ADDR_UNSPEC = FI_ADDR_UNSPEC;
+
+/// FI_ADDR_NOTAVAIL: a completion whose source is not in the address vector.
+static const uint64_t CLIBFABRIC_ADDR_NOTAVAIL = FI_ADDR_NOTAVAIL;
+
+#endif

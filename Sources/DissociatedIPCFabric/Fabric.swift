@@ -1,0 +1,274 @@
+// Every raw libfabric call of the backend, and the handles that own what
+// the calls create: each closes its object when the last reference goes,
+// and holds what its object depends on (an endpoint its domain, address
+// vector and completion queue), so objects close in the order libfabric
+// requires.
+
+internal import CLibfabric
+internal import Glibc
+
+/// A libfabric call that failed: the call and its (positive) error number.
+struct FabricFailure: Error, CustomStringConvertible {
+  let call: String
+  let code: Int32
+
+  init(_ call: String, _ result: some BinaryInteger) {
+    self.call = call
+    code = Int32(clamping: result.magnitude)
+  }
+
+  var description: String { "\(call): \(String(cString: fi_strerror(code))) (\(code))" }
+
+  /// Whether the call only said "not now" (`-FI_EAGAIN`): progress, then retry.
+  var isAgain: Bool { code == Int32(FI_EAGAIN) }
+}
+
+/// The libfabric API version asked for.
+let fabricAPIVersion = clibfabric_version(1, 17)
+
+/// `fid` is the first member of every libfabric object (`fid_ep`,
+/// `fid_cq`, …): a pointer to the object is a pointer to its `fid`.
+private func fid<Object>(of object: UnsafeMutablePointer<Object>) -> UnsafeMutablePointer<fid> {
+  UnsafeMutableRawPointer(object).assumingMemoryBound(to: fid.self)
+}
+
+// MARK: Info
+
+/// What `fi_getinfo` found for one provider: an RDM endpoint with tagged
+/// messages, messages and remote reads (`fi_freeinfo` in deinit).
+final class FabricInfo {
+  let handle: UnsafeMutablePointer<fi_info>
+
+  /// The first match for `provider` (`tcp;ofi_rxm`, `shm`, …). With
+  /// `source`, `node`/`service` is where to bind (a server); without, the
+  /// peer to reach (nil: any).
+  init(provider: String, node: String?, service: String?, source: Bool) throws(FabricFailure) {
+    guard let hints = fi_allocinfo() else { throw FabricFailure("fi_allocinfo", FI_ENOMEM) }
+    defer { fi_freeinfo(hints) }
+    hints.pointee.ep_attr.pointee.type = FI_EP_RDM
+    hints.pointee.caps = UInt64(FI_TAGGED) | UInt64(FI_MSG) | UInt64(FI_RMA) | UInt64(FI_READ) | UInt64(FI_REMOTE_READ)
+    // Modes this backend can meet: virtual addresses for remote reads (it
+    // says which it got), buffers it allocated itself.
+    hints.pointee.domain_attr.pointee.mr_mode = Int32(FI_MR_VIRT_ADDR) | Int32(FI_MR_ALLOCATED)
+    hints.pointee.fabric_attr.pointee.prov_name = strdup(provider)  // freed by fi_freeinfo
+    var found: UnsafeMutablePointer<fi_info>?
+    let result = fi_getinfo(fabricAPIVersion, node, service, source ? UInt64(FI_SOURCE) : 0, hints, &found)
+    guard result == 0, let found else { throw FabricFailure("fi_getinfo(\(provider))", result) }
+    handle = found
+  }
+
+  deinit { fi_freeinfo(handle) }
+
+  /// The provider's name, e.g. `tcp;ofi_rxm`.
+  var providerName: String { handle.pointee.fabric_attr.pointee.prov_name.map { String(cString: $0) } ?? "?" }
+
+  /// Whether remote reads address a region by virtual address (else by
+  /// offset from its start).
+  var virtualAddresses: Bool { handle.pointee.domain_attr.pointee.mr_mode & Int32(FI_MR_VIRT_ADDR) != 0 }
+
+  /// The largest message the endpoint sends.
+  var maxMessageSize: Int { Int(clamping: handle.pointee.ep_attr.pointee.max_msg_size) }
+}
+
+// MARK: Domain
+
+/// A fabric and one domain on it (`fi_fabric`, `fi_domain`).
+final class FabricDomain {
+  let info: FabricInfo
+  private let fabric: UnsafeMutablePointer<fid_fabric>
+  let handle: UnsafeMutablePointer<fid_domain>
+
+  init(info: FabricInfo) throws(FabricFailure) {
+    self.info = info
+    var fabric: UnsafeMutablePointer<fid_fabric>?
+    let opened = fi_fabric(info.handle.pointee.fabric_attr, &fabric, nil)
+    guard opened == 0, let fabric else { throw FabricFailure("fi_fabric", opened) }
+    var domain: UnsafeMutablePointer<fid_domain>?
+    let made = fi_domain(fabric, info.handle, &domain, nil)
+    guard made == 0, let domain else {
+      fi_close(fid(of: fabric))
+      throw FabricFailure("fi_domain", made)
+    }
+    self.fabric = fabric
+    handle = domain
+  }
+
+  deinit {
+    fi_close(fid(of: handle))
+    fi_close(fid(of: fabric))
+  }
+}
+
+// MARK: Address vector
+
+/// Peers' addresses, by the index libfabric gives each (`fi_av_open`,
+/// table type).
+final class FabricAddressVector {
+  let domain: FabricDomain
+  let handle: UnsafeMutablePointer<fid_av>
+
+  init(domain: FabricDomain) throws(FabricFailure) {
+    self.domain = domain
+    var attributes = fi_av_attr()
+    attributes.type = FI_AV_TABLE
+    var av: UnsafeMutablePointer<fid_av>?
+    let result = fi_av_open(domain.handle, &attributes, &av, nil)
+    guard result == 0, let av else { throw FabricFailure("fi_av_open", result) }
+    handle = av
+  }
+
+  deinit { fi_close(fid(of: handle)) }
+
+  /// Adds the endpoint name `name` (an `fi_getname` blob); returns its
+  /// address. A name the provider cannot parse is an error, never a crash.
+  func insert(_ name: [UInt8]) throws(FabricFailure) -> fi_addr_t {
+    var address = CLIBFABRIC_ADDR_NOTAVAIL
+    let inserted = name.withUnsafeBytes { fi_av_insert(handle, $0.baseAddress, 1, &address, 0, nil) }
+    guard inserted == 1, address != CLIBFABRIC_ADDR_NOTAVAIL else { throw FabricFailure("fi_av_insert", inserted < 0 ? inserted : FI_EINVAL) }
+    return address
+  }
+}
+
+// MARK: Completion queue
+
+/// One completion: the operation's context token, its flags and length,
+/// and for receives the tag that arrived; or the operation's error.
+struct FabricCompletion {
+  var token: UInt
+  var flags: UInt64
+  var length: Int
+  var tag: UInt64
+  var failure: FabricFailure?
+}
+
+/// A completion queue of tagged entries, read by polling (`fi_cq_open`).
+final class FabricCompletionQueue {
+  let domain: FabricDomain
+  let handle: UnsafeMutablePointer<fid_cq>
+
+  init(domain: FabricDomain, size: Int = 1024) throws(FabricFailure) {
+    self.domain = domain
+    var attributes = fi_cq_attr()
+    attributes.format = FI_CQ_FORMAT_TAGGED
+    attributes.wait_obj = FI_WAIT_NONE
+    attributes.size = size
+    var cq: UnsafeMutablePointer<fid_cq>?
+    let result = fi_cq_open(domain.handle, &attributes, &cq, nil)
+    guard result == 0, let cq else { throw FabricFailure("fi_cq_open", result) }
+    handle = cq
+  }
+
+  deinit { fi_close(fid(of: handle)) }
+
+  /// Reads up to 16 completions into `into` (progressing the provider,
+  /// which on manual-progress providers is what moves data); returns how
+  /// many were added. A failed operation arrives as a completion with its
+  /// failure.
+  func poll(into completions: inout [FabricCompletion]) -> Int {
+    var entries = [fi_cq_tagged_entry](repeating: fi_cq_tagged_entry(), count: 16)
+    let count = fi_cq_read(handle, &entries, entries.count)
+    if count > 0 {
+      for entry in entries[0 ..< count] {
+        completions.append(FabricCompletion(token: UInt(bitPattern: entry.op_context), flags: entry.flags,
+                                            length: entry.len, tag: entry.tag, failure: nil))
+      }
+      return count
+    }
+    guard count == -Int(FI_EAVAIL) else { return 0 }
+    var error = fi_cq_err_entry()
+    guard fi_cq_readerr(handle, &error, 0) == 1 else { return 0 }
+    completions.append(FabricCompletion(token: UInt(bitPattern: error.op_context), flags: error.flags, length: error.len,
+                                        tag: error.tag, failure: FabricFailure("completion", error.err)))
+    return 1
+  }
+}
+
+// MARK: Endpoint
+
+/// A reliable-datagram endpoint bound to an address vector and one
+/// completion queue for sends and receives (`fi_endpoint`). Operations
+/// carry a token that their completion returns.
+final class FabricEndpoint {
+  let domain: FabricDomain
+  let addresses: FabricAddressVector
+  let completions: FabricCompletionQueue
+  let handle: UnsafeMutablePointer<fid_ep>
+
+  init(domain: FabricDomain, addresses: FabricAddressVector, completions: FabricCompletionQueue) throws(FabricFailure) {
+    self.domain = domain
+    self.addresses = addresses
+    self.completions = completions
+    var ep: UnsafeMutablePointer<fid_ep>?
+    let made = fi_endpoint(domain.handle, domain.info.handle, &ep, nil)
+    guard made == 0, let ep else { throw FabricFailure("fi_endpoint", made) }
+    handle = ep
+    var result = fi_ep_bind(ep, fid(of: addresses.handle), 0)
+    if result == 0 { result = fi_ep_bind(ep, fid(of: completions.handle), UInt64(FI_TRANSMIT) | UInt64(FI_RECV)) }
+    if result == 0 { result = fi_enable(ep) }
+    guard result == 0 else {
+      fi_close(fid(of: ep))
+      throw FabricFailure("binding and enabling the endpoint", result)
+    }
+  }
+
+  deinit { fi_close(fid(of: handle)) }
+
+  /// This endpoint's name, for a peer's address vector (`fi_getname`).
+  func name() throws(FabricFailure) -> [UInt8] {
+    var length = 0
+    _ = fi_getname(fid(of: handle), nil, &length)  // -FI_ETOOSMALL, with the length
+    guard length > 0, length <= 4096 else { throw FabricFailure("fi_getname", FI_EINVAL) }
+    var name = [UInt8](repeating: 0, count: length)
+    let result = name.withUnsafeMutableBytes { fi_getname(fid(of: handle), $0.baseAddress, &length) }
+    guard result == 0 else { throw FabricFailure("fi_getname", result) }
+    return Array(name.prefix(length))
+  }
+
+  private static func context(_ token: UInt) -> UnsafeMutableRawPointer? { UnsafeMutableRawPointer(bitPattern: token) }
+
+  /// Posts a tagged send of `count` bytes at `buffer` to `peer`; the
+  /// buffer must stay valid until its completion. `-FI_EAGAIN` is thrown
+  /// as a failure whose `isAgain` is true: progress, then retry.
+  func sendTagged(_ buffer: UnsafeRawPointer?, count: Int, to peer: fi_addr_t, tag: UInt64, token: UInt) throws(FabricFailure) {
+    let result = fi_tsend(handle, buffer, count, nil, peer, tag, Self.context(token))
+    guard result == 0 else { throw FabricFailure("fi_tsend", result) }
+  }
+
+  /// Posts a tagged receive into `count` bytes at `buffer` for a tag
+  /// equal to `tag` outside the `ignore` bits, from `peer` (nil: anyone).
+  func receiveTagged(_ buffer: UnsafeMutableRawPointer?, count: Int, from peer: fi_addr_t?, tag: UInt64, ignore: UInt64,
+                     token: UInt) throws(FabricFailure) {
+    let result = fi_trecv(handle, buffer, count, nil, peer ?? CLIBFABRIC_ADDR_UNSPEC, tag, ignore, Self.context(token))
+    guard result == 0 else { throw FabricFailure("fi_trecv", result) }
+  }
+
+  /// Posts a read of `count` bytes of `peer`'s region `key` at `address`
+  /// (virtual or offset, as its provider says) into `buffer`.
+  func read(into buffer: UnsafeMutableRawPointer, count: Int, from peer: fi_addr_t, address: UInt64, key: UInt64,
+            token: UInt) throws(FabricFailure) {
+    let result = fi_read(handle, buffer, count, nil, peer, address, key, Self.context(token))
+    guard result == 0 else { throw FabricFailure("fi_read", result) }
+  }
+}
+
+// MARK: Memory
+
+/// A region peers may read (`fi_mr_reg` with `FI_REMOTE_READ`), under a
+/// key this side chose (unique per domain).
+final class FabricMemoryRegion {
+  let domain: FabricDomain
+  private let handle: UnsafeMutablePointer<fid_mr>
+  /// The key a reader passes.
+  let key: UInt64
+
+  init(domain: FabricDomain, base: UnsafeRawPointer, count: Int, key requested: UInt64) throws(FabricFailure) {
+    self.domain = domain
+    var mr: UnsafeMutablePointer<fid_mr>?
+    let result = fi_mr_reg(domain.handle, base, count, UInt64(FI_REMOTE_READ), 0, requested, 0, &mr, nil)
+    guard result == 0, let mr else { throw FabricFailure("fi_mr_reg", result) }
+    handle = mr
+    key = fi_mr_key(mr)
+  }
+
+  deinit { fi_close(fid(of: handle)) }
+}
