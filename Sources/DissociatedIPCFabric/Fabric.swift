@@ -32,6 +32,16 @@ private func fid<Object>(of object: UnsafeMutablePointer<Object>) -> UnsafeMutab
   UnsafeMutableRawPointer(object).assumingMemoryBound(to: fid.self)
 }
 
+/// The object an `fi_…_open`-style call made through its out-parameter;
+/// throws the call's failure when it returned non-zero or made nothing.
+private func opened<Object>(_ call: String, _ open: (inout UnsafeMutablePointer<Object>?) -> Int32)
+  throws(FabricFailure) -> UnsafeMutablePointer<Object> {
+  var object: UnsafeMutablePointer<Object>?
+  let result = open(&object)
+  guard result == 0, let object else { throw FabricFailure(call, result == 0 ? FI_EINVAL : result) }
+  return object
+}
+
 // MARK: Info
 
 /// What `fi_getinfo` found for one provider: an RDM endpoint with tagged
@@ -80,17 +90,14 @@ final class FabricDomain {
 
   init(info: FabricInfo) throws(FabricFailure) {
     self.info = info
-    var fabric: UnsafeMutablePointer<fid_fabric>?
-    let opened = fi_fabric(info.handle.pointee.fabric_attr, &fabric, nil)
-    guard opened == 0, let fabric else { throw FabricFailure("fi_fabric", opened) }
-    var domain: UnsafeMutablePointer<fid_domain>?
-    let made = fi_domain(fabric, info.handle, &domain, nil)
-    guard made == 0, let domain else {
+    let fabric = try opened("fi_fabric") { fi_fabric(info.handle.pointee.fabric_attr, &$0, nil) }
+    do {
+      handle = try opened("fi_domain") { fi_domain(fabric, info.handle, &$0, nil) }
+    } catch {
       fi_close(fid(of: fabric))
-      throw FabricFailure("fi_domain", made)
+      throw error
     }
     self.fabric = fabric
-    handle = domain
   }
 
   deinit {
@@ -111,10 +118,7 @@ final class FabricAddressVector {
     self.domain = domain
     var attributes = fi_av_attr()
     attributes.type = FI_AV_TABLE
-    var av: UnsafeMutablePointer<fid_av>?
-    let result = fi_av_open(domain.handle, &attributes, &av, nil)
-    guard result == 0, let av else { throw FabricFailure("fi_av_open", result) }
-    handle = av
+    handle = try opened("fi_av_open") { fi_av_open(domain.handle, &attributes, &$0, nil) }
   }
 
   deinit { fi_close(fid(of: handle)) }
@@ -152,10 +156,7 @@ final class FabricCompletionQueue {
     attributes.format = FI_CQ_FORMAT_TAGGED
     attributes.wait_obj = FI_WAIT_NONE
     attributes.size = size
-    var cq: UnsafeMutablePointer<fid_cq>?
-    let result = fi_cq_open(domain.handle, &attributes, &cq, nil)
-    guard result == 0, let cq else { throw FabricFailure("fi_cq_open", result) }
-    handle = cq
+    handle = try opened("fi_cq_open") { fi_cq_open(domain.handle, &attributes, &$0, nil) }
   }
 
   deinit { fi_close(fid(of: handle)) }
@@ -198,9 +199,7 @@ final class FabricEndpoint {
     self.domain = domain
     self.addresses = addresses
     self.completions = completions
-    var ep: UnsafeMutablePointer<fid_ep>?
-    let made = fi_endpoint(domain.handle, domain.info.handle, &ep, nil)
-    guard made == 0, let ep else { throw FabricFailure("fi_endpoint", made) }
+    let ep = try opened("fi_endpoint") { fi_endpoint(domain.handle, domain.info.handle, &$0, nil) }
     handle = ep
     var result = fi_ep_bind(ep, fid(of: addresses.handle), 0)
     if result == 0 { result = fi_ep_bind(ep, fid(of: completions.handle), UInt64(FI_TRANSMIT) | UInt64(FI_RECV)) }
@@ -263,9 +262,7 @@ final class FabricMemoryRegion {
 
   init(domain: FabricDomain, base: UnsafeRawPointer, count: Int, key requested: UInt64) throws(FabricFailure) {
     self.domain = domain
-    var mr: UnsafeMutablePointer<fid_mr>?
-    let result = fi_mr_reg(domain.handle, base, count, UInt64(FI_REMOTE_READ), 0, requested, 0, &mr, nil)
-    guard result == 0, let mr else { throw FabricFailure("fi_mr_reg", result) }
+    let mr = try opened("fi_mr_reg") { fi_mr_reg(domain.handle, base, count, UInt64(FI_REMOTE_READ), 0, requested, 0, &$0, nil) }
     handle = mr
     key = fi_mr_key(mr)
   }
