@@ -63,7 +63,7 @@ final class FabricInfo {
     hints.pointee.fabric_attr.pointee.prov_name = strdup(provider)  // freed by fi_freeinfo
     var found: UnsafeMutablePointer<fi_info>?
     let result = fi_getinfo(fabricAPIVersion, node, service, source ? UInt64(FI_SOURCE) : 0, hints, &found)
-    guard result == 0, let found else { throw FabricFailure("fi_getinfo(\(provider))", result) }
+    guard result == 0, let found else { throw FabricFailure("fi_getinfo(\(provider))", result == 0 ? FI_ENODATA : result) }
     handle = found
   }
 
@@ -164,10 +164,11 @@ final class FabricCompletionQueue {
   /// Reads up to 16 completions into `into` (progressing the provider,
   /// which on manual-progress providers is what moves data); returns how
   /// many were added. A failed operation arrives as a completion with its
-  /// failure.
-  func poll(into completions: inout [FabricCompletion]) -> Int {
+  /// failure; a failure of the queue itself is thrown.
+  func poll(into completions: inout [FabricCompletion]) throws(FabricFailure) -> Int {
     var entries = [fi_cq_tagged_entry](repeating: fi_cq_tagged_entry(), count: 16)
     let count = fi_cq_read(handle, &entries, entries.count)
+    if count < 0, count != -Int(FI_EAGAIN), count != -Int(FI_EAVAIL) { throw FabricFailure("fi_cq_read", count) }
     if count > 0 {
       for entry in entries[0 ..< count] {
         completions.append(FabricCompletion(token: UInt(bitPattern: entry.op_context), flags: entry.flags,
@@ -200,14 +201,15 @@ final class FabricEndpoint {
     self.addresses = addresses
     self.completions = completions
     let ep = try opened("fi_endpoint") { fi_endpoint(domain.handle, domain.info.handle, &$0, nil) }
-    handle = ep
     var result = fi_ep_bind(ep, fid(of: addresses.handle), 0)
     if result == 0 { result = fi_ep_bind(ep, fid(of: completions.handle), UInt64(FI_TRANSMIT) | UInt64(FI_RECV)) }
     if result == 0 { result = fi_enable(ep) }
     guard result == 0 else {
+      // Closed here: `handle` is set last, so deinit never runs for it.
       fi_close(fid(of: ep))
       throw FabricFailure("binding and enabling the endpoint", result)
     }
+    handle = ep
   }
 
   deinit { fi_close(fid(of: handle)) }

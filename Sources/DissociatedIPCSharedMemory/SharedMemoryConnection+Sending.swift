@@ -105,6 +105,9 @@ extension SharedMemoryConnection {
     switch outcome {
     case .queued(let writerNudge, let over):
       nudge(writerNudge)
+      // A writer that could not start failed the connection: the message
+      // just queued will never leave, so its sender must hear it.
+      if case .start = writerNudge, let failure = state.withLock({ $0.failure }) { throw failure }
       return over
     case .direct:
       var failure: DissociatedIPCError?

@@ -13,7 +13,8 @@ extension UCXConnection {
            open: (UCXWorker, @escaping (UCXFailure) -> Void) throws(UCXFailure) -> UCXEndpoint) {
     let threadID = currentThreadID()
     shared.withLock { $0.threadID = threadID }
-    ProgressThreads.started(ObjectIdentifier(self), close: { [weak self] in self?.abort() }, reset: { [weak self] in self?.reset() })
+    ProgressThreads.started(ObjectIdentifier(self), close: { [weak self] in self?.closeInBackground() },
+                            reset: { [weak self] in self?.reset() })
     let (failure, connected) = runEngine(context: context, connectTimeout: connectTimeout, remoteHandle: remoteHandle,
                                          ready: ready, open: open)
     ProgressThreads.ended(ObjectIdentifier(self))

@@ -290,6 +290,12 @@ final class UCXConnection: InboxReceiving {
   /// Ends the connection now, without the goodbye handshake (``reset()``):
   /// pending and later calls fail, and the peer sees a broken connection.
   func abort() { reset() }
+
+  /// Starts the orderly close without waiting for it: what process exit
+  /// does to connections still open (UCX-CLOSE-4).
+  func closeInBackground() {
+    shared.withLock { $0.finished ? nil : $0.requestClose() }?.signal()
+  }
 }
 
 extension UCXConnection.Shared {

@@ -196,6 +196,8 @@ public final class NetworkPair: @unchecked Sendable {
     let carried = Atomic(0)
     let dropped = Atomic(0)
     private let stopped = Atomic(false)
+    /// Packets the relay holds at most.
+    static let maxInFlight = 100_000
     private let finished = DispatchSemaphore(value: 0)
     private let sides: [Int32]
 
@@ -245,7 +247,8 @@ public final class NetworkPair: @unchecked Sendable {
             _ = first.bytes.withUnsafeBytes { write(first.to, $0.baseAddress, $0.count) }
           }
         }
-        let wait = inFlight.first.map { Int32(min(5, ($0.due - now) / 1_000_000)) } ?? 5
+        // Rounded up: a packet due in under 1 ms must not make poll spin.
+        let wait = inFlight.first.map { Int32(min(5, ($0.due - now + 999_999) / 1_000_000)) } ?? 5
         guard poll(&polls, nfds_t(polls.count), wait) > 0 else { continue }
         for (index, entry) in polls.enumerated() where entry.revents & Int16(POLLIN) != 0 {
           let target = sides[1 - index]
@@ -253,7 +256,9 @@ public final class NetworkPair: @unchecked Sendable {
             let count = buffer.withUnsafeMutableBytes { read(entry.fd, $0.baseAddress, $0.count) }
             guard count > 0 else { break }
             let rules = impairment.withLock { $0 }
-            if cut.load(ordering: .relaxed) || Double.random(in: 0 ..< 1, using: &random) < rules.loss {
+            // A full queue drops, as a router's would.
+            if cut.load(ordering: .relaxed) || inFlight.count >= Self.maxInFlight
+              || Double.random(in: 0 ..< 1, using: &random) < rules.loss {
               dropped.add(1, ordering: .relaxed)
               continue
             }

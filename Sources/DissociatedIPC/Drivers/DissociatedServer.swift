@@ -170,11 +170,14 @@ public final class DissociatedServer: Sendable {
 
   /// Stops accepting new connections and lets streams in progress finish
   /// for at most `gracePeriod`; then aborts the connections of those that
-  /// did not (DIPC-TEAR-5). Returns when no stream runs or after the abort.
+  /// did not (DIPC-TEAR-5). Returns when no connection is left or after
+  /// the abort.
   public func shutdown(gracePeriod: Duration) async {
     await listener.close()
     let deadline = ContinuousClock.now + gracePeriod
-    while streamCounts.active > 0, ContinuousClock.now < deadline {
+    // Connections, not active streams: a client whose want_data is still
+    // on its way gets the grace period too.
+    while connections.withLock({ !$0.isEmpty }), ContinuousClock.now < deadline {
       try? await Task.sleep(for: .milliseconds(10))
     }
     await shutdown(graceful: false)
