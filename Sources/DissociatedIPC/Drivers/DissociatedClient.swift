@@ -273,9 +273,35 @@ final class ClientSession: Sendable {
         }
       }
     } catch {
+      let reported = await serverReportedError(instead: error)
       abort()
-      throw error
+      throw reported
     }
+  }
+
+  /// The server's own account of a failure, when it sent one: a server
+  /// whose source failed sends an error frame and takes back what it
+  /// exposed, so a body fetched meanwhile fails on our side first
+  /// (`malformedDescriptor`, a closed connection) while the frame that
+  /// says why is on its way. Frames are read for at most 250 ms; `error`
+  /// stands when none says more (DIPC-ERR-4).
+  private func serverReportedError(instead error: DissociatedIPCError) async -> DissociatedIPCError {
+    guard error.code != .peerError, error.code != .timedOut else { return error }
+    let metadata = metadata
+    let errorFrame = try? await withTimeout(.milliseconds(250)) { () async throws(DissociatedIPCError) -> ArrowBytes? in
+      for _ in 0 ..< 64 {
+        guard let frame = try await metadata.receiveFrame() else { return nil }
+        if !frame.isEmpty, frame[0] == MetadataFrame.errorType { return frame }
+      }
+      return nil
+    }
+    guard let errorFrame = errorFrame ?? nil else { return error }
+    do throws(DissociatedIPCError) {
+      try machine.withLock { (machine) throws(DissociatedIPCError) in try machine.metadataReceived(errorFrame) }
+    } catch let reported {
+      return reported
+    }
+    return error
   }
 
   /// Records progress after a receive; nil (the flow ended) is reported
