@@ -62,7 +62,7 @@ extension SharedMemoryConnection {
   /// address for the writer, which coalesces returns (SHM-RING-3); `held`
   /// is what ``holdPayload(_:)`` counted for it.
   func returnSpace(_ address: UInt64, held: Int = 0) {
-    let writerNudge = state.withLock { state -> WriterNudge in
+    let writerNudge = state.withLock { state -> LazyWriter.Nudge in
       state.heldPayloads.release(held)
       guard state.sendError == nil else { return .nothing }
       state.returns.append(address)

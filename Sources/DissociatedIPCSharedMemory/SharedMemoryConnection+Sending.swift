@@ -76,7 +76,7 @@ extension SharedMemoryConnection {
   /// What ``enqueue(_:_:)`` did; ``complete(_:_:)`` finishes it outside
   /// the lock.
   enum SubmitOutcome {
-    case direct, queued(nudge: WriterNudge, over: Bool)
+    case direct, queued(nudge: LazyWriter.Nudge, over: Bool)
   }
 
   /// The locked part of ``submit(_:)``: claims the socket for a direct
@@ -117,7 +117,7 @@ extension SharedMemoryConnection {
       } catch {
         failure = error
       }
-      let (writerNudge, over) = state.withLock { state -> (WriterNudge, Bool) in
+      let (writerNudge, over) = state.withLock { state -> (LazyWriter.Nudge, Bool) in
         state.directSending = false
         if failure == nil, !sent {
           state.queue.insert(message, at: 0)
@@ -166,7 +166,7 @@ extension SharedMemoryConnection {
         if state.failure != nil { return true }
         if state.directSending || (state.queue.isEmpty && state.returns.isEmpty) {
           if !state.directSending, state.closing || state.peerClosed { return true }
-          state.writerSleeping = true
+          state.writer.sleeping = true
           return false
         }
         state.writerBusy = true
@@ -220,25 +220,12 @@ extension SharedMemoryConnection {
   }
 
   /// Does what ``State/nudgeWriter()`` asked for.
-  func nudge(_ writerNudge: WriterNudge) {
-    switch writerNudge {
-    case .nothing: break
-    case .wake: writerWake.signal()
-    case .start:
-      do throws(DissociatedIPCError) {
-        try startDedicatedThread(named: "shm-writer") { [self] in writeLoop() }
-      } catch {
-        fail(error)
-        finishWriting()
-      }
-    case .finish: finishWriting()
-    }
-  }
+  func nudge(_ writerNudge: LazyWriter.Nudge) { perform(writerNudge, threadName: "shm-writer") }
 
   /// The writer's part ends (its thread stops, or it never ran): close
   /// waiters and blocked senders go on; the descriptor closes once the
   /// reader stopped too (SHM-THREAD-2).
-  private func finishWriting() {
+  func finishWriting() {
     let waiters = state.withLock { state in
       state.writerBusy = false
       state.writerDone = true

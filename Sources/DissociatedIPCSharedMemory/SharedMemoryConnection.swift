@@ -8,7 +8,7 @@ internal import Synchronization
 /// and a send path that writes to the socket directly when nothing is
 /// queued, else through a writer thread (SHM-THREAD-1), started when a
 /// message first has to wait for it (SHM-THREAD-5).
-final class SharedMemoryConnection: InboxReceiving {
+final class SharedMemoryConnection: InboxReceiving, LazyWriterOwner {
   /// A control message waiting for the writer thread.
   struct Outgoing {
     var kind: SharedMemoryWire.Kind
@@ -48,8 +48,9 @@ final class SharedMemoryConnection: InboxReceiving {
     var directSending = false
     /// Tells a stream of messages from a lone one (SHM-THREAD-1).
     var submissions = LoneMessageDetector()
-    /// The writer sleeps on ``writerWake``; signal only then.
-    var writerSleeping = false
+    /// The writer thread: started once a message has to wait for it
+    /// (SHM-THREAD-5); it sleeps on ``writerWake``, signalled only then.
+    var writer = LazyWriter()
     /// Space of the peer's segments to return (SHM-RING-3).
     var returns: [UInt64] = []
     /// Bytes of the peer's segments that delivered payloads still hold
@@ -72,9 +73,6 @@ final class SharedMemoryConnection: InboxReceiving {
     var peerClosed = false
     var failure: DissociatedIPCError?
     var writerDone = false
-    /// The writer thread was started, or will never be: the connection
-    /// ended before anything had to wait for it (SHM-THREAD-5).
-    var writerStarted = false
     var readerDone = false
     /// The reader thread handed receiving to the receiving tasks and waits
     /// on ``readerWake`` (SHM-THREAD-4).
@@ -100,24 +98,12 @@ final class SharedMemoryConnection: InboxReceiving {
     var sparePackets: [BatchPacket] = []
 
     /// What the writer needs to see what just changed (a message or
-    /// return queued, a close, a failure): a wake-up if it sleeps; its
-    /// start when something waits to be sent and it never ran; when it
-    /// never ran and never will (the connection ends), its part finished
-    /// here (SHM-THREAD-5). A direct send in progress nudges again as it
-    /// ends.
-    mutating func nudgeWriter() -> WriterNudge {
-      guard writerStarted else {
-        if directSending { return .nothing }
-        if failure == nil, !queue.isEmpty || !returns.isEmpty {
-          writerStarted = true
-          return .start
-        }
-        guard failure != nil || closing || peerClosed else { return .nothing }
-        writerStarted = true
-        return .finish
-      }
-      defer { writerSleeping = false }
-      return writerSleeping ? .wake : .nothing
+    /// return queued, a close, a failure). Pending work does not start it
+    /// after a failure; a direct send in progress nudges again as it ends.
+    mutating func nudgeWriter() -> LazyWriter.Nudge {
+      let ending = failure != nil || closing || peerClosed
+      let pending = failure == nil && (!queue.isEmpty || !returns.isEmpty)
+      return writer.nudge(pendingWork: pending && !directSending, ending: ending && !directSending)
     }
 
     /// Queues `message` for the writer: a batchable one is copied at once
@@ -143,9 +129,6 @@ final class SharedMemoryConnection: InboxReceiving {
       queuedBytes += message.queuedBytes
     }
   }
-
-  /// What ``State/nudgeWriter()`` asks for; ``nudge(_:)`` does it.
-  enum WriterNudge { case nothing, wake, start, finish }
 
   /// How many sent batch packets a connection keeps for reuse.
   static let spareBatchPackets = 4
@@ -194,7 +177,7 @@ final class SharedMemoryConnection: InboxReceiving {
     } catch {
       state.withLock { state in
         state.readerDone = true
-        state.writerStarted = true
+        state.writer.neverStart()
         state.writerDone = true
         closeDescriptorIfIdle(&state)
       }
@@ -241,7 +224,7 @@ final class SharedMemoryConnection: InboxReceiving {
   /// error fails the connection.
   func sendFailed(_ error: DissociatedIPCError) {
     guard error.code == .connectionClosed else { return fail(error) }
-    let (waiters, writerNudge) = state.withLock { state -> ([CheckedContinuation<Void, Never>], WriterNudge) in
+    let (waiters, writerNudge) = state.withLock { state -> ([CheckedContinuation<Void, Never>], LazyWriter.Nudge) in
       guard state.failure == nil, !state.peerClosed else { return ([], .nothing) }
       state.peerClosed = true
       state.queue.removeAll()
@@ -261,7 +244,7 @@ final class SharedMemoryConnection: InboxReceiving {
   /// throws it; the socket is shut down so the peer and both threads see
   /// the end. The first failure wins.
   func fail(_ error: DissociatedIPCError) {
-    let (waiters, writerNudge) = state.withLock { state -> ([CheckedContinuation<Void, Never>], WriterNudge) in
+    let (waiters, writerNudge) = state.withLock { state -> ([CheckedContinuation<Void, Never>], LazyWriter.Nudge) in
       guard state.failure == nil else { return ([], .nothing) }
       state.failure = error
       if !state.descriptorClosed { socket.shutdown(reading: true, writing: true) }

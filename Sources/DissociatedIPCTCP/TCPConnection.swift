@@ -6,7 +6,7 @@ internal import Synchronization
 /// One tcp:// connection: a reader thread that parses the byte stream into
 /// the inbox, and a writer thread that drains the send queue, started when
 /// the first message has to wait for it (TCP-THREAD-2).
-final class TCPConnection: InboxReceiving {
+final class TCPConnection: InboxReceiving, LazyWriterOwner {
   /// A queued message: its kind and tag (the writer encodes the header)
   /// and its payload parts.
   private struct Outgoing {
@@ -28,11 +28,9 @@ final class TCPConnection: InboxReceiving {
     /// `close()` callers waiting for the writer to finish.
     var closeWaiters: [CheckedContinuation<Void, Never>] = []
     var writerDone = false
-    /// The writer thread was started (or will never be: the connection
-    /// failed or closed before it was needed).
-    var writerStarted = false
-    /// The writer thread sleeps on ``writerWake``; senders signal only then.
-    var writerSleeping = false
+    /// The writer thread: started once a message has to wait for it
+    /// (TCP-THREAD-2); it sleeps on ``writerWake``, signalled only then.
+    var writer = LazyWriter()
     /// The writer is sending messages it took from the queue: a direct
     /// send now would overtake them.
     var writerBusy = false
@@ -41,24 +39,14 @@ final class TCPConnection: InboxReceiving {
 
     /// What must happen for the writer to see a message just queued:
     /// nothing (it is busy), a wake-up, or its start (the first message).
-    mutating func nudgeWriter() -> WriterNudge {
-      if !writerStarted {
-        writerStarted = true
-        return .start
-      }
-      defer { writerSleeping = false }
-      return writerSleeping ? .wake : .nothing
-    }
+    mutating func nudgeWriter() -> LazyWriter.Nudge { writer.nudge(pendingWork: true, ending: false) }
   }
-
-  /// See ``WriteState/nudgeWriter()``.
-  private enum WriterNudge { case nothing, wake, start }
 
   private let socket: Socket
   private let config: TCPTransport.Config
   let inbox: MessageInbox
   private let writeState = Mutex(WriteState())
-  private let writerWake = DispatchSemaphore(value: 0)
+  let writerWake = DispatchSemaphore(value: 0)
   let pathDescription: String
 
   /// The listener's claim on this connection (DIPC-LIM-7), given back when
@@ -136,7 +124,7 @@ final class TCPConnection: InboxReceiving {
   /// empty and the writer idle; what the socket does not take now is
   /// queued first for the writer. False when the message must be queued.
   private func sendDirectly(_ message: Outgoing) throws(DissociatedIPCError) -> Bool {
-    let outcome = writeState.withLock { state -> Result<WriterNudge, DissociatedIPCError>? in
+    let outcome = writeState.withLock { state -> Result<LazyWriter.Nudge, DissociatedIPCError>? in
       guard state.submissions.submitted(), state.queue.isEmpty, !state.writerBusy,
             !state.closing, state.failure == nil
       else { return nil }
@@ -176,19 +164,7 @@ final class TCPConnection: InboxReceiving {
 
   /// Wakes or starts the writer; a writer that cannot start fails the
   /// connection (what it was to send can never go).
-  private func perform(_ nudge: WriterNudge) {
-    switch nudge {
-    case .nothing: break
-    case .wake: writerWake.signal()
-    case .start:
-      do throws(DissociatedIPCError) {
-        try startDedicatedThread(named: "tcp-writer") { [self] in writeLoop() }
-      } catch {
-        fail(error)
-        finishWriting()
-      }
-    }
-  }
+  private func perform(_ nudge: LazyWriter.Nudge) { perform(nudge, threadName: "tcp-writer") }
 
   /// The bytes of a partly written message after its first `written`
   /// bytes, as raw pieces (the header's rest copied, payloads sliced).
@@ -221,7 +197,7 @@ final class TCPConnection: InboxReceiving {
   /// queued, or nil when the connection is closing or failed.
   @discardableResult
   private func enqueue(_ message: Outgoing) -> Int? {
-    let (queued, nudge) = writeState.withLock { state -> (Int?, WriterNudge) in
+    let (queued, nudge) = writeState.withLock { state -> (Int?, LazyWriter.Nudge) in
       guard !state.closing, state.failure == nil else { return (nil, .nothing) }
       state.queue.append(message)
       state.queuedBytes += message.size
@@ -233,13 +209,13 @@ final class TCPConnection: InboxReceiving {
 
   /// The writer thread: sends everything queued, many messages per
   /// system call; on close, flushes and sends FIN.
-  private func writeLoop() {
+  func writeLoop() {
     var scratch = GatherScratch()
     while true {
       let (batch, closing, failed) = writeState.withLock { state in
         defer { state.queue.removeAll(keepingCapacity: true) }
         // Nothing to do: sleep until a sender, close() or fail() signals.
-        state.writerSleeping = state.queue.isEmpty && !state.closing && state.failure == nil
+        state.writer.sleeping = state.queue.isEmpty && !state.closing && state.failure == nil
         state.writerBusy = !state.queue.isEmpty
         return (state.queue, state.closing, state.failure != nil)
       }
@@ -276,7 +252,7 @@ final class TCPConnection: InboxReceiving {
 
   /// The writer's end (or, when it never ran, its stand-in's): wakes
   /// `close()` callers and blocked senders.
-  private func finishWriting() {
+  func finishWriting() {
     let waiters = writeState.withLock { state in
       state.writerDone = true
       defer {
@@ -311,7 +287,7 @@ final class TCPConnection: InboxReceiving {
   }
 
   /// The connection broke: fail senders and receivers, stop both threads.
-  private func fail(_ error: DissociatedIPCError) {
+  func fail(_ error: DissociatedIPCError) {
     let senders = writeState.withLock { state in
       if state.failure == nil { state.failure = error }
       defer { state.blockedSenders = [] }
@@ -320,21 +296,9 @@ final class TCPConnection: InboxReceiving {
     for sender in senders { sender.resume() }
     inbox.close(error: error)
     socket.shutdown(reading: true, writing: true)
-    let nudge = writeState.withLock { state -> WriterNudge in
-      guard state.writerStarted else {
-        state.writerStarted = true  // never needed now
-        return .start
-      }
-      defer { state.writerSleeping = false }
-      return state.writerSleeping ? .wake : .nothing
-    }
     // Let the writer thread see the failure and stop; with no writer, end
-    // its part here.
-    switch nudge {
-    case .wake: writerWake.signal()
-    case .start: finishWriting()
-    case .nothing: break
-    }
+    // its part here (`.finish`).
+    perform(writeState.withLock { $0.writer.nudge(pendingWork: false, ending: true) })
   }
 
   // MARK: Receiving
@@ -363,17 +327,13 @@ final class TCPConnection: InboxReceiving {
 
   /// Flushes what was queued, sends FIN, stops reading; idempotent.
   func close() async {
-    let nudge = writeState.withLock { state -> WriterNudge in
+    let nudge = writeState.withLock { state -> LazyWriter.Nudge in
       state.closing = true
-      return state.nudgeWriter()
+      return state.writer.nudge(pendingWork: !state.queue.isEmpty, ending: true)
     }
-    if nudge == .start {
-      // No writer ever ran, so nothing was queued: FIN now (TCP-CLOSE-1).
-      socket.shutdown(reading: false, writing: true)
-      finishWriting()
-    } else {
-      perform(nudge)
-    }
+    // No writer ever ran, so nothing was queued: FIN now (TCP-CLOSE-1).
+    if nudge == .finish { socket.shutdown(reading: false, writing: true) }
+    perform(nudge)
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
       let done = writeState.withLock { state -> Bool in
         if state.writerDone { return true }
