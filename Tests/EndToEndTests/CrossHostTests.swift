@@ -108,7 +108,7 @@ struct CrossHostTests {
     // The client, in the background; its standard error to a file.
     let output = folder.appendingPathComponent("copy.arrows").path
     let errors = folder.appendingPathComponent("fetch.err")
-    FileManager.default.createFile(atPath: errors.path, contents: nil)
+    #expect(FileManager.default.createFile(atPath: errors.path, contents: nil))
     let fetch = Process()
     fetch.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
     fetch.arguments = Array(hosts.command(in: hosts.client, ["/usr/bin/env"]).dropFirst())

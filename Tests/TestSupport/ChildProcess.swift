@@ -82,6 +82,7 @@ public enum InteropCorpus {
 /// these machines) for seconds and starve every other suite running
 /// beside it. `body` must not record test issues (`#expect`): it runs
 /// outside the test's task; check what it returns instead.
+@discardableResult
 public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
   try await withCheckedThrowingContinuation { continuation in
     Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
