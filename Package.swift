@@ -27,6 +27,7 @@ let package = Package(
     .library(name: "DissociatedIPCTCP", targets: ["DissociatedIPCTCP"]),
     .library(name: "DissociatedIPCSharedMemory", targets: ["DissociatedIPCSharedMemory"]),
     .library(name: "DissociatedIPCUCX", targets: ["DissociatedIPCUCX"]),
+    .library(name: "DissociatedIPCFabric", targets: ["DissociatedIPCFabric"]),
     .library(name: "DissociatedIPCTransports", targets: ["DissociatedIPCTransports"]),
     .executable(name: "dipc", targets: ["dipc"]),
   ],
@@ -93,7 +94,7 @@ let package = Package(
     // Every built-in backend: `TransportRegistry.builtIn`.
     .target(
       name: "DissociatedIPCTransports",
-      dependencies: ["DissociatedIPC", "DissociatedIPCTCP", "DissociatedIPCSharedMemory", "DissociatedIPCUCX"],
+      dependencies: ["DissociatedIPC", "DissociatedIPCTCP", "DissociatedIPCSharedMemory", "DissociatedIPCUCX", "DissociatedIPCFabric"],
       swiftSettings: strictSettings
     ),
     // The command-line tool.
@@ -162,7 +163,7 @@ let package = Package(
     // fabric:// over the libfabric providers present (tcp;ofi_rxm, shm).
     .testTarget(
       name: "FabricTests",
-      dependencies: ["DissociatedIPCFabric", "DissociatedIPC", "TestSupport"],
+      dependencies: ["DissociatedIPCFabric", "DissociatedIPC", "DissociatedIPCConformance", "TestSupport"],
       swiftSettings: strictSettings
     ),
     // dipc serve and dipc fetch as separate processes, checked by pyarrow.

@@ -9,6 +9,13 @@
 #ifndef CLIBFABRIC_SHIM_H
 #define CLIBFABRIC_SHIM_H
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  // ppoll
+#endif
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+
 #include <rdma/fabric.h>
 #include <rdma/fi_cm.h>
 #include <rdma/fi_domain.h>
@@ -26,5 +33,15 @@ static const uint64_t CLIBFABRIC_ADDR_UNSPEC = FI_ADDR_UNSPEC;
 
 /// FI_ADDR_NOTAVAIL: a completion whose source is not in the address vector.
 static const uint64_t CLIBFABRIC_ADDR_NOTAVAIL = FI_ADDR_NOTAVAIL;
+
+/// A non-blocking, close-on-exec eventfd (the engine's wake-up), or -1.
+static inline int clibfabric_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+/// Waits at most `nanoseconds` for one of `fds` to be readable (`ppoll`,
+/// which Glibc's Swift module does not export).
+static inline int clibfabric_poll(struct pollfd *fds, unsigned count, long long nanoseconds) {
+  struct timespec timeout = { (time_t)(nanoseconds / 1000000000), (long)(nanoseconds % 1000000000) };
+  return ppoll(fds, count, &timeout, NULL);
+}
 
 #endif

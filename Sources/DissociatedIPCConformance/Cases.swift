@@ -34,8 +34,7 @@ enum Cases {
   static func connect(_ harness: ConformanceHarness, _ check: Checker, _ address: TransportAddress,
                       remoteHandle: [UInt8]? = nil) async throws(ConformanceFailure) -> any TransportConnection {
     try await check.step("connect to \(address)") { () async throws(DissociatedIPCError) in
-      try await harness.transport.connect(to: Location(scheme: address.scheme, host: address.host, port: address.port,
-                                                       path: address.path, wantData: 0, remoteHandle: remoteHandle))
+      try await harness.transport.connect(to: address.location(wantData: 0, remoteHandle: remoteHandle))
     }
   }
 
@@ -64,8 +63,7 @@ enum Cases {
     let address = listener.address
     await listener.close()
     try await check.expectError(.connectionRefused, "connect to a closed listener") { () async throws(DissociatedIPCError) in
-      _ = try await harness.transport.connect(to: Location(scheme: address.scheme, host: address.host, port: address.port,
-                                                           path: address.path, wantData: 0))
+      _ = try await harness.transport.connect(to: address.location(wantData: 0))
     } as Void
   }
 
@@ -280,6 +278,7 @@ enum Cases {
     for size in [1, 4096, 1 << 20] {
       let bytes = Payload.make(count: size, seed: UInt64(size))
       let region = try await check.step("expose") { () async throws(DissociatedIPCError) in try await serverMemory.expose(bytes) }
+      try await Self.passMessage(pair, check, tag: UInt64(size))
       let fetched = try await check.step("fetch") { () async throws(DissociatedIPCError) in try await clientMemory.fetch(region.ranges) }
       try check.expect(fetched == bytes, "fetched \(fetched.count) bytes differ from the \(size) exposed")
       let last = region.ranges[region.ranges.count - 1]
@@ -287,10 +286,25 @@ enum Cases {
         _ = try await clientMemory.fetch([RemoteRange(address: last.address, length: last.length + 1)])
       } as Void
       await serverMemory.release(region.id)
+      try await Self.passMessage(pair, check, tag: UInt64(size) | 1 << 32)
       try await check.expectError(.malformedDescriptor, "a released region") { () async throws(DissociatedIPCError) in
         _ = try await clientMemory.fetch(region.ranges)
       } as Void
     }
+  }
+
+  /// Sends a tagged message from the server and receives it at the
+  /// client: what the protocol does between exposing a region and the
+  /// client's fetch (the descriptor), and after a release (RemoteMemory's
+  /// ordering contract).
+  static func passMessage(_ pair: Pair, _ check: Checker, tag: UInt64) async throws(ConformanceFailure) {
+    try await check.step("send a message after exposing or releasing") { () async throws(DissociatedIPCError) in
+      try await pair.server.sendTagged(tag, [])
+    }
+    let message = try await check.step("receive it") { () async throws(DissociatedIPCError) in
+      try await pair.client.receiveTagged(matching: tag, mask: .max)
+    }
+    try check.expect(message?.tag == tag, "the message after exposing or releasing did not arrive")
   }
 
   static func fullStream(_ harness: ConformanceHarness, _ check: Checker, twoConnections: Bool) async throws(ConformanceFailure) {

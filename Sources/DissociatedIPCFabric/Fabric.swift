@@ -51,20 +51,52 @@ final class FabricInfo {
 
   /// The first match for `provider` (`tcp;ofi_rxm`, `shm`, …). With
   /// `source`, `node`/`service` is where to bind (a server); without, the
-  /// peer to reach (nil: any).
+  /// peer to reach (nil: any). Remote reads are asked for first; a
+  /// provider without them is taken without (``remoteReads`` false).
   init(provider: String, node: String?, service: String?, source: Bool) throws(FabricFailure) {
-    guard let hints = fi_allocinfo() else { throw FabricFailure("fi_allocinfo", FI_ENOMEM) }
-    defer { fi_freeinfo(hints) }
-    hints.pointee.ep_attr.pointee.type = FI_EP_RDM
-    hints.pointee.caps = UInt64(FI_TAGGED) | UInt64(FI_MSG) | UInt64(FI_RMA) | UInt64(FI_READ) | UInt64(FI_REMOTE_READ)
-    // Modes this backend can meet: virtual addresses for remote reads (it
-    // says which it got), buffers it allocated itself.
-    hints.pointee.domain_attr.pointee.mr_mode = Int32(FI_MR_VIRT_ADDR) | Int32(FI_MR_ALLOCATED)
-    hints.pointee.fabric_attr.pointee.prov_name = strdup(provider)  // freed by fi_freeinfo
+    var lastFailure = FabricFailure("fi_getinfo(\(provider))", FI_ENODATA)
+    for withReads in [true, false] {
+      guard let hints = fi_allocinfo() else { throw FabricFailure("fi_allocinfo", FI_ENOMEM) }
+      defer { fi_freeinfo(hints) }
+      hints.pointee.ep_attr.pointee.type = FI_EP_RDM
+      hints.pointee.caps = UInt64(FI_TAGGED) | UInt64(FI_MSG)
+      if withReads { hints.pointee.caps |= UInt64(FI_RMA) | UInt64(FI_READ) | UInt64(FI_REMOTE_READ) }
+      // Modes this backend can meet: virtual addresses for remote reads (it
+      // says which it got), buffers it allocated itself.
+      hints.pointee.domain_attr.pointee.mr_mode = Int32(FI_MR_VIRT_ADDR) | Int32(FI_MR_ALLOCATED)
+      // Messages on one tag arrive in the order they were sent (FABRIC-WIRE-3).
+      hints.pointee.tx_attr.pointee.msg_order = UInt64(FI_ORDER_SAS)
+      hints.pointee.rx_attr.pointee.msg_order = UInt64(FI_ORDER_SAS)
+      hints.pointee.fabric_attr.pointee.prov_name = strdup(provider)  // freed by fi_freeinfo
+      var found: UnsafeMutablePointer<fi_info>?
+      let result = fi_getinfo(fabricAPIVersion, node, service, source ? UInt64(FI_SOURCE) : 0, hints, &found)
+      if result == 0, let found {
+        handle = found
+        remoteReads = withReads
+        return
+      }
+      lastFailure = FabricFailure("fi_getinfo(\(provider))", result == 0 ? FI_ENODATA : result)
+      // Only a provider that has no remote reads is worth a second try.
+      guard result == -Int32(FI_ENODATA) else { break }
+    }
+    throw lastFailure
+  }
+
+  /// Whether the endpoint reads remote memory (`FI_RMA`, `FI_READ`).
+  let remoteReads: Bool
+
+  /// The providers this machine's libfabric offers, by name, each once.
+  static func availableProviders() -> [String] {
     var found: UnsafeMutablePointer<fi_info>?
-    let result = fi_getinfo(fabricAPIVersion, node, service, source ? UInt64(FI_SOURCE) : 0, hints, &found)
-    guard result == 0, let found else { throw FabricFailure("fi_getinfo(\(provider))", result == 0 ? FI_ENODATA : result) }
-    handle = found
+    guard fi_getinfo(fabricAPIVersion, nil, nil, 0, nil, &found) == 0, let found else { return [] }
+    defer { fi_freeinfo(found) }
+    var names: [String] = []
+    var cursor: UnsafeMutablePointer<fi_info>? = found
+    while let info = cursor {
+      if let name = info.pointee.fabric_attr.pointee.prov_name.map({ String(cString: $0) }), !names.contains(name) { names.append(name) }
+      cursor = info.pointee.next
+    }
+    return names
   }
 
   deinit { fi_freeinfo(handle) }
@@ -78,6 +110,13 @@ final class FabricInfo {
 
   /// The largest message the endpoint sends.
   var maxMessageSize: Int { Int(clamping: handle.pointee.ep_attr.pointee.max_msg_size) }
+
+  /// The peer's address as `fi_getinfo` resolved `node`/`service` (a
+  /// client's info), for ``FabricAddressVector/insert(_:)``.
+  var destinationAddress: [UInt8]? {
+    guard let address = handle.pointee.dest_addr, handle.pointee.dest_addrlen > 0 else { return nil }
+    return Array(UnsafeRawBufferPointer(start: address, count: handle.pointee.dest_addrlen))
+  }
 }
 
 // MARK: Domain
@@ -85,7 +124,7 @@ final class FabricInfo {
 /// A fabric and one domain on it (`fi_fabric`, `fi_domain`).
 final class FabricDomain {
   let info: FabricInfo
-  private let fabric: UnsafeMutablePointer<fid_fabric>
+  fileprivate let fabric: UnsafeMutablePointer<fid_fabric>
   let handle: UnsafeMutablePointer<fid_domain>
 
   init(info: FabricInfo) throws(FabricFailure) {
@@ -131,6 +170,12 @@ final class FabricAddressVector {
     guard inserted == 1, address != CLIBFABRIC_ADDR_NOTAVAIL else { throw FabricFailure("fi_av_insert", inserted < 0 ? inserted : FI_EINVAL) }
     return address
   }
+
+  /// Removes `address`, inserted earlier (its connection, if any, goes too).
+  func remove(_ address: fi_addr_t) {
+    var address = address
+    _ = fi_av_remove(handle, &address, 1, 0)
+  }
 }
 
 // MARK: Completion queue
@@ -145,21 +190,48 @@ struct FabricCompletion {
   var failure: FabricFailure?
 }
 
-/// A completion queue of tagged entries, read by polling (`fi_cq_open`).
+/// A completion queue of tagged entries, read by polling (`fi_cq_open`),
+/// with a file descriptor to sleep on where the provider offers one.
 final class FabricCompletionQueue {
   let domain: FabricDomain
   let handle: UnsafeMutablePointer<fid_cq>
+  /// Readable when completions may be waiting (`FI_WAIT_FD`); nil where
+  /// the provider has none (shm) or none was asked for.
+  let waitDescriptor: Int32?
 
-  init(domain: FabricDomain, size: Int = 1024) throws(FabricFailure) {
+  /// A queue of `size` entries; with `waitable`, one with a wait
+  /// descriptor if the provider can (else without: check ``waitDescriptor``).
+  init(domain: FabricDomain, size: Int = 1024, waitable: Bool = false) throws(FabricFailure) {
     self.domain = domain
     var attributes = fi_cq_attr()
     attributes.format = FI_CQ_FORMAT_TAGGED
-    attributes.wait_obj = FI_WAIT_NONE
     attributes.size = size
+    if waitable {
+      attributes.wait_obj = FI_WAIT_FD
+      var queue: UnsafeMutablePointer<fid_cq>?
+      if fi_cq_open(domain.handle, &attributes, &queue, nil) == 0, let queue {
+        var descriptor: Int32 = -1
+        if fi_control(fid(of: queue), Int32(FI_GETWAIT), &descriptor) == 0, descriptor >= 0 {
+          handle = queue
+          waitDescriptor = descriptor
+          return
+        }
+        fi_close(fid(of: queue))
+      }
+    }
+    attributes.wait_obj = FI_WAIT_NONE
     handle = try opened("fi_cq_open") { fi_cq_open(domain.handle, &attributes, &$0, nil) }
+    waitDescriptor = nil
   }
 
   deinit { fi_close(fid(of: handle)) }
+
+  /// Whether the caller may now sleep on ``waitDescriptor`` (`fi_trywait`):
+  /// false while completions or provider work are pending, so read first.
+  func readyToSleep() -> Bool {
+    var fids: [UnsafeMutablePointer<fid>?] = [fid(of: handle)]
+    return fi_trywait(domain.fabric, &fids, 1) == 0
+  }
 
   /// Reads up to 16 completions into `into` (progressing the provider,
   /// which on manual-progress providers is what moves data); returns how

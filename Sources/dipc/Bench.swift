@@ -265,7 +265,7 @@ struct Bench: AsyncParsableCommand {
     let transport = try registry.transport(forScheme: scheme)
     let listener = try await transport.listen(at: TransportAddress(parsing: localListenURI(scheme)))
     async let accepted = listener.accept()
-    let client = try await transport.connect(to: Location(parsing: "\(listener.address)?want_data=0"))
+    let client = try await transport.connect(to: listener.address.location(wantData: 0))
     guard let server = try await accepted else { throw ValidationError("\(scheme): the listener closed") }
     let ping = ArrowBytes(copying: [UInt8](repeating: 7, count: 8))
     let echo = Task {

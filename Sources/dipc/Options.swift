@@ -40,7 +40,7 @@ extension TransportRegistry {
 /// (a free port on 127.0.0.1 for the socket-addressed tcp:// and ucx://, a
 /// fresh socket or name otherwise).
 func localListenURI(_ scheme: String) -> String {
-  ["tcp", "ucx"].contains(scheme) ? "\(scheme)://127.0.0.1" : "\(scheme)://"
+  ["tcp", "ucx", "fabric"].contains(scheme) ? "\(scheme)://127.0.0.1" : "\(scheme)://"
 }
 
 /// Formats `bytes` with a binary unit.

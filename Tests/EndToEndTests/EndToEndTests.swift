@@ -3,9 +3,10 @@ import Foundation
 import TestSupport
 import Testing
 
-/// `dipc serve` and `dipc fetch` in separate processes over tcp://, shm://
-/// and ucx:// (UCX_TLS=tcp and tcp,sm,self on lo, set in both processes'
-/// environment; and descriptor bodies forced over tcp); pyarrow checks every fetched file against the source
+/// `dipc serve` and `dipc fetch` in separate processes over tcp://, shm://,
+/// ucx:// (UCX_TLS=tcp and tcp,sm,self on lo, set in both processes'
+/// environment; and descriptor bodies forced over tcp) and fabric://
+/// (providers tcp and shm); pyarrow checks every fetched file against the source
 /// (content hash).
 @Suite("End to end: dipc serve | dipc fetch", .serialized)
 struct EndToEndTests {
@@ -28,6 +29,10 @@ struct EndToEndTests {
     // default sends them inline over tcp lanes, UCX-RM-8).
     Setup(listen: "ucx://127.0.0.1:0", serveOptions: ["--ucx-descriptors", "always"],
           environment: ["UCX_TLS": "tcp", "UCX_NET_DEVICES": "lo"]),
+    // libfabric's tcp (tcp;ofi_rxm) and shm providers; large bodies as
+    // descriptors read with fi_read.
+    Setup(listen: "fabric://127.0.0.1:0?provider=tcp"),
+    Setup(listen: "fabric://127.0.0.1:0?provider=shm"),
   ]
 
   /// Serves the pyarrow corpus, fetches every file (from the metadata and

@@ -90,9 +90,8 @@ public final class DissociatedServer: Sendable {
       others.append(.init("ticket64", Base64.encode(ticket)))
     }
     let remote = transport.capabilities.remoteMemory && role != .metadata
-    return Location(scheme: address.scheme, host: address.host, port: address.port, path: address.path,
-                    wantData: wantData(for: ticket, role: role), freeData: remote ? ControlTag.freeData : nil,
-                    remoteHandle: remote ? listener.remoteHandle : nil, otherParameters: others)
+    return address.location(wantData: wantData(for: ticket, role: role), freeData: remote ? ControlTag.freeData : nil,
+                            remoteHandle: remote ? listener.remoteHandle : nil, extra: others)
   }
 
   /// The want_data a location for `ticket` in `role` carries: the fixed

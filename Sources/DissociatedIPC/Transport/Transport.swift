@@ -1,7 +1,9 @@
 public import ArrowIPC
 
 /// Where a transport listens or connects: the scheme, host, port and path of
-/// a ``Location`` without its query.
+/// a ``Location``, and the query parameters that choose how the backend
+/// reaches it (such as fabric://'s `provider`), without the protocol's own
+/// (want_data, free_data, remote_handle) and the ticket.
 public struct TransportAddress: Hashable, Sendable, CustomStringConvertible {
   /// The scheme, lowercase.
   public var scheme: String
@@ -11,34 +13,59 @@ public struct TransportAddress: Hashable, Sendable, CustomStringConvertible {
   public var port: UInt16?
   /// A path (a socket file, a name), or empty.
   public var path: String
+  /// The backend's own parameters, in order; the server's locations carry
+  /// them, so clients reach the listener the same way (DIPC-URI-8).
+  public var parameters: [Location.KeyValuePair]
 
   /// Creates an address.
-  public init(scheme: String, host: String = "", port: UInt16? = nil, path: String = "") {
+  public init(scheme: String, host: String = "", port: UInt16? = nil, path: String = "",
+              parameters: [Location.KeyValuePair] = []) {
     self.scheme = scheme.lowercased()
     self.host = host
     self.port = port
     self.path = path
+    self.parameters = parameters
   }
 
-  /// Parses `scheme://host[:port][/path]` (no query needed).
+  /// The value of the backend parameter `name`, if present.
+  public func parameter(_ name: String) -> String? { parameters.first { $0.name == name }?.value }
+
+  /// Parses `scheme://host[:port][/path][?name=value&…]` (no want_data needed).
   ///
   /// - Throws: `.invalidLocation` for text outside the location grammar.
   public init(parsing text: String) throws(DissociatedIPCError) {
-    let location = try Location(parsing: text.contains("?") ? text : text + "?want_data=0")
+    let location = try Location(parsing: text.contains("?") ? text + "&want_data=0" : text + "?want_data=0")
     self = location.address
   }
 
-  /// `scheme://host:port/path`.
+  /// `scheme://host:port/path`, then `?name=value&…` when it has parameters.
   public var description: String {
-    Location(scheme: scheme, host: host, port: port, path: path, wantData: 0).description
+    let base = Location(scheme: scheme, host: host, port: port, path: path, wantData: 0).description
       .split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+    let query = parameters.map {
+      Location.percentEncode($0.name, keeping: "") + "=" + Location.percentEncode($0.value, keeping: "")
+    }
+    return query.isEmpty ? base : base + "?" + query.joined(separator: "&")
+  }
+
+  /// A location of this address with `wantData`; its other parameters are
+  /// this address's, then `extra`.
+  public func location(wantData: UInt64, freeData: UInt64? = nil, remoteHandle: [UInt8]? = nil,
+                       extra: [Location.KeyValuePair] = []) -> Location {
+    Location(scheme: scheme, host: host, port: port, path: path, wantData: wantData, freeData: freeData,
+             remoteHandle: remoteHandle, otherParameters: parameters + extra)
   }
 }
 
 extension Location {
-  /// The transport address part of this location.
+  /// Query parameters that name a stream, not a way to reach the server.
+  static let streamParameters: Set<String> = ["ticket", "ticket64"]
+
+  /// The transport address part of this location: its parameters other
+  /// than the ticket.
   public var address: TransportAddress {
-    TransportAddress(scheme: scheme, host: host, port: port, path: path)
+    TransportAddress(scheme: scheme, host: host, port: port, path: path,
+                     parameters: otherParameters.filter { !Location.streamParameters.contains($0.name) })
   }
 }
 
@@ -238,6 +265,13 @@ public struct ExposedRegion: Sendable, Hashable {
 }
 
 /// Shared or remote memory between the two ends of a connection.
+///
+/// Ordering (DIPC-RM-1): a region is readable by the client once the
+/// client has received any message the server sent after ``expose(_:)``
+/// returned (the protocol always sends the descriptor next), and a
+/// released one is refused once a message sent after ``release(_:)`` was
+/// received. A backend may tell the client of regions in its own message
+/// flow, as fabric:// does.
 public protocol RemoteMemory: Sendable {
   /// Server side: makes `bytes` readable by the peer until released.
   func expose(_ bytes: ArrowBytes) async throws(DissociatedIPCError) -> ExposedRegion
