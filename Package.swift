@@ -23,6 +23,7 @@ let package = Package(
   products: [
     .library(name: "ArrowIPC", targets: ["ArrowIPC"]),
     .library(name: "DissociatedIPC", targets: ["DissociatedIPC"]),
+    .library(name: "DissociatedIPCBackendKit", targets: ["DissociatedIPCBackendKit"]),
     .library(name: "DissociatedIPCConformance", targets: ["DissociatedIPCConformance"]),
     .library(name: "DissociatedIPCTCP", targets: ["DissociatedIPCTCP"]),
     .library(name: "DissociatedIPCSharedMemory", targets: ["DissociatedIPCSharedMemory"]),
@@ -49,6 +50,15 @@ let package = Package(
       dependencies: ["ArrowIPC", .product(name: "Logging", package: "swift-log")],
       swiftSettings: strictSettings
     ),
+    // What backends share and a third party's backend needs too: the
+    // message inbox with software tag matching, the accept queue,
+    // connection slots, dedicated threads, the lazy writer; and the
+    // in-process transport built with them (`inproc://`).
+    .target(
+      name: "DissociatedIPCBackendKit",
+      dependencies: ["DissociatedIPC", "ArrowIPC"],
+      swiftSettings: strictSettings
+    ),
     // The shared conformance suite every backend runs (no XCTest), shipped
     // so third-party backends can prove themselves too.
     .target(
@@ -60,14 +70,14 @@ let package = Package(
     // per connection.
     .target(
       name: "DissociatedIPCTCP",
-      dependencies: ["DissociatedIPC", "ArrowIPC"],
+      dependencies: ["DissociatedIPC", "DissociatedIPCBackendKit", "ArrowIPC"],
       swiftSettings: strictSettings
     ),
     // shm:// (Spec/shm.md): a Unix SOCK_SEQPACKET control socket, payloads
     // in sealed memfd segments passed with SCM_RIGHTS.
     .target(
       name: "DissociatedIPCSharedMemory",
-      dependencies: ["DissociatedIPC", "ArrowIPC", "CDissociatedIPCSharedMemory"],
+      dependencies: ["DissociatedIPC", "DissociatedIPCBackendKit", "ArrowIPC", "CDissociatedIPCSharedMemory"],
       swiftSettings: strictSettings
     ),
     // What shm:// needs from C that Swift cannot import (memfd_create,
@@ -77,7 +87,7 @@ let package = Package(
     // messages for bodies, one worker and progress thread per connection.
     .target(
       name: "DissociatedIPCUCX",
-      dependencies: ["DissociatedIPC", "ArrowIPC", "CUCX"],
+      dependencies: ["DissociatedIPC", "DissociatedIPCBackendKit", "ArrowIPC", "CUCX"],
       swiftSettings: strictSettings
     ),
     // UCX's C API (libucx-dev) and static inline shims for its macros.
@@ -86,7 +96,7 @@ let package = Package(
     // and remote reads over whichever provider a location names.
     .target(
       name: "DissociatedIPCFabric",
-      dependencies: ["DissociatedIPC", "ArrowIPC", "CLibfabric"],
+      dependencies: ["DissociatedIPC", "DissociatedIPCBackendKit", "ArrowIPC", "CLibfabric"],
       swiftSettings: strictSettings
     ),
     // libfabric's C API (libfabric-dev) and shims for what Swift cannot import.
@@ -94,7 +104,7 @@ let package = Package(
     // Every built-in backend: `TransportRegistry.builtIn`.
     .target(
       name: "DissociatedIPCTransports",
-      dependencies: ["DissociatedIPC", "DissociatedIPCTCP", "DissociatedIPCSharedMemory", "DissociatedIPCUCX", "DissociatedIPCFabric"],
+      dependencies: ["DissociatedIPC", "DissociatedIPCBackendKit", "DissociatedIPCTCP", "DissociatedIPCSharedMemory", "DissociatedIPCUCX", "DissociatedIPCFabric"],
       swiftSettings: strictSettings
     ),
     // The command-line tool.
@@ -120,7 +130,7 @@ let package = Package(
     // controls, driven by libFuzzer (scripts/fuzz.sh) and replayed by FuzzTests.
     .target(
       name: "FuzzTargets",
-      dependencies: ["ArrowIPC", "DissociatedIPC", "DissociatedIPCTCP", "DissociatedIPCSharedMemory"],
+      dependencies: ["ArrowIPC", "DissociatedIPC", "DissociatedIPCTCP", "DissociatedIPCSharedMemory", "DissociatedIPCFabric"],
       path: "Fuzz/FuzzTargets",
       swiftSettings: strictSettings
     ),
@@ -138,7 +148,7 @@ let package = Package(
     ),
     .testTarget(
       name: "DissociatedIPCTests",
-      dependencies: ["DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance"],
+      dependencies: ["DissociatedIPC", "DissociatedIPCBackendKit", "ArrowIPC", "DissociatedIPCConformance"],
       swiftSettings: strictSettings
     ),
     // A backend written outside the core, as a user would: proves the
@@ -157,7 +167,7 @@ let package = Package(
     // The conformance suite over ucx:// (UCX_TLS=tcp and tcp,sm,self).
     .testTarget(
       name: "UCXTests",
-      dependencies: ["DissociatedIPCUCX", "DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance", "TestSupport"],
+      dependencies: ["DissociatedIPCUCX", "DissociatedIPC", "DissociatedIPCBackendKit", "ArrowIPC", "DissociatedIPCConformance", "TestSupport"],
       swiftSettings: strictSettings
     ),
     // fabric:// over the libfabric providers present (tcp;ofi_rxm, shm).
@@ -182,7 +192,7 @@ let package = Package(
     ),
     .testTarget(
       name: "ToyBackendTests",
-      dependencies: ["DissociatedIPC", "ArrowIPC", "DissociatedIPCConformance"],
+      dependencies: ["DissociatedIPC", "DissociatedIPCBackendKit", "ArrowIPC", "DissociatedIPCConformance"],
       swiftSettings: strictSettings
     ),
   ]

@@ -34,6 +34,7 @@ let package = Package(
         .product(name: "Benchmark", package: "benchmark"),
         .product(name: "ArrowIPC", package: "swift-dissociated-ipc"),
         .product(name: "DissociatedIPC", package: "swift-dissociated-ipc"),
+        .product(name: "DissociatedIPCBackendKit", package: "swift-dissociated-ipc"),
       ],
       path: "Benchmarks/ProtocolBenchmarks",
       swiftSettings: [.swiftLanguageMode(.v6)],

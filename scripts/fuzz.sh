@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(ipc-stream wire-codecs client-machine server-machine shm-control tcp-control)
+  targets=(ipc-stream wire-codecs client-machine server-machine shm-control tcp-control fabric-control)
 fi
 
 bash scripts/setup.sh >/dev/null

@@ -21,6 +21,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
   case shmControl = "shm-control"
   /// tcp:// hello and message headers as its reader parses a byte stream.
   case tcpControl = "tcp-control"
+  /// fabric:// control, side and handshake messages as its engine and
+  /// listener decode them, and descriptor addresses as its fetch reads them.
+  case fabricControl = "fabric-control"
 
   /// Runs the target on `input`.
   public func run(_ input: [UInt8]) {
@@ -31,6 +34,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case .serverMachine: ServerMachineTarget.run(input)
     case .shmControl: ControlMessageTargets.shm(input)
     case .tcpControl: ControlMessageTargets.tcp(input)
+    case .fabricControl: ControlMessageTargets.fabric(input)
     }
   }
 
@@ -44,6 +48,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case .serverMachine: ServerMachineTarget.seeds
     case .shmControl: ControlMessageTargets.shmSeeds
     case .tcpControl: ControlMessageTargets.tcpSeeds
+    case .fabricControl: ControlMessageTargets.fabricSeeds
     }
   }
 }

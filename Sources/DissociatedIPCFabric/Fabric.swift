@@ -6,6 +6,20 @@
 
 internal import CLibfabric
 internal import Glibc
+internal import Synchronization
+
+/// The libfabric objects this process holds now: what leak checks count
+/// and a listener's stats show (FABRIC-RAW-1).
+enum FabricCensus {
+  /// Endpoints open.
+  static let endpoints = Atomic<Int>(0)
+  /// Memory regions registered.
+  static let memoryRegions = Atomic<Int>(0)
+  /// Peers inserted into address vectors that are still open.
+  static let addressEntries = Atomic<Int>(0)
+
+  static func add(_ counter: borrowing Atomic<Int>, _ delta: Int) { counter.add(delta, ordering: .relaxed) }
+}
 
 /// A libfabric call that failed: the call and its (positive) error number.
 struct FabricFailure: Error, CustomStringConvertible {
@@ -153,6 +167,9 @@ final class FabricAddressVector {
   let domain: FabricDomain
   let handle: UnsafeMutablePointer<fid_av>
 
+  /// Peers inserted and not removed.
+  private var entries = 0
+
   init(domain: FabricDomain) throws(FabricFailure) {
     self.domain = domain
     var attributes = fi_av_attr()
@@ -160,7 +177,10 @@ final class FabricAddressVector {
     handle = try opened("fi_av_open") { fi_av_open(domain.handle, &attributes, &$0, nil) }
   }
 
-  deinit { fi_close(fid(of: handle)) }
+  deinit {
+    fi_close(fid(of: handle))
+    FabricCensus.add(FabricCensus.addressEntries, -entries)
+  }
 
   /// Adds the endpoint name `name` (an `fi_getname` blob); returns its
   /// address. A name the provider cannot parse is an error, never a crash.
@@ -168,13 +188,17 @@ final class FabricAddressVector {
     var address = CLIBFABRIC_ADDR_NOTAVAIL
     let inserted = name.withUnsafeBytes { fi_av_insert(handle, $0.baseAddress, 1, &address, 0, nil) }
     guard inserted == 1, address != CLIBFABRIC_ADDR_NOTAVAIL else { throw FabricFailure("fi_av_insert", inserted < 0 ? inserted : FI_EINVAL) }
+    entries += 1
+    FabricCensus.add(FabricCensus.addressEntries, 1)
     return address
   }
 
   /// Removes `address`, inserted earlier (its connection, if any, goes too).
   func remove(_ address: fi_addr_t) {
     var address = address
-    _ = fi_av_remove(handle, &address, 1, 0)
+    guard fi_av_remove(handle, &address, 1, 0) == 0 else { return }
+    entries -= 1
+    FabricCensus.add(FabricCensus.addressEntries, -1)
   }
 }
 
@@ -262,11 +286,17 @@ final class FabricCompletionQueue {
 /// A reliable-datagram endpoint bound to an address vector and one
 /// completion queue for sends and receives (`fi_endpoint`). Operations
 /// carry a token that their completion returns.
-final class FabricEndpoint {
+final class FabricEndpoint: @unchecked Sendable {
+  // Unchecked: operations and `isOpen` belong to the owning thread; what
+  // other threads touch (`hold`, `release`, the final close) is under
+  // `lifetime`'s lock.
   let domain: FabricDomain
   let addresses: FabricAddressVector
   let completions: FabricCompletionQueue
   let handle: UnsafeMutablePointer<fid_ep>
+  /// The name other endpoints of this process find it by, where the
+  /// provider names endpoints (shm): ``FabricLocalEndpoints``.
+  private let localName: String?
 
   init(domain: FabricDomain, addresses: FabricAddressVector, completions: FabricCompletionQueue) throws(FabricFailure) {
     self.domain = domain
@@ -282,17 +312,77 @@ final class FabricEndpoint {
       throw FabricFailure("binding and enabling the endpoint", result)
     }
     handle = ep
+    FabricCensus.add(FabricCensus.endpoints, 1)
+    localName = domain.info.providerName == "shm" ? (try? Self.name(of: ep)).map(FabricLocalEndpoints.key) : nil
+    if let localName { FabricLocalEndpoints.register(self, as: localName) }
   }
 
-  deinit { fi_close(fid(of: handle)) }
+  deinit { close() }
+
+  private var isOpen = true
+  /// Whether the owner closed it, how many same-process peers hold it
+  /// open, and whether it is closed in libfabric.
+  private let lifetime = Mutex<(closeRequested: Bool, holders: Int, closed: Bool)>((false, 0, false))
+
+  /// The owner is done: operations fail from now on (`EBADF`) and the
+  /// endpoint closes, cancelling what is posted to it so that its buffers
+  /// may be freed; an endpoint a same-process peer holds (``hold()``)
+  /// closes in libfabric when the last holder lets go. Idempotent.
+  func close() {
+    isOpen = false
+    let closeNow = lifetime.withLock { state -> Bool in
+      state.closeRequested = true
+      guard state.holders == 0, !state.closed else { return false }
+      state.closed = true
+      return true
+    }
+    if closeNow { closeInLibfabric() }
+  }
+
+  /// Keeps the endpoint open in libfabric until ``release()``: for a
+  /// connection of this process whose peer it is (FABRIC-ADDR-6). False
+  /// when it is closed already.
+  func hold() -> Bool {
+    lifetime.withLock { state in
+      guard !state.closed else { return false }
+      state.holders += 1
+      return true
+    }
+  }
+
+  /// Ends a ``hold()``.
+  func release() {
+    let closeNow = lifetime.withLock { state -> Bool in
+      state.holders -= 1
+      guard state.holders == 0, state.closeRequested, !state.closed else { return false }
+      state.closed = true
+      return true
+    }
+    if closeNow { closeInLibfabric() }
+  }
+
+  private func closeInLibfabric() {
+    if let localName { FabricLocalEndpoints.unregister(self, as: localName) }
+    fi_close(fid(of: handle))
+    FabricCensus.add(FabricCensus.endpoints, -1)
+  }
+
+  private func checkOpen(_ call: String) throws(FabricFailure) {
+    guard isOpen else { throw FabricFailure(call, EBADF) }
+  }
 
   /// This endpoint's name, for a peer's address vector (`fi_getname`).
   func name() throws(FabricFailure) -> [UInt8] {
+    try checkOpen("fi_getname")
+    return try Self.name(of: handle)
+  }
+
+  private static func name(of endpoint: UnsafeMutablePointer<fid_ep>) throws(FabricFailure) -> [UInt8] {
     var length = 0
-    _ = fi_getname(fid(of: handle), nil, &length)  // -FI_ETOOSMALL, with the length
+    _ = fi_getname(fid(of: endpoint), nil, &length)  // -FI_ETOOSMALL, with the length
     guard length > 0, length <= 4096 else { throw FabricFailure("fi_getname", FI_EINVAL) }
     var name = [UInt8](repeating: 0, count: length)
-    let result = name.withUnsafeMutableBytes { fi_getname(fid(of: handle), $0.baseAddress, &length) }
+    let result = name.withUnsafeMutableBytes { fi_getname(fid(of: endpoint), $0.baseAddress, &length) }
     guard result == 0 else { throw FabricFailure("fi_getname", result) }
     return Array(name.prefix(length))
   }
@@ -303,6 +393,7 @@ final class FabricEndpoint {
   /// buffer must stay valid until its completion. `-FI_EAGAIN` is thrown
   /// as a failure whose `isAgain` is true: progress, then retry.
   func sendTagged(_ buffer: UnsafeRawPointer?, count: Int, to peer: fi_addr_t, tag: UInt64, token: UInt) throws(FabricFailure) {
+    try checkOpen("fi_tsend")
     let result = fi_tsend(handle, buffer, count, nil, peer, tag, Self.context(token))
     guard result == 0 else { throw FabricFailure("fi_tsend", result) }
   }
@@ -311,6 +402,7 @@ final class FabricEndpoint {
   /// equal to `tag` outside the `ignore` bits, from `peer` (nil: anyone).
   func receiveTagged(_ buffer: UnsafeMutableRawPointer?, count: Int, from peer: fi_addr_t?, tag: UInt64, ignore: UInt64,
                      token: UInt) throws(FabricFailure) {
+    try checkOpen("fi_trecv")
     let result = fi_trecv(handle, buffer, count, nil, peer ?? CLIBFABRIC_ADDR_UNSPEC, tag, ignore, Self.context(token))
     guard result == 0 else { throw FabricFailure("fi_trecv", result) }
   }
@@ -319,8 +411,48 @@ final class FabricEndpoint {
   /// (virtual or offset, as its provider says) into `buffer`.
   func read(into buffer: UnsafeMutableRawPointer, count: Int, from peer: fi_addr_t, address: UInt64, key: UInt64,
             token: UInt) throws(FabricFailure) {
+    try checkOpen("fi_read")
     let result = fi_read(handle, buffer, count, nil, peer, address, key, Self.context(token))
     guard result == 0 else { throw FabricFailure("fi_read", result) }
+  }
+}
+
+// MARK: Endpoints of this process
+
+/// The shm endpoints of this process, by name (FABRIC-ADDR-6): libfabric
+/// 1.17's shm reaches an endpoint of the same process through that
+/// endpoint's own mapping, which closing it unmaps, so an operation toward
+/// it after its close crashed (`fi_tsend`, `fi_read`, `fi_av_insert`). A
+/// connection whose peer is one of these holds it open until it finishes.
+enum FabricLocalEndpoints {
+  private final class Entry: @unchecked Sendable {
+    // Unchecked: `endpoint` is only read under the registry's lock.
+    weak var endpoint: FabricEndpoint?
+    init(_ endpoint: FabricEndpoint) { self.endpoint = endpoint }
+  }
+
+  private static let byName = Mutex<[String: Entry]>([:])
+
+  /// The registry's key for an endpoint name: its text up to the first NUL.
+  static func key(_ name: [UInt8]) -> String { String(decoding: name.prefix { $0 != 0 }, as: UTF8.self) }
+
+  static func register(_ endpoint: FabricEndpoint, as name: String) {
+    byName.withLock { $0[name] = Entry(endpoint) }
+  }
+
+  static func unregister(_ endpoint: FabricEndpoint, as name: String) {
+    byName.withLock { entries in
+      if entries[name]?.endpoint === endpoint || entries[name]?.endpoint == nil { entries[name] = nil }
+    }
+  }
+
+  /// Holds the endpoint of this process named `name` open, if there is
+  /// one; the caller releases it when done with it.
+  static func hold(named name: [UInt8]) -> FabricEndpoint? {
+    byName.withLock { entries in
+      guard let endpoint = entries[key(name)]?.endpoint, endpoint.hold() else { return nil }
+      return endpoint
+    }
   }
 }
 
@@ -339,7 +471,11 @@ final class FabricMemoryRegion {
     let mr = try opened("fi_mr_reg") { fi_mr_reg(domain.handle, base, count, UInt64(FI_REMOTE_READ), 0, requested, 0, &$0, nil) }
     handle = mr
     key = fi_mr_key(mr)
+    FabricCensus.add(FabricCensus.memoryRegions, 1)
   }
 
-  deinit { fi_close(fid(of: handle)) }
+  deinit {
+    fi_close(fid(of: handle))
+    FabricCensus.add(FabricCensus.memoryRegions, -1)
+  }
 }

@@ -1,5 +1,6 @@
 internal import ArrowIPC
 internal import DissociatedIPC
+internal import DissociatedIPCBackendKit
 internal import Synchronization
 
 /// One fabric:// connection: an RDM endpoint of its own, owned by a

@@ -1,6 +1,7 @@
 internal import ArrowIPC
 internal import CLibfabric
 internal import DissociatedIPC
+internal import DissociatedIPCBackendKit
 internal import Synchronization
 
 /// The thread side of a ``FabricConnection``: it owns the endpoint and
@@ -81,6 +82,8 @@ final class FabricEngine {
     let continuation: CheckedContinuation<Result<ArrowBytes, DissociatedIPCError>, Never>
     var remaining: Int
     var failure: DissociatedIPCError?
+    /// The caller has its result: later completions of its reads change nothing.
+    var resumed = false
     init(storage: AlignedStorage, total: Int, remaining: Int,
          continuation: CheckedContinuation<Result<ArrowBytes, DissociatedIPCError>, Never>) {
       self.storage = storage
@@ -100,8 +103,8 @@ final class FabricEngine {
   /// How far the orderly close has come.
   private enum Closing: Equatable {
     case open
-    /// Our goodbye is queued or in flight.
-    case sendingGoodbye
+    /// Our goodbye is queued or in flight; reset at the deadline.
+    case sendingGoodbye(deadline: UInt64)
     /// Our goodbye went; waiting for the acknowledgement until the deadline.
     case awaitingAcknowledgement(deadline: UInt64)
   }
@@ -136,6 +139,8 @@ final class FabricEngine {
   private var expectedSequence: UInt64 = 0
   private var pending: [PendingDelivery] = []
   private var pendingStart = 0
+  /// Bytes of received messages in `pending`, delivered or not yet complete.
+  private var pendingBytes = 0
   private var creditsToReturn: UInt32 = 0
 
   private var sendCredits = 0
@@ -159,6 +164,9 @@ final class FabricEngine {
   static let maxAnnouncedRegions = 65_536
 
   private var welcomeBuffer: AlignedStorage?
+  /// Endpoints of this process this connection talks to, held open until
+  /// it finishes (FABRIC-ADDR-6): the listener while connecting, the peer.
+  private var heldEndpoints: [FabricEndpoint] = []
 
   private init(connection: FabricConnection, endpoint: FabricEndpoint, peer: fi_addr_t, phase: Phase) {
     self.connection = connection
@@ -178,11 +186,12 @@ final class FabricEngine {
   /// Client: sends the hello to the listener at `listener`, waits for the
   /// welcome, then runs the connection; `ready` hears the outcome of the
   /// handshake once (FABRIC-CONN-1).
-  static func runClient(connection: FabricConnection, endpoint: FabricEndpoint, listener: fi_addr_t,
+  static func runClient(connection: FabricConnection, endpoint: FabricEndpoint, listener: fi_addr_t, listenerName: [UInt8],
                         ready: @escaping (Result<Void, DissociatedIPCError>) -> Void) {
     let deadline = monotonicNanoseconds() &+ nanoseconds(connection.settings.config.connectTimeout)
     let engine = FabricEngine(connection: connection, endpoint: endpoint, peer: listener,
                               phase: .connecting(deadline: deadline, ready: ready))
+    engine.holdEndpoint(named: listenerName)
     do throws(DissociatedIPCError) {
       let name = try engine.endpointName()
       let welcome = AlignedStorage(capacity: FabricWire.handshakeMessageSize, zeroed: false)
@@ -204,6 +213,7 @@ final class FabricEngine {
   static func runServer(connection: FabricConnection, endpoint: FabricEndpoint, clientName: [UInt8], clientReceives: Int) {
     let engine = FabricEngine(connection: connection, endpoint: endpoint, peer: CLIBFABRIC_ADDR_UNSPEC, phase: .connected)
     do throws(DissociatedIPCError) {
+      engine.holdEndpoint(named: clientName)
       engine.peer = try engine.insert(clientName)
       engine.sendCredits = clientReceives
       try engine.postReceives()
@@ -220,6 +230,11 @@ final class FabricEngine {
   private func endpointName() throws(DissociatedIPCError) -> [UInt8] {
     guard let endpoint else { throw FabricConnection.closedError }
     do throws(FabricFailure) { return try endpoint.name() } catch { throw Self.failure(error) }
+  }
+
+  /// Holds the endpoint of this process named `name` open, if it is one.
+  private func holdEndpoint(named name: [UInt8]) {
+    if let held = FabricLocalEndpoints.hold(named: name) { heldEndpoints.append(held) }
   }
 
   private func insert(_ name: [UInt8]) throws(DissociatedIPCError) -> fi_addr_t {
@@ -344,8 +359,12 @@ final class FabricEngine {
   private func sleep() {
     guard let endpoint else { return }
     var limit = nanoseconds(config.heartbeatInterval)
+    // While posts wait for the provider, or the connection comes up (the
+    // provider's connection setup may need a poll its descriptor does not
+    // announce), sleep briefly (FABRIC-THREAD-2).
     if !retries.isEmpty { limit = min(limit, 1_000_000) }
-    idle.idle(queue: endpoint.completions, wake: connection.wake, limit: Int64(limit)) {
+    if case .connecting = phase { limit = min(limit, 10_000_000) }
+    idle.idle(queue: endpoint.completions, wake: connection.wake, limit: Int64(clamping: limit)) {
       connection.shared.withLock { state in
         guard state.commands.isEmpty else { return false }
         state.sleeping = true
@@ -363,21 +382,39 @@ final class FabricEngine {
       defer { state.commands.removeAll(keepingCapacity: true) }
       return state.commands
     }
-    for command in commands {
-      switch command {
-      case .send(let request): try queue(request)
-      case .expose(let bytes, let continuation): continuation.resume(returning: Result { () throws(DissociatedIPCError) in try expose(bytes) })
-      case .release(let id): try release(id)
-      case .fetch(let ranges, let continuation): startFetch(ranges, continuation)
-      case .readAhead: try resumeReading()
-      case .close: try beginClose()
-      case .reset:
-        finish(failure: DissociatedIPCError(.connectionClosed, "the fabric:// connection was reset here"), tellPeer: true)
+    for (index, command) in commands.enumerated() {
+      do throws(DissociatedIPCError) {
+        switch command {
+        case .send(let request): try queue(request)
+        case .expose(let bytes, let continuation): continuation.resume(returning: Result { () throws(DissociatedIPCError) in try expose(bytes) })
+        case .release(let id): try release(id)
+        case .fetch(let ranges, let continuation): startFetch(ranges, continuation)
+        case .readAhead: try resumeReading()
+        case .close: try beginClose()
+        case .reset: finish(failure: DissociatedIPCError(.connectionClosed, "the fabric:// connection was reset here"), tellPeer: true)
+        }
+      } catch {
+        // The rest go back, for finish() to fail them.
+        connection.shared.withLock { $0.commands.insert(contentsOf: commands[(index + 1)...], at: 0) }
+        throw error
+      }
+      if isFinished {
+        Self.fail(commands[(index + 1)...], with: connection.shared.withLock { $0.sendError } ?? FabricConnection.closedError)
         return true
       }
-      if isFinished { return true }
     }
     return !commands.isEmpty
+  }
+
+  /// Resumes the callers waiting in `commands` with `error`.
+  private static func fail(_ commands: some Sequence<FabricConnection.Command>, with error: DissociatedIPCError) {
+    for command in commands {
+      switch command {
+      case .expose(_, let continuation): continuation.resume(returning: .failure(error))
+      case .fetch(_, let continuation): continuation.resume(returning: .failure(error))
+      default: break
+      }
+    }
   }
 
   /// Turns a send request into a control message (inline) or an
@@ -468,7 +505,7 @@ final class FabricEngine {
       creditsToReturn = 0
       nextSequence &+= 1
       try submit(.send(base, control.length, tag: FabricWire.controlTag, token: token(for: .send(control.record))))
-      let first = base.load(fromByteOffset: FabricWire.headerSize, as: UInt64.self).littleEndian
+      let first = control.pieces.isEmpty ? 0 : base.load(fromByteOffset: FabricWire.headerSize, as: UInt64.self).littleEndian
       for (index, piece) in control.pieces.enumerated() {
         try submit(.send(piece.unsafeBaseAddress, piece.count, tag: FabricWire.pieceTag(first &+ UInt64(index)),
                          token: token(for: .send(control.record))))
@@ -483,7 +520,7 @@ final class FabricEngine {
       outgoingStart = 0
     }
     // Credits back without a control message to carry them (FABRIC-FLOW-1).
-    if creditsToReturn > 0, Int(creditsToReturn) * 2 >= config.controlReceives {
+    if creditsToReturn > 0, Int(creditsToReturn) * 4 >= config.controlReceives {
       moved = try sendSide(.credits) != nil || moved
     }
     return moved
@@ -536,7 +573,9 @@ final class FabricEngine {
       let buffer = UnsafeRawBufferPointer(start: controlBuffers.mutableBytes.baseAddress! + slot * FabricWire.controlMessageSize,
                                           count: min(completion.length, FabricWire.controlMessageSize))
       try receivedControl(buffer)
-      if throttled { heldSlots.append(slot) } else {
+      // Credits stop while the inbox or the messages behind an incomplete
+      // large one hold the read-ahead budget (FABRIC-FLOW-1).
+      if throttled || pendingBytes > config.readAheadBytes { heldSlots.append(slot) } else {
         try postControlReceive(slot)
         creditsToReturn += 1
       }
@@ -549,7 +588,7 @@ final class FabricEngine {
       switch side {
       case .heartbeat, .credits: break
       case .goodbyeAcknowledged:
-        if case .awaitingAcknowledgement = closing { finish(failure: nil) }
+        if closing != .open { finish(failure: nil) }
       case .reset:
         throw DissociatedIPCError(.connectionClosed, "the fabric:// peer reset the connection")
       }
@@ -561,8 +600,8 @@ final class FabricEngine {
       switch record.purpose {
       case .data(let size): connection.sendsCompleted(size)
       case .goodbye:
-        if peerSaidGoodbye { finish(failure: nil) } else {
-          closing = .awaitingAcknowledgement(deadline: monotonicNanoseconds() &+ nanoseconds(config.closeTimeout))
+        if peerSaidGoodbye { finish(failure: nil) } else if case .sendingGoodbye(let deadline) = closing {
+          closing = .awaitingAcknowledgement(deadline: deadline)
         }
       case .side: sidesInFlight -= 1
       case .handshake, .other: break
@@ -591,6 +630,7 @@ final class FabricEngine {
       let reason = handshake.refusal == FabricWire.Refusal.full.rawValue ? "it has its most connections" : "it could not set the connection up"
       throw DissociatedIPCError(.connectionRefused, "fabric:// the server refused the connection: \(reason)")
     }
+    holdEndpoint(named: handshake.name)
     peer = try insert(handshake.name)
     sendCredits = Int(min(handshake.controlReceives, 4096))
     lastHeard = monotonicNanoseconds()
@@ -608,6 +648,14 @@ final class FabricEngine {
     expectedSequence &+= 1
     sendCredits += Int(min(header.credits, UInt32(config.controlReceives)))
     guard !peerSaidGoodbye else { throw FabricWire.violation("a message after its goodbye") }
+    switch control {
+    case .inline(_, _, let count), .large(_, let count, _, _):
+      guard count <= config.maxQueuedFrameBytes - pendingBytes else {
+        throw DissociatedIPCError(.limitExceeded, "fabric:// peer sent more than \(config.maxQueuedFrameBytes) bytes that wait for an incomplete message")
+      }
+      pendingBytes += count
+    default: break
+    }
     switch control {
     case .inline(let tag, let offset, let count):
       let payload = ArrowBytes(copying: UnsafeRawBufferPointer(rebasing: buffer[offset ..< offset + count]))
@@ -634,6 +682,7 @@ final class FabricEngine {
     case .goodbye:
       peerSaidGoodbye = true
       pending.append(.end)
+      connection.shared.withLock { $0.sendError = $0.sendError ?? FabricConnection.closedError }
     }
   }
 
@@ -645,10 +694,13 @@ final class FabricEngine {
     var ended = false
     while pendingStart < pending.count {
       switch pending[pendingStart] {
-      case .ready(let delivery): ready.append(delivery)
+      case .ready(let delivery):
+        ready.append(delivery)
+        pendingBytes -= delivery.count
       case .large(let large):
         guard large.remaining == 0 else { break }
         ready.append(large.message)
+        pendingBytes -= large.total
       case .end: ended = true
       }
       if case .large(let large) = pending[pendingStart], large.remaining > 0 { break }
@@ -674,6 +726,7 @@ final class FabricEngine {
       let connection = connection
       throttled = connection.inbox.waitForTaggedRoom(below: config.readAheadBytes) { connection.post(.readAhead) }
     }
+    if !throttled, !heldSlots.isEmpty, pendingBytes <= config.readAheadBytes { try resumeReading() }
   }
 
   /// Reposts the receives held back while the inbox was full.
@@ -783,8 +836,8 @@ final class FabricEngine {
 
   private func finishRead(_ fetch: FetchRecord, counting: Bool = true) {
     if counting { fetch.remaining -= 1 }
-    guard fetch.remaining <= 0 else { return }
-    fetch.remaining = -1
+    guard fetch.remaining <= 0, !fetch.resumed else { return }
+    fetch.resumed = true
     if let failure = fetch.failure {
       fetch.continuation.resume(returning: .failure(failure))
     } else {
@@ -808,7 +861,16 @@ final class FabricEngine {
       if now &- lastHeartbeat >= nanoseconds(config.heartbeatInterval), try sendSide(.heartbeat) != nil {
         lastHeartbeat = now
       }
-      if case .awaitingAcknowledgement(let deadline) = closing, now >= deadline { finish(failure: nil) }
+      switch closing {
+      case .open: break
+      case .sendingGoodbye(let deadline):
+        // The peer took no more messages (no credits) in time: drop it.
+        if now >= deadline {
+          finish(failure: DissociatedIPCError(.connectionClosed, "fabric:// the peer took nothing for \(config.closeTimeout) while closing"), tellPeer: true)
+        }
+      case .awaitingAcknowledgement(let deadline):
+        if now >= deadline { finish(failure: nil) }
+      }
     case .finished: break
     }
   }
@@ -816,7 +878,7 @@ final class FabricEngine {
   private func beginClose() throws(DissociatedIPCError) {
     guard closing == .open else { return }
     guard case .connected = phase, !peerSaidGoodbye else { return finish(failure: nil) }
-    closing = .sendingGoodbye
+    closing = .sendingGoodbye(deadline: monotonicNanoseconds() &+ nanoseconds(config.closeTimeout))
     let message = AlignedStorage(capacity: FabricWire.headerSize, zeroed: false)
     FabricWire.write(FabricWire.Header(kind: .goodbye, credits: 0, sequence: 0, tag: 0, length: 0), into: message.mutableBytes.baseAddress!)
     outgoing.append(OutgoingControl(message: message, length: FabricWire.headerSize, pieces: [],
@@ -855,7 +917,12 @@ final class FabricEngine {
     }
     let previous = phase
     phase = .finished
+    // Closed before any buffer posted to it can be freed; then the
+    // endpoints of this process it talked to may close.
+    endpoint?.close()
     endpoint = nil
+    for held in heldEndpoints { held.release() }
+    heldEndpoints.removeAll()
     var fetches: [ObjectIdentifier: FetchRecord] = [:]
     for case .read(let fetch) in operations.values { fetches[ObjectIdentifier(fetch)] = fetch }
     operations.removeAll()
@@ -879,17 +946,21 @@ final class FabricEngine {
       }
       return (state.closeWaiters, state.blockedSenders, state.commands)
     }
-    for command in commands {
-      switch command {
-      case .expose(_, let continuation): continuation.resume(returning: .failure(error))
-      case .fetch(_, let continuation): continuation.resume(returning: .failure(error))
-      default: break
-      }
-    }
+    Self.fail(commands, with: error)
     connection.inbox.close(error: failure)
     for sender in senders { sender.resume() }
     for waiter in waiters { waiter.resume() }
     if case .connecting(_, let ready) = previous { ready(.failure(failure ?? FabricConnection.closedError)) }
+  }
+}
+
+extension MessageInbox.Delivery {
+  /// The payload's bytes.
+  var count: Int {
+    switch self {
+    case .frame(let bytes): bytes.count
+    case .tagged(let message): message.payload.count
+    }
   }
 }
 

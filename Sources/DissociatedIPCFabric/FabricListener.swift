@@ -1,5 +1,6 @@
 internal import ArrowIPC
 internal import DissociatedIPC
+internal import DissociatedIPCBackendKit
 internal import Glibc
 internal import Synchronization
 
@@ -20,7 +21,13 @@ final class FabricListener: TransportListener {
   /// Hellos that were not hellos, since the listener opened.
   let rejectedHellos = Mutex(0)
 
-  var heldResources: String? { "\(slots.inUse) connections" }
+  /// Connections, and the process's libfabric endpoints, registered
+  /// regions and address-vector entries.
+  var heldResources: String? {
+    "\(slots.inUse) connections; in this process \(FabricCensus.endpoints.load(ordering: .relaxed)) fabric endpoints, "
+      + "\(FabricCensus.memoryRegions.load(ordering: .relaxed)) registered regions, "
+      + "\(FabricCensus.addressEntries.load(ordering: .relaxed)) address-vector entries"
+  }
 
   private init(address: TransportAddress, settings: FabricSettings, wake: FabricWake) {
     self.address = address
@@ -33,6 +40,9 @@ final class FabricListener: TransportListener {
   private static let helloReceives = 4
   /// Refusals in flight at most; later refused clients hear nothing and time out.
   private static let maxRefusals = 16
+  /// The listener thread's longest sleep: connection requests may need a
+  /// poll its descriptor does not announce (FABRIC-THREAD-2).
+  private static let longestSleep: Int64 = 50_000_000
   /// Tries at a random port for a named provider asked for port 0.
   private static let portTries = 32
 
@@ -100,6 +110,8 @@ final class FabricListener: TransportListener {
     var operations: [UInt: Operation] = [:]
     var nextToken: UInt = 1
     var idle = FabricIdleWait(polling: false, maxIdleSleep: settings.config.maxIdleSleep)
+    /// Completions read while a post waited, handled by the loop next.
+    var backlog: [FabricCompletion] = []
     func post(_ slot: Int) -> Bool {
       let token = nextToken
       nextToken &+= 1
@@ -112,8 +124,7 @@ final class FabricListener: TransportListener {
           return true
         } catch {
           guard error.isAgain else { return false }
-          var ignored: [FabricCompletion] = []
-          _ = try? endpoint.completions.poll(into: &ignored)
+          guard (try? endpoint.completions.poll(into: &backlog)) != nil else { return false }
         }
       }
       return false
@@ -122,8 +133,9 @@ final class FabricListener: TransportListener {
     var completions: [FabricCompletion] = []
     while healthy, !state.withLock({ $0.closing }) {
       completions.removeAll(keepingCapacity: true)
-      let count: Int
-      do throws(FabricFailure) { count = try endpoint.completions.poll(into: &completions) } catch { break }
+      swap(&completions, &backlog)
+      do throws(FabricFailure) { _ = try endpoint.completions.poll(into: &completions) } catch { break }
+      let count = completions.count
       for completion in completions {
         switch operations.removeValue(forKey: completion.token) {
         case .hello(let slot):
@@ -153,15 +165,19 @@ final class FabricListener: TransportListener {
       if count > 0 {
         idle.progressed()
       } else {
-        idle.idle(queue: endpoint.completions, wake: wake, limit: 1_000_000_000) { !state.withLock { $0.closing } } woke: {}
+        idle.idle(queue: endpoint.completions, wake: wake, limit: Self.longestSleep) { !state.withLock { $0.closing } } woke: {}
       }
     }
+    // Closed before the buffers posted to it go (FABRIC-RAW-1).
+    endpoint.close()
+    withExtendedLifetime((buffers, operations)) {}
+    // A listener that stopped by itself takes no more connections.
+    for connection in accepted.close() { connection.abort() }
     let waiters = state.withLock { state in
       state.stopped = true
       defer { state.waiters.removeAll() }
       return state.waiters
     }
-    _ = endpoint  // closes with the last reference, after the loop
     for waiter in waiters { waiter.resume() }
   }
 
@@ -199,7 +215,7 @@ final class FabricListener: TransportListener {
   }
 
   func accept() async throws(DissociatedIPCError) -> (any TransportConnection)? {
-    await accepted.next()
+    try await accepted.next()
   }
 
   /// Stops the thread (the endpoint closes, the port is free once this

@@ -1,5 +1,6 @@
 internal import CLibfabric
 public import DissociatedIPC
+internal import DissociatedIPCBackendKit
 internal import Glibc
 internal import Synchronization
 
@@ -16,7 +17,7 @@ internal import Synchronization
 /// `fi_read` (body type 1, FABRIC-RM-1).
 ///
 /// ```swift
-/// var registry = TransportRegistry.defaults
+/// var registry = TransportRegistry()
 /// registry.register(FabricTransport())
 /// let server = try await DissociatedServer(listeningAt: "fabric://127.0.0.1:0?provider=shm", catalog: catalog, registry: registry)
 /// ```
@@ -46,7 +47,8 @@ public struct FabricTransport: DissociatedTransport {
     /// Blocking (default) or polling engine threads.
     public var progressMode: ProgressMode
     /// In blocking mode on a provider without a wait descriptor, the
-    /// longest sleep between polls while idle (FABRIC-THREAD-2).
+    /// longest sleep between polls while idle (FABRIC-THREAD-2): the
+    /// latest a message that ends a long silence is noticed.
     public var maxIdleSleep: Duration
     /// Bytes of sends a connection may have in flight before `send` waits (FABRIC-FLOW-2).
     public var sendQueueBytes: Int
@@ -74,17 +76,17 @@ public struct FabricTransport: DissociatedTransport {
     /// The most connections one listener keeps at once (DIPC-LIM-7).
     public var maxConnections: Int
 
-    /// Provider tcp, blocking threads sleeping at most 1 ms between polls
+    /// Provider tcp, blocking threads sleeping at most 10 ms between polls
     /// where they must poll, 64 MiB in flight, 1 GiB unread, 16 MiB
-    /// read-ahead, messages up to 1 GiB, 16 control receives, 10 s to
+    /// read-ahead, messages up to 1 GiB, 64 control receives, 10 s to
     /// connect and to close, a heartbeat a second, 10 s of silence,
     /// descriptors where remote reads exist, 256 connections per listener.
     public static var defaults: Config { Config() }
 
     /// Creates settings.
-    public init(defaultProvider: String = "tcp", progressMode: ProgressMode = .blocking, maxIdleSleep: Duration = .milliseconds(1),
+    public init(defaultProvider: String = "tcp", progressMode: ProgressMode = .blocking, maxIdleSleep: Duration = .milliseconds(10),
                 sendQueueBytes: Int = 64 << 20, maxQueuedFrameBytes: Int = 1 << 30, readAheadBytes: Int = 16 << 20,
-                maxMessageBytes: Int = 1 << 30, controlReceives: Int = 16, connectTimeout: Duration = .seconds(10),
+                maxMessageBytes: Int = 1 << 30, controlReceives: Int = 64, connectTimeout: Duration = .seconds(10),
                 closeTimeout: Duration = .seconds(10), heartbeatInterval: Duration = .seconds(1), peerTimeout: Duration = .seconds(10),
                 descriptorBodies: DescriptorBodies = .automatic, maxConnections: Int = 256) {
       self.defaultProvider = defaultProvider
@@ -149,8 +151,9 @@ public struct FabricTransport: DissociatedTransport {
       do throws(DissociatedIPCError) {
         try startDedicatedThread(named: "fabric-conn") {
           let endpoint: FabricEndpoint
-          let listener: UInt64
+          let listener: (address: UInt64, name: [UInt8])
           do throws(DissociatedIPCError) {
+            try settings.probeListener(host: host, port: port)
             endpoint = try settings.endpoint(bindingTo: settings.clientSource(toward: host, port: port))
             listener = try settings.listenerAddress(host: host, port: port, in: endpoint)
           } catch {
@@ -158,7 +161,9 @@ public struct FabricTransport: DissociatedTransport {
             return continuation.resume(returning: .failure(error))
           }
           connection.shared.withLock { $0.path = settings.pathDescription(peer: "\(host):\(port)", remoteReads: endpoint.domain.info.remoteReads, virtual: endpoint.domain.info.virtualAddresses, server: false) }
-          FabricEngine.runClient(connection: connection, endpoint: endpoint, listener: listener) { continuation.resume(returning: $0) }
+          FabricEngine.runClient(connection: connection, endpoint: endpoint, listener: listener.address, listenerName: listener.name) {
+            continuation.resume(returning: $0)
+          }
         }
       } catch {
         continuation.resume(returning: .failure(error))
@@ -242,8 +247,10 @@ struct FabricSettings: Sendable {
 
   private static let nameCounter = Mutex<UInt64>(0)
 
-  /// The listener's address at `host:port`, inserted into `endpoint`'s vector.
-  func listenerAddress(host: String, port: UInt16, in endpoint: FabricEndpoint) throws(DissociatedIPCError) -> UInt64 {
+  /// The listener's address at `host:port`, inserted into `endpoint`'s
+  /// vector, and its name.
+  func listenerAddress(host: String, port: UInt16, in endpoint: FabricEndpoint) throws(DissociatedIPCError)
+    -> (address: UInt64, name: [UInt8]) {
     let destination = try info(node: host, service: String(port), source: false)
     guard let name = destination.destinationAddress else {
       throw DissociatedIPCError(.connectionRefused, "fabric:// provider '\(provider)' resolves no address for \(host):\(port)")
@@ -251,7 +258,7 @@ struct FabricSettings: Sendable {
     if namesEndpoints, !Self.sharedMemoryNameExists(name) {
       throw DissociatedIPCError(.connectionRefused, "fabric:// nothing listens at \(host):\(port) on this machine")
     }
-    do throws(FabricFailure) { return try endpoint.addresses.insert(name) } catch {
+    do throws(FabricFailure) { return (try endpoint.addresses.insert(name), name) } catch {
       throw DissociatedIPCError(.connectionRefused, "fabric:// cannot address \(host):\(port): \(error)")
     }
   }
@@ -278,6 +285,37 @@ struct FabricSettings: Sendable {
       bodies = "large bodies by remote read (fi_read, \(virtual ? "virtual addresses" : "offsets"))"
     }
     return "fabric \(provider) \(server ? "from" : "to") \(peer), \(bodies), \(config.progressMode.rawValue) progress"
+  }
+
+  /// Over socket providers (tcp, sockets): throws `.connectionRefused`
+  /// when a plain TCP connect to `host:port` is refused, or does not
+  /// complete within a second (FABRIC-ADDR-5). Nothing is sent.
+  func probeListener(host: String, port: UInt16) throws(DissociatedIPCError) {
+    guard provider.hasPrefix("tcp") || provider.hasPrefix("sockets") else { return }
+    var hints = addrinfo()
+    hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+    var found: UnsafeMutablePointer<addrinfo>?
+    guard getaddrinfo(host, String(port), &hints, &found) == 0, let found else {
+      throw DissociatedIPCError(.connectionRefused, "fabric:// cannot resolve '\(PeerText.escaped(host.utf8))'")
+    }
+    defer { freeaddrinfo(found) }
+    let socket = Glibc.socket(found.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard socket >= 0 else { throw DissociatedIPCError(.resourceExhausted, "fabric:// cannot open a socket (errno \(errno))") }
+    defer { Glibc.close(socket) }
+    if Glibc.connect(socket, found.pointee.ai_addr, found.pointee.ai_addrlen) == 0 { return }
+    guard errno == EINPROGRESS else {
+      throw DissociatedIPCError(.connectionRefused, "fabric:// nothing listens at \(host):\(port) (errno \(errno))")
+    }
+    var descriptor = pollfd(fd: socket, events: Int16(POLLOUT), revents: 0)
+    guard poll(&descriptor, 1, 1_000) == 1 else {
+      throw DissociatedIPCError(.connectionRefused, "fabric:// \(host):\(port) does not answer")
+    }
+    var failure: Int32 = 0
+    var length = socklen_t(MemoryLayout<Int32>.size)
+    _ = getsockopt(socket, SOL_SOCKET, SO_ERROR, &failure, &length)
+    guard failure == 0 else {
+      throw DissociatedIPCError(.connectionRefused, "fabric:// nothing listens at \(host):\(port) (errno \(failure))")
+    }
   }
 
   /// The local IPv4 or IPv6 address this machine uses to reach

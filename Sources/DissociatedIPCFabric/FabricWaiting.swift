@@ -36,7 +36,7 @@ final class FabricWake: Sendable {
 /// polling mode.
 struct FabricIdleWait {
   /// Rounds without progress that spin before the first sleep.
-  static let spinRounds = 64
+  static let spinRounds = 16
   /// The first sleep of the back-off; each later one doubles, up to the cap.
   static let firstSleepNanoseconds: Int64 = 16_000
 
@@ -47,7 +47,8 @@ struct FabricIdleWait {
   init(polling: Bool, maxIdleSleep: Duration) {
     self.polling = polling
     let (seconds, attoseconds) = maxIdleSleep.components
-    maxIdleNanoseconds = max(Self.firstSleepNanoseconds, seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    let nanoseconds = min(seconds, 3_600) * 1_000_000_000 + attoseconds / 1_000_000_000
+    maxIdleNanoseconds = max(Self.firstSleepNanoseconds, nanoseconds)
   }
 
   /// A round made progress: the next idle round spins again.
@@ -59,16 +60,17 @@ struct FabricIdleWait {
   mutating func idle(queue: FabricCompletionQueue, wake: FabricWake, limit: Int64, mayBlock: () -> Bool, woke: () -> Void) {
     guard !polling else { return }
     idleRounds += 1
-    var timeout: Int64
-    if let queueDescriptor = queue.waitDescriptor {
-      guard queue.readyToSleep() else { return }
-      timeout = limit
+    if let queueDescriptor = queue.waitDescriptor, queue.readyToSleep() {
+      idleRounds = 0
       guard mayBlock() else { return }
-      sleep(on: [wake.descriptor, queueDescriptor], nanoseconds: timeout)
+      sleep(on: [wake.descriptor, queueDescriptor], nanoseconds: limit)
     } else {
+      // No descriptor, or the provider keeps saying "not now" to sleeping
+      // on it (tcp;ofi_rxm did, for ever, after a peer's connection broke):
+      // spin a little, then back off.
       guard idleRounds > Self.spinRounds else { return }
       let doublings = min(20, (idleRounds - Self.spinRounds) / 4)
-      timeout = min(limit, maxIdleNanoseconds, Self.firstSleepNanoseconds << doublings)
+      let timeout = min(limit, maxIdleNanoseconds, Self.firstSleepNanoseconds << doublings)
       guard mayBlock() else { return }
       sleep(on: [wake.descriptor], nanoseconds: timeout)
     }

@@ -1,11 +1,11 @@
 internal import ArrowIPC
-internal import DissociatedIPC
+package import DissociatedIPC
 
 /// What travels between two fabric:// endpoints (Spec/fabric.md,
 /// FABRIC-WIRE-1…3): the libfabric tags, and the layouts of the control,
 /// side and handshake messages. Pure values: the engine posts the bytes,
 /// the fuzz target feeds hostile ones here.
-enum FabricWire {
+package enum FabricWire {
   // MARK: Tags (FABRIC-WIRE-1)
 
   /// Ordered control messages: frames, tagged messages, announcements of
@@ -27,27 +27,27 @@ enum FabricWire {
   // MARK: Sizes
 
   /// Bytes of a control message's header.
-  static let headerSize = 32
+  package static let headerSize = 32
   /// Bytes of every posted control receive: a control message is at most
   /// this long (FABRIC-WIRE-2).
-  static let controlMessageSize = 16 << 10
+  package static let controlMessageSize = 4 << 10
   /// The largest payload that goes inline, in the control message itself.
   static let inlinePayloadLimit = controlMessageSize - headerSize
   /// Bytes of an announcement before its piece lengths.
-  static let announcementFixedSize = headerSize + 16
+  package static let announcementFixedSize = headerSize + 16
   /// The most pieces one large message has (its lengths fill a control message).
-  static let maxPieces = (controlMessageSize - announcementFixedSize) / 8
+  package static let maxPieces = (controlMessageSize - announcementFixedSize) / 8
   /// Bytes of a side message.
-  static let sideMessageSize = 16
+  package static let sideMessageSize = 16
   /// The longest endpoint name a hello or welcome carries.
-  static let maxNameLength = 512
+  package static let maxNameLength = 512
   /// Bytes of a hello or welcome receive.
-  static let handshakeMessageSize = 24 + maxNameLength
+  package static let handshakeMessageSize = 24 + maxNameLength
 
   // MARK: Control messages
 
   /// What a control message says (its first byte).
-  enum Kind: UInt8 {
+  package enum Kind: UInt8 {
     /// A framed message, inline.
     case frame = 1
     /// A tagged message, inline.
@@ -66,16 +66,16 @@ enum FabricWire {
 
   /// A control message's header: kind, credits returned, sequence number,
   /// a tag or id, a length.
-  struct Header: Equatable {
-    var kind: Kind
-    var credits: UInt32
-    var sequence: UInt64
-    var tag: UInt64
-    var length: UInt64
+  package struct Header: Equatable {
+    package var kind: Kind
+    package var credits: UInt32
+    package var sequence: UInt64
+    package var tag: UInt64
+    package var length: UInt64
   }
 
   /// A decoded control message.
-  enum Control: Equatable {
+  package enum Control: Equatable {
     /// An inline frame or tagged message (`tag` nil for a frame): the
     /// payload's offset and count in the received bytes.
     case inline(tag: UInt64?, payloadOffset: Int, count: Int)
@@ -121,7 +121,7 @@ enum FabricWire {
   /// what arrived and `maxMessageBytes` (FABRIC-WIRE-2).
   ///
   /// - Throws: `.malformedFrame` for anything else, `.limitExceeded` for a message over the limit.
-  static func decode(_ bytes: UnsafeRawBufferPointer, maxMessageBytes: Int) throws(DissociatedIPCError)
+  package static func decode(_ bytes: UnsafeRawBufferPointer, maxMessageBytes: Int) throws(DissociatedIPCError)
     -> (Header, Control) {
     guard bytes.count >= headerSize else { throw violation("a control message of \(bytes.count) bytes") }
     guard let kind = Kind(rawValue: bytes[0]) else { throw violation("a control message of unknown kind \(bytes[0])") }
@@ -174,7 +174,7 @@ enum FabricWire {
   // MARK: Side messages
 
   /// What a side message says.
-  enum Side: UInt8 {
+  package enum Side: UInt8 {
     /// "I am alive" (FABRIC-LIVE-1); also carries credits.
     case heartbeat = 1
     /// Credits returned, nothing else.
@@ -193,7 +193,7 @@ enum FabricWire {
   }
 
   /// Decodes a side message.
-  static func decodeSide(_ bytes: UnsafeRawBufferPointer) throws(DissociatedIPCError) -> (Side, UInt32) {
+  package static func decodeSide(_ bytes: UnsafeRawBufferPointer) throws(DissociatedIPCError) -> (Side, UInt32) {
     guard bytes.count == sideMessageSize, let side = Side(rawValue: bytes[0]) else {
       throw violation("a side message of \(bytes.count) bytes")
     }
@@ -203,28 +203,34 @@ enum FabricWire {
   // MARK: Descriptor addresses (FABRIC-RM-1)
 
   /// The largest region id: ids fit the top 16 bits of a descriptor address.
-  static let maxRegionID: UInt64 = 0xFFFF
+  package static let maxRegionID: UInt64 = 0xFFFF
 
   /// A descriptor's range address: the region id in the top 16 bits, the
   /// offset into the region below.
-  static func descriptorAddress(region: UInt64, offset: UInt64) -> UInt64 { region << 48 | offset }
+  package static func descriptorAddress(region: UInt64, offset: UInt64) -> UInt64 { region << 48 | offset }
 
   /// The region id and offset of a descriptor's range address.
-  static func region(of address: UInt64) -> (id: UInt64, offset: UInt64) { (address >> 48, address & (1 << 48 - 1)) }
+  package static func region(of address: UInt64) -> (id: UInt64, offset: UInt64) { (address >> 48, address & (1 << 48 - 1)) }
 
   // MARK: Handshake (FABRIC-CONN-1)
 
   /// The first 8 bytes of a hello and a welcome.
-  static let magic: [UInt8] = Array("DIPCFAB1".utf8)
+  package static let magic: [UInt8] = Array("DIPCFAB1".utf8)
 
   /// A hello or a welcome: the sender's control receives (its credits to
   /// the other side) and the name of the endpoint to answer; a refusal
   /// carries the reason as its name.
-  struct Handshake: Equatable {
+  package struct Handshake: Equatable {
     /// 0 for a hello and a welcome, else why the server refused.
-    var refusal: UInt16
-    var controlReceives: UInt32
-    var name: [UInt8]
+    package var refusal: UInt16
+    package var controlReceives: UInt32
+    package var name: [UInt8]
+
+    package init(refusal: UInt16, controlReceives: UInt32, name: [UInt8]) {
+      self.refusal = refusal
+      self.controlReceives = controlReceives
+      self.name = name
+    }
   }
 
   /// Why a server refuses a connection.
@@ -236,7 +242,7 @@ enum FabricWire {
   }
 
   /// The bytes of a hello or welcome.
-  static func encode(_ handshake: Handshake) -> [UInt8] {
+  package static func encode(_ handshake: Handshake) -> [UInt8] {
     var bytes = magic
     bytes += withUnsafeBytes(of: UInt16(1).littleEndian, Array.init)
     bytes += withUnsafeBytes(of: handshake.refusal.littleEndian, Array.init)
@@ -247,9 +253,10 @@ enum FabricWire {
   }
 
   /// Decodes a hello or welcome: magic, version 1, at least one control
-  /// receive, a name of 1 to ``maxNameLength`` bytes that fills the rest.
-  static func decodeHandshake(_ bytes: UnsafeRawBufferPointer) throws(DissociatedIPCError) -> Handshake {
-    guard bytes.count > 24, bytes.count <= handshakeMessageSize, Array(bytes.prefix(8)) == magic else {
+  /// receive, a name of 1 to ``maxNameLength`` bytes that fills the rest;
+  /// or a refusal (its name may be empty).
+  package static func decodeHandshake(_ bytes: UnsafeRawBufferPointer) throws(DissociatedIPCError) -> Handshake {
+    guard bytes.count >= 24, bytes.count <= handshakeMessageSize, Array(bytes.prefix(8)) == magic else {
       throw violation("a handshake of \(bytes.count) bytes that does not start with the fabric:// magic")
     }
     let version = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
@@ -257,7 +264,7 @@ enum FabricWire {
     let refusal = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 10, as: UInt16.self))
     let receives = load32(bytes, 12)
     let length = Int(load32(bytes, 16))
-    guard length == bytes.count - 24, refusal != 0 || receives >= 1 else {
+    guard length == bytes.count - 24, refusal != 0 || (receives >= 1 && length >= 1) else {
       throw violation("a handshake whose name or credits do not fit")
     }
     return Handshake(refusal: refusal, controlReceives: receives, name: Array(bytes[24...]))

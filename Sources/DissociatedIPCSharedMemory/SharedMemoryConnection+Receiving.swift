@@ -1,6 +1,7 @@
 internal import ArrowIPC
 internal import Dispatch
 internal import DissociatedIPC
+internal import DissociatedIPCBackendKit
 internal import Synchronization
 
 /// Receiving: the reader thread, receives on tasks while it is parked

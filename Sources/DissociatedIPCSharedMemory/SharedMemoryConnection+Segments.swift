@@ -1,6 +1,7 @@
 internal import ArrowIPC
 internal import Dispatch
 internal import DissociatedIPC
+internal import DissociatedIPCBackendKit
 internal import Synchronization
 
 /// This side's segments and the peer's: reserving space, returning it,

@@ -1,6 +1,7 @@
 internal import ArrowIPC
 internal import Dispatch
 internal import DissociatedIPC
+internal import DissociatedIPCBackendKit
 internal import Synchronization
 
 /// Sending: direct sends from the calling task, the writer thread, and

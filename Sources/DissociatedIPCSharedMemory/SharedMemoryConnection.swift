@@ -1,6 +1,7 @@
 internal import ArrowIPC
 internal import Dispatch
 internal import DissociatedIPC
+internal import DissociatedIPCBackendKit
 internal import Synchronization
 
 /// One shm:// connection: a reader thread that turns control messages into

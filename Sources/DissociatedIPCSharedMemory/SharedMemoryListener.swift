@@ -1,4 +1,5 @@
 internal import DissociatedIPC
+internal import DissociatedIPCBackendKit
 internal import Synchronization
 
 /// A listening Unix socket with an acceptor thread. Closing it removes
@@ -74,7 +75,7 @@ final class SharedMemoryListener: TransportListener {
   }
 
   func accept() async throws(DissociatedIPCError) -> (any TransportConnection)? {
-    await accepted.next()
+    try await accepted.next()
   }
 
   func close() async {

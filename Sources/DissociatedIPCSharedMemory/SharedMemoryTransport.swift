@@ -1,4 +1,5 @@
 public import DissociatedIPC
+internal import DissociatedIPCBackendKit
 
 /// The `shm://` backend: Dissociated IPC between processes of one host
 /// through shared memory (Spec/shm.md).
@@ -14,7 +15,7 @@ public import DissociatedIPC
 /// place, with no copy at all.
 ///
 /// ```swift
-/// var registry = TransportRegistry.defaults
+/// var registry = TransportRegistry()
 /// registry.register(SharedMemoryTransport())
 /// let server = try await DissociatedServer(listeningAt: "shm://", catalog: catalog, registry: registry)
 /// print(server.location(for: "trades"))   // shm:///tmp/dipc-4242-1x2y3z.sock?want_data=…

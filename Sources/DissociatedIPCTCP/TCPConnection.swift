@@ -1,6 +1,7 @@
 internal import ArrowIPC
 internal import Dispatch
 internal import DissociatedIPC
+internal import DissociatedIPCBackendKit
 internal import Synchronization
 
 /// One tcp:// connection: a reader thread that parses the byte stream into

@@ -1,4 +1,5 @@
 internal import DissociatedIPC
+internal import DissociatedIPCBackendKit
 internal import Synchronization
 
 /// A listening socket with an acceptor thread.
@@ -41,7 +42,7 @@ final class TCPListener: TransportListener {
   }
 
   func accept() async throws(DissociatedIPCError) -> (any TransportConnection)? {
-    await accepted.next()
+    try await accepted.next()
   }
 
   func close() async {

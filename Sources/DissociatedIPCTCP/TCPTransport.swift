@@ -1,5 +1,6 @@
 public import ArrowIPC
 public import DissociatedIPC
+internal import DissociatedIPCBackendKit
 
 /// The `tcp://` backend: Dissociated IPC over one TCP connection per stream
 /// flow, on IPv4 or IPv6 (Spec/tcp.md).
@@ -12,7 +13,7 @@ public import DissociatedIPC
 /// body travels inline (type 0).
 ///
 /// ```swift
-/// var registry = TransportRegistry.defaults
+/// var registry = TransportRegistry()
 /// registry.register(TCPTransport())
 /// let server = try await DissociatedServer(listeningAt: "tcp://127.0.0.1:0", catalog: catalog, registry: registry)
 /// ```

@@ -1,4 +1,5 @@
 @_exported public import DissociatedIPC
+@_exported public import DissociatedIPCBackendKit
 @_exported public import DissociatedIPCFabric
 @_exported public import DissociatedIPCSharedMemory
 @_exported public import DissociatedIPCTCP

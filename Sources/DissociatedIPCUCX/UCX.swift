@@ -6,6 +6,7 @@
 internal import ArrowIPC
 internal import CUCX
 internal import DissociatedIPC
+internal import DissociatedIPCBackendKit
 #if canImport(Glibc)
 internal import Glibc
 internal import Synchronization

@@ -1,5 +1,6 @@
 internal import ArrowIPC
 internal import DissociatedIPC
+internal import DissociatedIPCBackendKit
 internal import Synchronization
 
 extension UCXConnection {

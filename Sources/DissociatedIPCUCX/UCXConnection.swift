@@ -1,5 +1,6 @@
 internal import ArrowIPC
 internal import DissociatedIPC
+internal import DissociatedIPCBackendKit
 internal import Synchronization
 
 /// What travels on a ucx:// endpoint besides the protocol's own messages

@@ -1,4 +1,5 @@
 internal import DissociatedIPC
+internal import DissociatedIPCBackendKit
 internal import Synchronization
 
 /// A UCP listener on a socket address, with its own worker and progress
@@ -134,7 +135,7 @@ final class UCXListener: TransportListener {
   }
 
   func accept() async throws(DissociatedIPCError) -> (any TransportConnection)? {
-    await accepted.next()
+    try await accepted.next()
   }
 
   /// Stops accepting, and returns once the listening socket is closed, so

@@ -20,7 +20,7 @@ internal import Glibc
 /// location's `remote_handle`; the client reads them with `ucp_get_nbx`.
 ///
 /// ```swift
-/// var registry = TransportRegistry.defaults
+/// var registry = TransportRegistry()
 /// registry.register(UCXTransport(config: .init(options: ["TLS": "tcp,sm,self"])))
 /// let server = try await DissociatedServer(listeningAt: "ucx://127.0.0.1:0", catalog: catalog, registry: registry)
 /// ```

@@ -41,8 +41,10 @@ struct Bench: AsyncParsableCommand {
       BATCH (bulk), ucx_perftest tag_bw (BATCH and 16-byte messages: a tiny
       batch is two messages), tag_lat and ucp_get (beside ucx:// get) (when
       ucx is measured), with the same UCX_TLS (--ucx-tls, default tcp) and
-      UCX_NET_DEVICES=lo as ucx:// itself, Arrow Flight DoGet via pyarrow
-      (bulk and tiny; needs Benchmarks/Baselines/flight_baseline.py, run
+      UCX_NET_DEVICES=lo as ucx:// itself, fi_pingpong -e rdm -m tagged
+      (BATCH, 16- and 8-byte transfers; its one-way rate is BATCH over its
+      usec/xfer) over --fabric-provider when fabric is measured, Arrow
+      Flight DoGet via pyarrow (bulk and tiny; needs Benchmarks/Baselines/flight_baseline.py, run
       from the repository root).
       """
   )
@@ -65,8 +67,14 @@ struct Bench: AsyncParsableCommand {
   @Option(help: "Comma-separated case groups to run: bulk (with copy), get, tiny, latency.")
   var cases = "bulk,get,tiny,latency"
 
-  @Option(help: "Comma-separated baselines: iperf3, flight, ucx_perftest (with ucx; empty for none).")
-  var baselines = "iperf3,flight,ucx_perftest"
+  @Option(help: "Comma-separated baselines: iperf3, flight, ucx_perftest (with ucx), fi_pingpong (with fabric); empty for none.")
+  var baselines = "iperf3,flight,ucx_perftest,fi_pingpong"
+
+  @Option(help: "The libfabric provider of fabric:// and fi_pingpong alike: tcp (tcp;ofi_rxm) or shm.")
+  var fabricProvider = "tcp"
+
+  @Option(help: "fabric:// engine threads: blocking (sleep when idle, the default) or polling (spin, as fi_pingpong does).")
+  var fabricProgress = FabricTransport.ProgressMode.blocking
 
   @Option(help: "UCX_TLS for ucx:// and ucx_perftest alike (UCX_NET_DEVICES is lo).")
   var ucxTLS = "tcp"
@@ -84,8 +92,9 @@ struct Bench: AsyncParsableCommand {
     // case made every ucx:// and tcp:// bulk case fault in its first
     // read-ahead of buffers again).
     let ucxOptions = ["TLS": ucxTLS, "NET_DEVICES": "lo"]
-    let registry = TransportRegistry.builtIn(ucxDescriptors: .automatic, ucxOptions: ucxOptions, ucxProgress: ucxProgress)
+    var registry = TransportRegistry.builtIn(ucxDescriptors: .automatic, ucxOptions: ucxOptions, ucxProgress: ucxProgress)
     let forcedGets = TransportRegistry.builtIn(ucxDescriptors: .always, ucxOptions: ucxOptions, ucxProgress: ucxProgress)
+    registry.register(FabricTransport(config: .init(defaultProvider: fabricProvider, progressMode: fabricProgress)))
     let groups = try caseGroups(schemes: schemes, registry: registry, forcedGets: forcedGets)
     var results: [String: [Measurement]] = [:]
     for round in 1 ... rounds {
@@ -114,6 +123,8 @@ struct Bench: AsyncParsableCommand {
   func caseGroups(schemes: [String], registry: TransportRegistry, forcedGets: TransportRegistry) throws -> [[Case]] {
     let baselineSet = Set(baselines.split(separator: ",").map(String.init))
     let perftest = baselineSet.contains("ucx_perftest") && schemes.contains("ucx")
+    let pingpong = baselineSet.contains("fi_pingpong") && schemes.contains("fabric")
+    let fabricProvider = fabricProvider
     let bulkCount = max(1, bulkBytes / batchBytes)
     let (batchBytes, tinyBatches, ucxTLS) = (batchBytes, tinyBatches, ucxTLS)
     var bulk: [Case] = []
@@ -164,6 +175,17 @@ struct Bench: AsyncParsableCommand {
       })
       latency.append(Case(name: "ucx_perftest latency") {
         try Self.ucxPerftest("tag_lat", length: 8, iterations: 10_000, tls: ucxTLS)
+      })
+    }
+    if pingpong {
+      bulk.append(Case(name: "fi_pingpong bulk") {
+        try Self.fiPingpong(provider: fabricProvider, length: batchBytes, iterations: max(100, bulkCount))
+      })
+      tiny.append(Case(name: "fi_pingpong tiny") {
+        try Self.fiPingpong(provider: fabricProvider, length: 16, iterations: 20_000)
+      })
+      latency.append(Case(name: "fi_pingpong latency") {
+        try Self.fiPingpong(provider: fabricProvider, length: 8, iterations: 10_000, roundTrip: true)
       })
     }
     if baselineSet.contains("iperf3") {
@@ -349,6 +371,28 @@ struct Bench: AsyncParsableCommand {
     }
   }
 
+  /// libfabric's own ping-pong (`fi_pingpong -e rdm -m tagged`) over
+  /// `provider` on 127.0.0.1 with `length`-byte messages. It reports
+  /// `usec/xfer`, the time of one one-way transfer (its MB/sec is both
+  /// directions' bytes over both directions' time: the same rate), so a
+  /// transfer's one-way rate is `length / usec/xfer`; with `roundTrip`,
+  /// `seconds` is one round trip (two transfers).
+  static func fiPingpong(provider: String, length: Int, iterations: Int, roundTrip: Bool = false) throws -> Measurement {
+    let common = ["fi_pingpong", "-p", provider == "tcp" ? "tcp" : provider, "-e", "rdm", "-m", "tagged",
+                  "-S", String(length), "-I", String(iterations)]
+    return try withServerProcess(common + ["-B"]) { port in
+      let output = try runProcess(common + ["-P", port, "127.0.0.1"])
+      // "bytes #sent #ack total time MB/sec usec/xfer Mxfers/sec", then the figures.
+      guard let line = output.split(separator: "\n").last(where: { $0.contains("=") }),
+            case let fields = line.split(separator: " ", omittingEmptySubsequences: true), fields.count >= 7,
+            let microseconds = Double(fields[6]), microseconds > 0
+      else { throw ValidationError("cannot read fi_pingpong's output: \(output)") }
+      return roundTrip
+        ? Measurement(seconds: 2 * microseconds / 1e6, bytes: length, batches: 1)
+        : Measurement(seconds: Double(iterations) * microseconds / 1e6, bytes: length * iterations, batches: iterations)
+    }
+  }
+
   /// Runs `server` plus a random port as a background process while
   /// `body` runs its client against that port. A client that fails is
   /// tried twice more, each time with a fresh server on a fresh port
@@ -440,6 +484,7 @@ struct Bench: AsyncParsableCommand {
         if has("flight bulk") { bulkRatios.append(ratio(bulk, "flight bulk", "Flight")) }
         if scheme != "tcp", has("tcp bulk") { bulkRatios.append(ratio(bulk, "tcp bulk", "tcp://")) }
         if scheme == "ucx", has("ucx_perftest bulk") { bulkRatios.append(perftestRatio(bulk, "ucx_perftest bulk", "ucx_perftest tag_bw")) }
+        if scheme == "fabric", has("fi_pingpong bulk") { bulkRatios.append(ratio(bulk, "fi_pingpong bulk", "fi_pingpong one-way")) }
         bulkRatios.append(ratio(bulk, "memcpy", "memcpy"))
         lines.append(("\(scheme):// bulk", gb(rate(bulk)), bulkRatios.joined(separator: ", ")))
       }
@@ -448,6 +493,7 @@ struct Bench: AsyncParsableCommand {
         var copyRatios = [ratio(copy, "memcpy", "memcpy")]
         if scheme == "shm", has("memcpy ring") { copyRatios.append(ratio(copy, "memcpy ring", "memcpy into \(formatBytes(Double(Self.ringSpan)))")) }
         if scheme == "ucx", has("ucx_perftest bulk") { copyRatios.append(perftestRatio(copy, "ucx_perftest bulk", "ucx_perftest tag_bw")) }
+        if scheme == "fabric", has("fi_pingpong bulk") { copyRatios.append(ratio(copy, "fi_pingpong bulk", "fi_pingpong one-way")) }
         lines.append(("\(scheme):// copy", gb(rate(copy)), copyRatios.joined(separator: ", ")))
       }
       let untouched = "\(scheme) untouched"
@@ -466,6 +512,10 @@ struct Bench: AsyncParsableCommand {
         // Two messages per batch against ucx_perftest's message rate.
         tinyRatios.append(ratio(tiny, "ucx_perftest tiny", "ucx_perftest tag_bw 16 B messages", \.batchesPerSecond, factor: 2))
       }
+      if scheme == "fabric", has("fi_pingpong tiny") {
+        // fi_pingpong has no streaming mode: its message rate is a ping-pong's, a diagnostic.
+        tinyRatios.append(ratio(tiny, "fi_pingpong tiny", "fi_pingpong 16 B transfers (ping-pong)", \.batchesPerSecond, factor: 2))
+      }
       if has(tiny) {
         let tinyRate = batchRate(tiny)
         lines.append(("\(scheme):// tiny", String(format: "%.0f k batches/s (%.2f µs each)", tinyRate / 1e3, 1e6 / tinyRate),
@@ -477,7 +527,8 @@ struct Bench: AsyncParsableCommand {
       }
       let latency = "\(scheme) latency"
       if has(latency) { lines.append(("\(scheme):// latency", String(format: "%.1f µs round trip", median(values(latency, \.seconds)) * 1e6),
-                    scheme == "ucx" && has("ucx_perftest latency") ? ratio(latency, "ucx_perftest latency", "ucx_perftest", \.seconds) : "")) }
+                    scheme == "ucx" && has("ucx_perftest latency") ? ratio(latency, "ucx_perftest latency", "ucx_perftest", \.seconds)
+                      : scheme == "fabric" && has("fi_pingpong latency") ? ratio(latency, "fi_pingpong latency", "fi_pingpong", \.seconds) : "")) }
     }
     if has("memcpy") { lines.append(("memcpy (one core)", gb(rate("memcpy")), "into 64 MiB")) }
     if has("memcpy ring") { lines.append(("memcpy (one core)", gb(rate("memcpy ring")), "into \(formatBytes(Double(Self.ringSpan))) (the shm:// ring)")) }
@@ -491,6 +542,16 @@ struct Bench: AsyncParsableCommand {
     if has("ucx_perftest tiny") {
       lines.append(("ucx_perftest tag_bw", String(format: "%.0f k messages/s", batchRate("ucx_perftest tiny") / 1e3),
                     "16-byte messages, UCX_TLS=\(ucxTLS), lo"))
+    }
+    if has("fi_pingpong bulk") {
+      lines.append(("fi_pingpong one-way", gb(rate("fi_pingpong bulk")), "\(formatBytes(Double(batchBytes))) transfers, provider \(fabricProvider)"))
+    }
+    if has("fi_pingpong latency") {
+      lines.append(("fi_pingpong", String(format: "%.1f µs round trip", median(values("fi_pingpong latency", \.seconds)) * 1e6),
+                    "8-byte transfers, provider \(fabricProvider)"))
+    }
+    if has("fi_pingpong tiny") {
+      lines.append(("fi_pingpong", String(format: "%.0f k transfers/s", batchRate("fi_pingpong tiny") / 1e3), "16-byte ping-pong, provider \(fabricProvider)"))
     }
     if has("iperf3 bulk") { lines.append(("iperf3 bulk", gb(rate("iperf3 bulk")), "")) }
     if has("flight bulk") { lines.append(("Flight DoGet bulk", gb(rate("flight bulk")), "")) }

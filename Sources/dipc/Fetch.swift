@@ -2,6 +2,7 @@ import ArgumentParser
 import ArrowIPC
 import DissociatedIPCTransports
 import Foundation
+import Logging
 
 /// `dipc fetch URI`: receive a stream and write it as an IPC stream.
 struct Fetch: AsyncParsableCommand {
@@ -63,7 +64,18 @@ struct Fetch: AsyncParsableCommand {
     let stream = client.stream(from: metadataLocation, ticket: ticket.map { Array($0.utf8) }, dataLocation: dataLocation)
     var writer = IPCStreamWriter(sink: FileDescriptorSink(descriptor: descriptor))
     var progress = Progress(enabled: isatty(STDERR_FILENO) != 0)
-    for try await item in stream {
+    let logger = common.makeLogger("dipc.fetch")
+    var iterator = stream.makeAsyncIterator()
+    var reportedPath = false
+    while let item = try await iterator.next() {
+      if !reportedPath {
+        // Which transport path really ran (a terminal sees it; logs at info).
+        reportedPath = true
+        for path in iterator.paths {
+          if progress.enabled { FileHandle.standardError.write(Data("path: \(path)\n".utf8)) }
+          logger.info("connected", metadata: ["path": "\(path)"])
+        }
+      }
       switch item {
       case .schema(let schema): try writer.write(Message(header: .schema(schema)))
       case .dictionary(let dictionary): try writer.write(dictionary.values.message, body: dictionary.values.body)

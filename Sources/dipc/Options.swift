@@ -22,6 +22,8 @@ extension UCXTransport.DescriptorBodies: ExpressibleByArgument {}
 
 extension UCXTransport.ProgressMode: ExpressibleByArgument {}
 
+extension FabricTransport.ProgressMode: ExpressibleByArgument {}
+
 extension TransportRegistry {
   /// The built-in backends, with ucx:// servers sending large bodies as
   /// descriptors as `ucxDescriptors` says (UCX-RM-8; `.always` forces

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 @testable import DissociatedIPC
+@testable import DissociatedIPCBackendKit
 
 /// DIPC-THREAD-1: backends' threads are reused and named for their work.
 /// Each test has a pool of its own, so other suites' threads cannot mix in.

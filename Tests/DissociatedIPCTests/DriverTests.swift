@@ -2,6 +2,7 @@ import ArrowIPC
 import Foundation
 import Testing
 @testable import DissociatedIPC
+@testable import DissociatedIPCBackendKit
 
 /// The async server and client over the in-process transport.
 @Suite("Drivers")

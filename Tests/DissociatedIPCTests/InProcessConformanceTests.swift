@@ -1,4 +1,5 @@
 import DissociatedIPC
+import DissociatedIPCBackendKit
 import DissociatedIPCConformance
 import Testing
 

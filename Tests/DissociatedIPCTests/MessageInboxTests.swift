@@ -3,6 +3,7 @@ import Foundation
 import Synchronization
 import Testing
 @testable import DissociatedIPC
+@testable import DissociatedIPCBackendKit
 
 /// The inbox's non-blocking wait for tagged room (ucx://'s read-ahead,
 /// UCX-RECV-2).

@@ -10,11 +10,12 @@ import Testing
 /// connections are gone (the leak census).
 @Suite("Connection churn", .serialized)
 struct ConnectionChurnTests {
-  /// The client side of tcp:// and shm://.
+  /// The client side of tcp://, shm:// and fabric://.
   static var registry: TransportRegistry {
     var registry = TransportRegistry()
     registry.register(TCPTransport())
     registry.register(SharedMemoryTransport())
+    registry.register(FabricTransport())
     return registry
   }
 
@@ -36,16 +37,19 @@ struct ConnectionChurnTests {
   }
 
   @Test("clients one after the other (200; 60 over ucx://) leave the server's descriptors, mappings, shared memory, threads, memory and transport holdings at their baseline",
-        arguments: ["tcp://127.0.0.1:0", "shm://", "ucx://127.0.0.1:0"])
+        arguments: ["tcp://127.0.0.1:0", "shm://", "ucx://127.0.0.1:0", "fabric://127.0.0.1:0?provider=tcp", "fabric://127.0.0.1:0?provider=shm"])
   func churn(listen: String) async throws {
-    let file = try Processes.corpus.get().appendingPathComponent("type_int32.arrows").path
+    // fabric:// serves a file whose large bodies are read remotely, so
+    // registrations are counted too.
+    let name = listen.hasPrefix("fabric") ? "large_batch.arrows" : "type_int32.arrows"
+    let file = try Processes.corpus.get().appendingPathComponent(name).path
     // The clients run in this process, whose few concurrency threads other
     // suites may keep busy for seconds: more than the default 10 s to ask
     // for a stream, so a slow client is not mistaken for an idle one.
     let server = try Processes.Server(files: [file], listen: listen, options: ["--initiation-timeout", "300"],
                                       environment: Self.ucxEnvironment, capturingStandardError: true)
     defer { server.stop() }
-    let location = server.locations["type_int32.arrows"]!["combined"]!
+    let location = server.locations[name]!["combined"]!
     let pid = server.process.processIdentifier
     func fetch(_ round: Int) async throws {
       do {
@@ -78,6 +82,10 @@ struct ConnectionChurnTests {
     #expect(stats.hasPrefix(idle), "\(stats)")
     if listen.hasPrefix("shm") { #expect(stats.contains(", 0 of 1024 MiB of shared segments, 0 peer segments"), "\(stats)") }
     if listen.hasPrefix("ucx") { #expect(stats.contains(", 0 bodies (0 of 512 MiB) exposed, 1 memory registrations"), "\(stats)") }
+    // The listener's endpoint alone; nothing registered or addressed.
+    if listen.hasPrefix("fabric") {
+      #expect(stats.contains("1 fabric endpoints, 0 registered regions, 0 address-vector entries"), "\(stats)")
+    }
   }
 
   @Test("a connection that never asks for a stream costs the server one thread (TCP-THREAD-2, SHM-THREAD-5)",

@@ -9,14 +9,16 @@ import Testing
 /// nothing afterwards. `scripts/cross-host.sh` runs the larger matrix.
 @Suite("Across two hosts", .serialized, .enabled(if: NetworkPair.isSupported, "needs root, ip and TUN devices"))
 struct CrossHostTests {
-  /// tcp:// and ucx:// (UCX over its tcp lanes on the link's device).
+  /// tcp://, ucx:// (UCX over its tcp lanes on the link's device) and
+  /// fabric:// (libfabric's tcp provider).
   static func setups(_ hosts: NetworkPair) -> [EndToEndTests.Setup] {
     [EndToEndTests.Setup(listen: "tcp://\(hosts.server.address):0"),
      EndToEndTests.Setup(listen: "ucx://\(hosts.server.address):0",
-                         environment: ["UCX_TLS": "tcp", "UCX_NET_DEVICES": hosts.server.device + "," + hosts.client.device])]
+                         environment: ["UCX_TLS": "tcp", "UCX_NET_DEVICES": hosts.server.device + "," + hosts.client.device]),
+     EndToEndTests.Setup(listen: "fabric://\(hosts.server.address):0?provider=tcp")]
   }
 
-  @Test("the pyarrow corpus crosses a clean link over tcp:// and ucx:// and equals the source")
+  @Test("the pyarrow corpus crosses a clean link over tcp://, ucx:// and fabric:// and equals the source")
   func corpus() async throws {
     let hosts = try NetworkPair()
     defer { hosts.close() }
@@ -58,8 +60,8 @@ struct CrossHostTests {
   /// larger run of scripts/cross-host.sh).
   static let matrixMebibytes = ProcessInfo.processInfo.environment["DIPC_CROSS_HOST_MIB"].flatMap(Int.init) ?? 4
 
-  @Test("a stream crosses a delaying, lossy and reordering link over tcp:// and ucx:// intact",
-        arguments: ["tcp", "ucx"], 0 ..< impairments.count)
+  @Test("a stream crosses a delaying, lossy and reordering link over tcp://, ucx:// and fabric:// intact",
+        arguments: ["tcp", "ucx", "fabric"], 0 ..< impairments.count)
   func impairedLink(scheme: String, impairmentIndex: Int) async throws {
     let (name, impairment) = Self.impairments[impairmentIndex]
     let hosts = try NetworkPair()
@@ -89,7 +91,7 @@ struct CrossHostTests {
   }
 
   @Test("a link cut mid-stream: the client fails with a typed error within its idle timeout, the server frees the stream within its stall timeout and serves again once the link is back",
-        arguments: ["tcp", "ucx"])
+        arguments: ["tcp", "ucx", "fabric"])
   func cutLink(scheme: String) async throws {
     let hosts = try NetworkPair()
     defer { hosts.close() }

@@ -64,10 +64,21 @@ struct SharedMemoryCrashTests {
 
   /// /dev/shm entries that appeared since `before`, except UCX's own
   /// (ucx:// tests in the same process use UCX's posix transport) and
-  /// the regions of libfabric's shm provider that this process's fabric://
-  /// tests hold meanwhile (named `PID:…`).
+  /// the regions of libfabric's shm provider that fabric:// tests hold
+  /// meanwhile: this process's (`PID:…`, `dipc-PID-…`) and listeners',
+  /// in this process or a `dipc serve` (`HOST:PORT`, FABRIC-ADDR-1).
   static func newDevShmEntries(since before: Set<String>) -> Set<String> {
-    devShmEntries().subtracting(before).filter { !$0.hasPrefix("ucx_") && !$0.hasPrefix("\(getpid()):") }
+    devShmEntries().subtracting(before).filter { name in
+      !name.hasPrefix("ucx_") && !name.hasPrefix("\(getpid()):") && !name.hasPrefix("dipc-\(getpid())-")
+        && !isFabricListenerName(name)
+    }
+  }
+
+  /// `a.b.c.d:port`: the region of a fabric:// shm listener.
+  static func isFabricListenerName(_ name: String) -> Bool {
+    let parts = name.split(separator: ":")
+    return parts.count == 2 && UInt16(parts[1]) != nil && parts[0].split(separator: ".").count == 4
+      && parts[0].split(separator: ".").allSatisfy { UInt8($0) != nil }
   }
 
   /// Polls `condition` every 20 ms for up to `seconds`.

@@ -54,7 +54,7 @@ struct Received: Equatable {
 func withToyServer(
   _ catalog: StreamCatalog, _ body: (DissociatedServer, DissociatedClient) async throws -> Void
 ) async throws {
-  var registry = TransportRegistry.defaults
+  var registry = TransportRegistry()
   registry.register(ToyTransport())
   let server = try await DissociatedServer(listeningAt: "toy://", catalog: catalog, registry: registry)
   let running = Task { await server.run() }
@@ -181,7 +181,7 @@ func fetch(_ client: DissociatedClient, _ location: Location) async throws -> Re
     let pending = Task { try await client.receiveTagged(matching: 5, mask: .max) }
     try await Task.sleep(for: .milliseconds(20))
     pending.cancel()
-    await #expect(throws: DissociatedIPCError(.cancelled, "toy receive cancelled")) { try await pending.value }
+    await #expect(throws: DissociatedIPCError(.cancelled, "receive cancelled")) { try await pending.value }
     try await server.sendTagged(5, [ArrowBytes(copying: [42])])
     let message = try await client.receiveTagged(matching: 5, mask: .max)
     #expect(message?.payload.array == [42])

@@ -1,5 +1,6 @@
 import ArrowIPC
 import DissociatedIPC
+import DissociatedIPCBackendKit
 import DissociatedIPCConformance
 @testable import DissociatedIPCUCX
 import Foundation

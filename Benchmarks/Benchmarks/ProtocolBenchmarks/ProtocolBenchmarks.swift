@@ -6,6 +6,7 @@
 import ArrowIPC
 import Benchmark
 import DissociatedIPC
+import DissociatedIPCBackendKit
 
 /// A schema and one small record batch (three columns, 8 rows).
 func sampleMessages() -> (schema: OutgoingMessage, batch: OutgoingMessage) {
@@ -102,9 +103,9 @@ let benchmarks: @Sendable () -> Void = {
             configuration: .init(metrics: [.wallClock, .mallocCountTotal, .throughput], maxDuration: .seconds(5))) { benchmark in
     var catalog = StreamCatalog()
     catalog.add("tiny", .messages(tinyStream))
-    let server = try await DissociatedServer(listeningAt: "inproc://", catalog: catalog)
+    let server = try await DissociatedServer(listeningAt: "inproc://", catalog: catalog, registry: .defaults)
     let running = Task { await server.run() }
-    let client = DissociatedClient()
+    let client = DissociatedClient(registry: .defaults)
     let location = server.location(for: "tiny")
     benchmark.startMeasurement()
     for _ in benchmark.scaledIterations {

@@ -53,7 +53,7 @@ public struct DissociatedClient: Sendable {
   public let config: Config
 
   /// A client using `registry`.
-  public init(registry: TransportRegistry = .defaults, config: Config = .defaults) {
+  public init(registry: TransportRegistry, config: Config = .defaults) {
     self.registry = registry
     self.config = config
   }
@@ -91,6 +91,11 @@ public struct ReceivedStream: AsyncSequence, Sendable {
       if session == nil { session = try await ClientSession.start(stream) }
       return try await session!.next()
     }
+
+    /// The transports' path reports (``TransportConnection/pathDescription``)
+    /// of the stream's connections, the metadata one first; empty before
+    /// the first ``next()`` connected.
+    public var paths: [String] { session?.paths ?? [] }
   }
 
   /// Receives the whole stream and writes it as an Arrow IPC stream to
@@ -129,6 +134,9 @@ extension ReceivedStream {
 final class ClientSession: Sendable {
   private let metadata: any TransportConnection
   private let data: any TransportConnection
+
+  /// The connections' path reports, the metadata one first.
+  var paths: [String] { metadata === data ? [metadata.pathDescription] : [metadata.pathDescription, data.pathDescription] }
   private let config: DissociatedClient.Config
   private let canMap: Bool
   private let machine: Mutex<ClientStreamStateMachine>

@@ -69,7 +69,7 @@ public final class DissociatedServer: Sendable {
 
   /// Binds a listener at `address` (e.g. `tcp://127.0.0.1:0`) with the
   /// backend `registry` has for its scheme.
-  public init(listeningAt address: String, catalog: StreamCatalog, registry: TransportRegistry = .defaults,
+  public init(listeningAt address: String, catalog: StreamCatalog, registry: TransportRegistry,
               config: Config = .defaults) async throws(DissociatedIPCError) {
     let parsed = try TransportAddress(parsing: address)
     transport = try registry.transport(forScheme: parsed.scheme)

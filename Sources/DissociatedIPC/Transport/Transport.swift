@@ -138,9 +138,6 @@ extension TransportListener {
   public var heldResources: String? { nil }
 }
 
-/// `bytes` in MiB, rounded up, as resource descriptions show them.
-package func mebibytes(_ bytes: Int) -> Int { bytes / (1 << 20) + (bytes % (1 << 20) > 0 ? 1 : 0) }
-
 /// A received tagged message.
 public struct TaggedMessage: Sendable, Hashable {
   /// The sender's tag (all 64 bits, whatever mask matched it).

@@ -5,25 +5,18 @@
 /// registry.
 ///
 /// ```swift
-/// var registry = TransportRegistry.defaults     // the built-in backends
+/// var registry = TransportRegistry.builtIn      // the backends this package ships
 /// registry.register(MyTransport())               // your own, by its scheme
 /// let client = DissociatedClient(registry: registry)
 /// ```
-/// The core's ``defaults`` holds the in-process transport; the
-/// `DissociatedIPCTransports` module's `TransportRegistry.builtIn` adds
-/// every backend this package ships.
+/// `DissociatedIPCBackendKit`'s `TransportRegistry.defaults` holds the
+/// in-process transport; the `DissociatedIPCTransports` module's
+/// `TransportRegistry.builtIn` adds every backend this package ships.
 public struct TransportRegistry: Sendable {
   private var transports: [String: any DissociatedTransport] = [:]
 
   /// An empty registry.
   public init() {}
-
-  /// The in-process transport (`inproc://`).
-  public static var defaults: TransportRegistry {
-    var registry = TransportRegistry()
-    registry.register(InProcessTransport())
-    return registry
-  }
 
   /// Registers `transport` for its scheme, replacing any earlier one.
   public mutating func register(_ transport: any DissociatedTransport) {

@@ -5,12 +5,12 @@
 /// `\xNN`. A longer text ends in `...` and its size. The result is
 /// printable ASCII, so escaping it again (a client showing a server's
 /// error) leaves it as it is.
-package enum PeerText {
+public enum PeerText {
   /// The first bytes shown of a peer's text, by default.
-  package static let defaultLimit = 64
+  public static let defaultLimit = 64
 
   /// `bytes` escaped and cut to `limit` bytes.
-  package static func escaped(_ bytes: some Collection<UInt8>, limit: Int = defaultLimit) -> String {
+  public static func escaped(_ bytes: some Collection<UInt8>, limit: Int = defaultLimit) -> String {
     var text = ""
     for byte in bytes.prefix(limit) {
       switch byte {

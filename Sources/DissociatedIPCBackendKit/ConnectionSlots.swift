@@ -1,3 +1,4 @@
+public import DissociatedIPC
 internal import Synchronization
 
 /// Bounds how many connections a listener keeps at once (DIPC-LIM-7).
@@ -7,26 +8,26 @@ internal import Synchronization
 /// connection that finds none. The connection holds its slot until it is
 /// freed, so a slot counts everything a connection holds: its threads, its
 /// descriptors, its buffers.
-package final class ConnectionSlots: Sendable {
+public final class ConnectionSlots: Sendable {
   /// One connection's claim; given back when released.
-  package final class Slot: Sendable {
+  public final class Slot: Sendable {
     private let slots: ConnectionSlots
     fileprivate init(_ slots: ConnectionSlots) { self.slots = slots }
     deinit { slots.inUseCount.subtract(1, ordering: .relaxed) }
   }
 
   /// The most slots taken at once.
-  package let limit: Int
+  public let limit: Int
   private let inUseCount = Atomic<Int>(0)
 
   /// Slots for at most `limit` connections.
-  package init(limit: Int) { self.limit = limit }
+  public init(limit: Int) { self.limit = limit }
 
   /// Slots taken now: the connections their listener holds.
-  package var inUse: Int { inUseCount.load(ordering: .relaxed) }
+  public var inUse: Int { inUseCount.load(ordering: .relaxed) }
 
   /// A slot, or nil when `limit` connections hold one.
-  package func take() -> Slot? {
+  public func take() -> Slot? {
     var current = inUseCount.load(ordering: .relaxed)
     while current < limit {
       let (exchanged, original) = inUseCount.compareExchange(expected: current, desired: current + 1, ordering: .relaxed)
@@ -36,3 +37,7 @@ package final class ConnectionSlots: Sendable {
     return nil
   }
 }
+
+/// `bytes` in MiB, rounded up, as ``TransportListener/heldResources`` and
+/// ``TransportConnection/heldResources`` texts show them.
+public func mebibytes(_ bytes: Int) -> Int { bytes / (1 << 20) + (bytes % (1 << 20) > 0 ? 1 : 0) }

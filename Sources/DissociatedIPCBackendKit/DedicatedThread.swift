@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 internal import Glibc
 #endif
+public import DissociatedIPC
 internal import Dispatch
 internal import Synchronization
 
@@ -14,7 +15,7 @@ internal import Synchronization
 /// - Throws: `.resourceExhausted` when the process already runs
 ///   ``DedicatedThreads/maxThreads`` of them or the system refuses a new
 ///   thread (DIPC-LIM-8); `body` is not run then.
-package func startDedicatedThread(named name: StaticString, _ body: @escaping @Sendable () -> Void) throws(DissociatedIPCError) {
+public func startDedicatedThread(named name: StaticString, _ body: @escaping @Sendable () -> Void) throws(DissociatedIPCError) {
   try DedicatedThreads.shared.start(named: name, body)
 }
 
@@ -162,7 +163,7 @@ final class DedicatedThreads: Sendable {
 ///
 /// - Throws: what `body` threw, or `.resourceExhausted` when no thread
 ///   could be had.
-package func onDedicatedThread<T: Sendable>(
+public func onDedicatedThread<T: Sendable>(
   named name: StaticString, _ body: @escaping @Sendable () throws(DissociatedIPCError) -> T
 ) async throws(DissociatedIPCError) -> T {
   let result: Result<T, DissociatedIPCError> = await withCheckedContinuation { continuation in

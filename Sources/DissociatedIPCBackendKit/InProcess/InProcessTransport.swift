@@ -1,4 +1,5 @@
 internal import ArrowIPC
+public import DissociatedIPC
 internal import Synchronization
 
 /// A transport inside one process, scheme `inproc` (`inproc://NAME`), for
@@ -147,5 +148,15 @@ public struct InProcessTransport: DissociatedTransport {
       }
       for connection in abandoned { await connection.close() }
     }
+  }
+}
+
+extension TransportRegistry {
+  /// The in-process transport (`inproc://`) alone: for tests and for
+  /// trying the core without a network.
+  public static var defaults: TransportRegistry {
+    var registry = TransportRegistry()
+    registry.register(InProcessTransport())
+    return registry
   }
 }

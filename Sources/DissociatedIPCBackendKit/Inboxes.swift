@@ -1,4 +1,5 @@
-package import ArrowIPC
+public import ArrowIPC
+public import DissociatedIPC
 internal import Dispatch
 internal import Synchronization
 
@@ -12,7 +13,7 @@ internal import Synchronization
 /// the error. Unexpected messages are bounded by `maxBufferedBytes`: past
 /// it ``deliverTagged(_:)`` reports false and the backend closes the
 /// connection with `.limitExceeded`.
-package final class MessageInbox: Sendable {
+public final class MessageInbox: Sendable {
   private struct PostedReceive {
     let id: UInt64
     let tag: UInt64
@@ -155,14 +156,14 @@ package final class MessageInbox: Sendable {
   /// costing memory and cache, and a reader far ahead of its consumer
   /// only takes CPU from it (TCP-RECV-2). A receive that waits lifts the
   /// cap, so a peer any reorder window ahead on one flow never stalls it.
-  package static let readAheadMessages = 2048
+  public static let readAheadMessages = 2048
 
   private let state = Mutex(State())
   private let receiveWaitsHook = Mutex<ReceiveWaitsHook?>(nil)
   private let maxBufferedBytes: Int
 
   /// An inbox that holds at most `maxBufferedBytes` of unreceived messages.
-  package init(maxBufferedBytes: Int = 1 << 30) {
+  public init(maxBufferedBytes: Int = 1 << 30) {
     self.maxBufferedBytes = maxBufferedBytes
   }
 
@@ -170,7 +171,7 @@ package final class MessageInbox: Sendable {
 
   /// Queues or hands over a framed message; false when over the limit.
   @discardableResult
-  package func deliverFrame(_ frame: ArrowBytes) -> Bool {
+  public func deliverFrame(_ frame: ArrowBytes) -> Bool {
     let (waiter, withinLimit) = state.withLock { state in (state.place(frame: frame), state.bufferedBytes <= maxBufferedBytes) }
     waiter?.resume(returning: frame)
     return withinLimit
@@ -179,14 +180,14 @@ package final class MessageInbox: Sendable {
   /// Hands a tagged message to the first matching posted receive or queues
   /// it as unexpected; false when over the limit.
   @discardableResult
-  package func deliverTagged(_ message: TaggedMessage) -> Bool {
+  public func deliverTagged(_ message: TaggedMessage) -> Bool {
     let (waiter, withinLimit) = state.withLock { state in (state.place(tagged: message), state.bufferedBytes <= maxBufferedBytes) }
     waiter?.resume(returning: message)
     return withinLimit
   }
 
   /// One received message for ``deliver(_:)``.
-  package enum Delivery: Sendable {
+  public enum Delivery: Sendable {
     /// A framed message.
     case frame(ArrowBytes)
     /// A tagged message.
@@ -204,7 +205,7 @@ package final class MessageInbox: Sendable {
   /// with the receives a few times, not once per message, and never holds
   /// them off for long. False when over the limit.
   @discardableResult
-  package func deliver(_ deliveries: [Delivery]) -> Bool {
+  public func deliver(_ deliveries: [Delivery]) -> Bool {
     var handedFrames: [(CheckedContinuation<ArrowBytes?, any Error>, ArrowBytes)] = []
     var handedTagged: [(CheckedContinuation<TaggedMessage?, any Error>, TaggedMessage)] = []
     var withinLimit = true
@@ -234,7 +235,7 @@ package final class MessageInbox: Sendable {
   /// flow control takes over; it resumes once receives leave fewer than
   /// `limit` bytes and half the messages. Returns at once when the inbox
   /// is closed.
-  package func waitForRoom(below limit: Int) {
+  public func waitForRoom(below limit: Int) {
     // A semaphore only when waiting: the reader calls this after every
     // message and rarely has to wait.
     let semaphore = state.withLock { state -> DispatchSemaphore? in
@@ -252,7 +253,7 @@ package final class MessageInbox: Sendable {
   /// wait to be received). False when that is so now; else true, and
   /// `wake` runs once, outside the lock, as soon as a receive leaves fewer
   /// than `limit` bytes or the inbox closes. Replaces an earlier `wake`.
-  package func waitForTaggedRoom(below limit: Int, then wake: @escaping @Sendable () -> Void) -> Bool {
+  public func waitForTaggedRoom(below limit: Int, then wake: @escaping @Sendable () -> Void) -> Bool {
     state.withLock { state in
       guard state.taggedBytes >= limit, !state.closed else { return false }
       state.taggedRoomWaiter = (limit, wake)
@@ -263,19 +264,19 @@ package final class MessageInbox: Sendable {
   /// Whether a reader may deliver more now without waiting in
   /// ``waitForRoom(below:)`` (fewer than `limit` bytes and, unless a
   /// receive waits, fewer than ``readAheadMessages`` messages queued).
-  package func hasRoom(below limit: Int) -> Bool {
+  public func hasRoom(below limit: Int) -> Bool {
     state.withLock { !$0.isFull(below: limit) }
   }
 
   /// How many delivered messages wait to be received while no receive
   /// waits (0 while one does).
-  package var unclaimedBacklog: Int {
+  public var unclaimedBacklog: Int {
     state.withLock { $0.receiveWaits ? 0 : $0.queuedMessages }
   }
 
   /// Runs `hook` (outside the lock) whenever a receive starts waiting,
   /// for a backend whose reader may be parked (SHM-THREAD-4).
-  package func whenReceiveWaits(_ hook: @escaping @Sendable () -> Void) {
+  public func whenReceiveWaits(_ hook: @escaping @Sendable () -> Void) {
     receiveWaitsHook.withLock { $0 = ReceiveWaitsHook(run: hook) }
   }
 
@@ -289,11 +290,11 @@ package final class MessageInbox: Sendable {
   }
 
   /// True once ``close(error:)`` was called.
-  package var isClosed: Bool { state.withLock { $0.closed } }
+  public var isClosed: Bool { state.withLock { $0.closed } }
 
   /// True while delivered messages wait to be received, or the backend's
   /// reader waits for room: closing now would drop data the peer sent.
-  package var holdsUnreceivedMessages: Bool {
+  public var holdsUnreceivedMessages: Bool {
     state.withLock { state in
       !state.frames.isEmpty || !state.unexpected.isEmpty || state.roomWaiter != nil
     }
@@ -302,7 +303,7 @@ package final class MessageInbox: Sendable {
   /// Ends the inbox: pending and later receives get nil (`error == nil`,
   /// the peer closed in order) or `error`. Messages already queued are
   /// still received first after an orderly close.
-  package func close(error: DissociatedIPCError? = nil) {
+  public func close(error: DissociatedIPCError? = nil) {
     typealias Waiters = ([CheckedContinuation<ArrowBytes?, any Error>], [CheckedContinuation<TaggedMessage?, any Error>],
                          (@Sendable () -> Void)?)
     let waiters = state.withLock { state -> Waiters in
@@ -335,7 +336,7 @@ package final class MessageInbox: Sendable {
   // MARK: Receiving (connection side)
 
   /// The next framed message; nil after an orderly close.
-  package func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
+  public func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
     try await receive { (state: inout State) in state.takeFrame() } register: { state, id, continuation in
       state.frameWaiters.append(FrameWaiter(id: id, continuation: continuation))
     } cancel: { state, id in
@@ -345,7 +346,7 @@ package final class MessageInbox: Sendable {
 
   /// The next tagged message matching `tag` under `mask`; nil after an
   /// orderly close.
-  package func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
+  public func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
     var wake: (@Sendable () -> Void)?
     defer { wake?() }  // outside the lock
     return try await receive { (state: inout State) in state.takeTagged(matching: tag, mask: mask, wake: &wake) } register: {
@@ -357,12 +358,12 @@ package final class MessageInbox: Sendable {
   }
 
   /// ``receiveFrame()`` without waiting.
-  package func readyFrame() throws(DissociatedIPCError) -> ReadyReceive<ArrowBytes> {
+  public func readyFrame() throws(DissociatedIPCError) -> ReadyReceive<ArrowBytes> {
     try ReadyReceive(state.withLock { $0.takeFrame() })
   }
 
   /// ``receiveTagged(matching:mask:)`` without waiting.
-  package func readyTagged(matching tag: UInt64, mask: UInt64) throws(DissociatedIPCError) -> ReadyReceive<TaggedMessage> {
+  public func readyTagged(matching tag: UInt64, mask: UInt64) throws(DissociatedIPCError) -> ReadyReceive<TaggedMessage> {
     var wake: (@Sendable () -> Void)?
     defer { wake?() }  // outside the lock
     return try ReadyReceive(state.withLock { $0.takeTagged(matching: tag, mask: mask, wake: &wake) })
@@ -439,29 +440,29 @@ extension ReadyReceive {
 /// A connection whose receives are served by a ``MessageInbox`` that its
 /// backend's reader fills: the receive requirements of
 /// ``TransportConnection``, written once.
-package protocol InboxReceiving: TransportConnection {
+public protocol InboxReceiving: TransportConnection {
   /// Where the backend delivers received messages.
   var inbox: MessageInbox { get }
 }
 
 extension InboxReceiving {
   /// The inbox's next frame.
-  package func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
+  public func receiveFrame() async throws(DissociatedIPCError) -> ArrowBytes? {
     try await inbox.receiveFrame()
   }
 
   /// The inbox's next matching tagged message (matched in software).
-  package func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
+  public func receiveTagged(matching tag: UInt64, mask: UInt64) async throws(DissociatedIPCError) -> TaggedMessage? {
     try await inbox.receiveTagged(matching: tag, mask: mask)
   }
 
   /// The inbox's next frame, if already queued.
-  package func readyFrame() throws(DissociatedIPCError) -> ReadyReceive<ArrowBytes> {
+  public func readyFrame() throws(DissociatedIPCError) -> ReadyReceive<ArrowBytes> {
     try inbox.readyFrame()
   }
 
   /// The inbox's next matching tagged message, if already queued.
-  package func readyTagged(matching tag: UInt64, mask: UInt64) throws(DissociatedIPCError) -> ReadyReceive<TaggedMessage> {
+  public func readyTagged(matching tag: UInt64, mask: UInt64) throws(DissociatedIPCError) -> ReadyReceive<TaggedMessage> {
     try inbox.readyTagged(matching: tag, mask: mask)
   }
 }

@@ -1,4 +1,5 @@
 internal import ArrowIPC
+internal import DissociatedIPC
 internal import Synchronization
 
 extension InProcessTransport {

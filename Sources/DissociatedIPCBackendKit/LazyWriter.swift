@@ -1,13 +1,14 @@
-package import Dispatch
+public import Dispatch
+public import DissociatedIPC
 
 /// The life of a connection's writer thread when it starts only once a
 /// message has to wait for it (TCP-THREAD-2, SHM-THREAD-5). The connection
 /// keeps one in its locked state and asks ``nudge(pendingWork:ending:)``
 /// after every change the writer must see; ``LazyWriterOwner/perform(_:threadName:)``
 /// does what it answers, outside the lock.
-package struct LazyWriter: Sendable {
+public struct LazyWriter: Sendable {
   /// What the writer needs to see a change.
-  package enum Nudge: Sendable, Equatable {
+  public enum Nudge: Sendable, Equatable {
     /// Nothing: it runs and will see the change, or it never will.
     case nothing
     /// A wake-up: it sleeps on its semaphore.
@@ -23,15 +24,15 @@ package struct LazyWriter: Sendable {
   private var settled = false
   /// The writer sleeps on its semaphore; a nudge must signal it. Set by
   /// the writer before it sleeps.
-  package var sleeping = false
+  public var sleeping = false
 
-  package init() {}
+  public init() {}
 
   /// The nudge after a change: `pendingWork`, something waits for the
   /// writer; `ending`, nothing more will come (closing, failed, the peer
   /// gone). Before the writer ran, pending work starts it and an ending
   /// without work settles it as never started (`.finish`, once).
-  package mutating func nudge(pendingWork: Bool, ending: Bool) -> Nudge {
+  public mutating func nudge(pendingWork: Bool, ending: Bool) -> Nudge {
     guard settled else {
       guard pendingWork || ending else { return .nothing }
       settled = true
@@ -42,11 +43,11 @@ package struct LazyWriter: Sendable {
   }
 
   /// The writer will never run (the connection could not start).
-  package mutating func neverStart() { settled = true }
+  public mutating func neverStart() { settled = true }
 }
 
 /// A connection whose writer thread is a ``LazyWriter``.
-package protocol LazyWriterOwner: AnyObject, Sendable {
+public protocol LazyWriterOwner: AnyObject, Sendable {
   /// What the writer sleeps on.
   var writerWake: DispatchSemaphore { get }
   /// The writer thread's body.
@@ -61,7 +62,7 @@ extension LazyWriterOwner {
   /// Does `nudge`: signals the writer, starts it on a thread named
   /// `threadName` (failing the connection when no thread can be had), or
   /// finishes its part.
-  package func perform(_ nudge: LazyWriter.Nudge, threadName: StaticString) {
+  public func perform(_ nudge: LazyWriter.Nudge, threadName: StaticString) {
     switch nudge {
     case .nothing: break
     case .wake: writerWake.signal()

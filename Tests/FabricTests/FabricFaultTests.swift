@@ -1,0 +1,190 @@
+import ArrowIPC
+import DissociatedIPC
+@testable import DissociatedIPCFabric
+import Foundation
+import Synchronization
+import TestSupport
+import Testing
+
+/// fabric:// under bad input and faults (issue: typed errors, no hang,
+/// nothing leaked): unknown providers, unreachable servers, garbage
+/// handshakes, forged descriptors, peers that vanish mid-read. What many
+/// connections leave behind is counted in a server process (the
+/// fabric:// rows of "Connection churn").
+@Suite("fabric:// faults")
+struct FabricFaultTests {
+  static let providers = FabricConformanceTests.providers
+
+  /// A connected client and server over `provider`, with their listener.
+  struct Pair {
+    let listener: any TransportListener
+    let client: any TransportConnection
+    let server: any TransportConnection
+
+    func close() async {
+      await client.close()
+      await server.close()
+      await listener.close()
+    }
+  }
+
+  static func pair(_ provider: String, config: FabricTransport.Config = .defaults) async throws -> Pair {
+    let transport = FabricTransport(config: config)
+    let listener = try await transport.listen(at: FabricConformanceTests.address(provider))
+    async let accepted = listener.accept()
+    let client = try await transport.connect(to: listener.address.location(wantData: 0))
+    let server = try #require(try await accepted)
+    return Pair(listener: listener, client: client, server: server)
+  }
+
+  /// `count` pseudo-random bytes that `seed` fixes.
+  static func payload(count: Int, seed: UInt64) -> ArrowBytes {
+    var generator = SplitMix64(seed: seed)
+    let storage = AlignedStorage(capacity: count, zeroed: false)
+    let words = storage.mutableBytes.bindMemory(to: UInt64.self)
+    for index in words.indices { words[index] = generator.next() }
+    for index in words.count * 8 ..< count { storage.mutableBytes[index] = UInt8(truncatingIfNeeded: generator.next()) }
+    return storage.freeze(count: count)
+  }
+
+  static func code(of body: () async throws -> Void) async -> DissociatedIPCError.Code? {
+    do {
+      try await body()
+      return nil
+    } catch {
+      return (error as? DissociatedIPCError)?.code
+    }
+  }
+
+  @Test("an unknown or malformed provider is invalidLocation, naming the providers present")
+  func unknownProvider() async throws {
+    let transport = FabricTransport()
+    for provider in ["nosuchprovider", "tcp/../x", String(repeating: "a", count: 65)] {
+      let address = TransportAddress(scheme: "fabric", host: "127.0.0.1", port: 0, parameters: [.init("provider", provider)])
+      let listened = await Self.code { _ = try await transport.listen(at: address) }
+      #expect(listened == .invalidLocation, "\(provider)")
+      let connected = await Self.code { _ = try await transport.connect(to: address.location(wantData: 0)) }
+      #expect(connected == .invalidLocation, "\(provider)")
+    }
+    do {
+      _ = try await transport.connect(to: Location(parsing: "fabric://127.0.0.1:9?provider=nosuch&want_data=0"))
+    } catch {
+      #expect(error.detail.contains("tcp;ofi_rxm"), "\(error)")
+    }
+    let outcome1 = await Self.code { _ = try await transport.listen(at: TransportAddress(parsing: "fabric://0.0.0.0:0")) }
+    #expect(outcome1 == .invalidLocation)
+  }
+
+  @Test("a server that is not there is connectionRefused, promptly", arguments: providers)
+  func unreachable(provider: String) async throws {
+    let transport = FabricTransport(config: .init(connectTimeout: .seconds(20)))
+    let listener = try await transport.listen(at: FabricConformanceTests.address(provider))
+    let address = listener.address
+    await listener.close()
+    let started = ContinuousClock.now
+    let outcome2 = await Self.code { _ = try await transport.connect(to: address.location(wantData: 0)) }
+    #expect(outcome2 == .connectionRefused)
+    // Well before the connect timeout: the provider or the name check says so.
+    #expect(ContinuousClock.now - started < .seconds(15))
+  }
+
+  @Test("garbage sent to a listener is dropped and counted; the listener serves on", arguments: providers)
+  func garbageHello(provider: String) async throws {
+    let transport = FabricTransport()
+    let listener = try #require(try await transport.listen(at: FabricConformanceTests.address(provider)) as? FabricListener)
+    // A raw endpoint sends what no client would: short, lying and too
+    // long handshakes (off the concurrency pool: it polls).
+    let address = listener.address
+    try await offPool {
+      let settings = try FabricSettings(config: .defaults, address: address)
+      let raw = try settings.endpoint(bindingTo: settings.clientSource(toward: "127.0.0.1", port: address.port ?? 0))
+      defer { raw.close() }
+      let server = try settings.listenerAddress(host: "127.0.0.1", port: address.port ?? 0, in: raw).address
+      var lying = FabricWire.encode(FabricWire.Handshake(refusal: 0, controlReceives: 16, name: [1, 2, 3]))
+      lying[16] = 0xFF  // a name length past the message
+      let garbage: [[UInt8]] = [[], [0x44], lying, FabricWire.encode(FabricWire.Handshake(refusal: 0, controlReceives: 0, name: [9]))]
+      for (index, bytes) in garbage.enumerated() {
+        try Self.send(ArrowBytes(copying: bytes), on: raw, to: server, tag: FabricWire.helloTag, token: UInt(index + 1))
+      }
+      // Longer than a hello may be: truncated, and over tcp;ofi_rxm the
+      // sender's own connection breaks; the listener is not disturbed.
+      try Self.send(ArrowBytes(copying: [UInt8](repeating: 0xAB, count: 600)), on: raw, to: server, tag: FabricWire.helloTag, token: 99)
+    }
+    #expect(await eventually { listener.rejectedHellos.withLock { $0 } >= 4 })
+    // A real client is served as before.
+    let client = try await transport.connect(to: listener.address.location(wantData: 0))
+    let accepted = try #require(try await listener.accept())
+    try await accepted.sendFrame([ArrowBytes(copying: [7])])
+    #expect(try await client.receiveFrame()?.array == [7])
+    await client.close()
+    await accepted.close()
+    await listener.close()
+  }
+
+  /// Posts a send and progresses until it completed (at most 10 s).
+  static func send(_ payload: ArrowBytes, on endpoint: FabricEndpoint, to peer: UInt64, tag: UInt64, token: UInt) throws {
+    let deadline = ContinuousClock.now + .seconds(10)
+    var completions: [FabricCompletion] = []
+    var posted = false
+    while !posted {
+      let attempt = Result { () throws(FabricFailure) in
+        try endpoint.sendTagged(payload.unsafeBaseAddress, count: payload.count, to: peer, tag: tag, token: token)
+      }
+      switch attempt {
+      case .success: posted = true
+      case .failure(let failure):
+        guard failure.isAgain, ContinuousClock.now < deadline else { throw failure }
+        _ = try endpoint.completions.poll(into: &completions)
+      }
+    }
+    while ContinuousClock.now < deadline, !completions.contains(where: { $0.token == token }) {
+      _ = try endpoint.completions.poll(into: &completions)
+    }
+    withExtendedLifetime(payload) {}
+  }
+
+  @Test("forged descriptors are malformedDescriptor without a read; the connection serves on", arguments: providers)
+  func forgedDescriptors(provider: String) async throws {
+    let pair = try await Self.pair(provider)
+    let serverMemory = try #require(pair.server.remoteMemory)
+    let clientMemory = try #require(pair.client.remoteMemory)
+    let bytes = Self.payload(count: 1 << 16, seed: 3)
+    let region = try await serverMemory.expose(bytes)
+    try await pair.server.sendTagged(1, [])
+    _ = try await pair.client.receiveTagged(matching: 1, mask: .max)
+    let real = try #require(region.ranges.first)
+    let forged = [
+      RemoteRange(address: real.address ^ 1 << 48, length: 1),  // another region id
+      RemoteRange(address: real.address + real.length, length: 1),  // past the end
+      RemoteRange(address: real.address + 1, length: .max),  // a length that overflows
+      RemoteRange(address: 0, length: 8),  // region 0: never issued
+      RemoteRange(address: .max, length: 1),
+    ]
+    for range in forged {
+      let outcome3 = await Self.code { _ = try await clientMemory.fetch([range]) }
+      #expect(outcome3 == .malformedDescriptor, "\(range)")
+    }
+    #expect(try await clientMemory.fetch(region.ranges) == bytes)
+    await serverMemory.release(region.id)
+    await pair.close()
+  }
+
+  @Test("a server that vanishes while a client reads its memory: the fetch ends, typed, and nothing hangs", arguments: providers)
+  func vanishMidRead(provider: String) async throws {
+    let pair = try await Self.pair(provider)
+    let serverMemory = try #require(pair.server.remoteMemory)
+    let clientMemory = try #require(pair.client.remoteMemory)
+    let bytes = Self.payload(count: 64 << 20, seed: 5)
+    let region = try await serverMemory.expose(bytes)
+    try await pair.server.sendTagged(1, [])
+    _ = try await pair.client.receiveTagged(matching: 1, mask: .max)
+    async let fetched = Self.code { for _ in 0 ..< 8 { _ = try await clientMemory.fetch(region.ranges) } }
+    try await Task.sleep(for: .milliseconds(5))
+    pair.server.abort()
+    let code = await fetched
+    #expect(code == nil || code == .connectionClosed || code == .malformedDescriptor, "\(String(describing: code))")
+    let outcome4 = await Self.code { _ = try await pair.client.receiveFrame() }
+    #expect(outcome4 == .connectionClosed)
+    await pair.close()
+  }
+}
