@@ -9,10 +9,8 @@
 #ifndef CLIBFABRIC_SHIM_H
 #define CLIBFABRIC_SHIM_H
 
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE  // ppoll
-#endif
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <time.h>
 
@@ -36,6 +34,12 @@ static const uint64_t CLIBFABRIC_ADDR_NOTAVAIL = FI_ADDR_NOTAVAIL;
 
 /// A non-blocking, close-on-exec eventfd (the engine's wake-up), or -1.
 static inline int clibfabric_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+// ppoll(2): glibc declares it only under _GNU_SOURCE, which a module header
+// must not define (it changes glibc's struct layouts, e.g. fd_set's member
+// names, against the Glibc module Swift already built). Declared here with
+// glibc's own signature.
+extern int ppoll(struct pollfd *fds, nfds_t count, const struct timespec *timeout, const sigset_t *mask);
 
 /// Waits at most `nanoseconds` for one of `fds` to be readable (`ppoll`,
 /// which Glibc's Swift module does not export).

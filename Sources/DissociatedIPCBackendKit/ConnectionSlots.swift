@@ -1,4 +1,3 @@
-public import DissociatedIPC
 internal import Synchronization
 
 /// Bounds how many connections a listener keeps at once (DIPC-LIM-7).

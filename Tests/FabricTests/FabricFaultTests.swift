@@ -71,8 +71,8 @@ struct FabricFaultTests {
     } catch {
       #expect(error.detail.contains("tcp;ofi_rxm"), "\(error)")
     }
-    let outcome1 = await Self.code { _ = try await transport.listen(at: TransportAddress(parsing: "fabric://0.0.0.0:0")) }
-    #expect(outcome1 == .invalidLocation)
+    let wildcard = await Self.code { _ = try await transport.listen(at: TransportAddress(parsing: "fabric://0.0.0.0:0")) }
+    #expect(wildcard == .invalidLocation)
   }
 
   @Test("a server that is not there is connectionRefused, promptly", arguments: providers)
@@ -82,8 +82,8 @@ struct FabricFaultTests {
     let address = listener.address
     await listener.close()
     let started = ContinuousClock.now
-    let outcome2 = await Self.code { _ = try await transport.connect(to: address.location(wantData: 0)) }
-    #expect(outcome2 == .connectionRefused)
+    let refused = await Self.code { _ = try await transport.connect(to: address.location(wantData: 0)) }
+    #expect(refused == .connectionRefused)
     // Well before the connect timeout: the provider or the name check says so.
     #expect(ContinuousClock.now - started < .seconds(15))
   }
@@ -143,15 +143,23 @@ struct FabricFaultTests {
     withExtendedLifetime(payload) {}
   }
 
-  @Test("forged descriptors are malformedDescriptor without a read; the connection serves on", arguments: providers)
-  func forgedDescriptors(provider: String) async throws {
+  /// A pair over `provider` whose server exposed `count` bytes, announced
+  /// to the client by a message after it (DIPC-RM-1).
+  static func exposed(count: Int, over provider: String) async throws
+    -> (Pair, ArrowBytes, ExposedRegion, any RemoteMemory, any RemoteMemory) {
     let pair = try await Self.pair(provider)
     let serverMemory = try #require(pair.server.remoteMemory)
     let clientMemory = try #require(pair.client.remoteMemory)
-    let bytes = Self.payload(count: 1 << 16, seed: 3)
+    let bytes = Self.payload(count: count, seed: UInt64(count))
     let region = try await serverMemory.expose(bytes)
     try await pair.server.sendTagged(1, [])
     _ = try await pair.client.receiveTagged(matching: 1, mask: .max)
+    return (pair, bytes, region, serverMemory, clientMemory)
+  }
+
+  @Test("forged descriptors are malformedDescriptor without a read; the connection serves on", arguments: providers)
+  func forgedDescriptors(provider: String) async throws {
+    let (pair, bytes, region, serverMemory, clientMemory) = try await Self.exposed(count: 1 << 16, over: provider)
     let real = try #require(region.ranges.first)
     let forged = [
       RemoteRange(address: real.address ^ 1 << 48, length: 1),  // another region id
@@ -161,8 +169,8 @@ struct FabricFaultTests {
       RemoteRange(address: .max, length: 1),
     ]
     for range in forged {
-      let outcome3 = await Self.code { _ = try await clientMemory.fetch([range]) }
-      #expect(outcome3 == .malformedDescriptor, "\(range)")
+      let outcome = await Self.code { _ = try await clientMemory.fetch([range]) }
+      #expect(outcome == .malformedDescriptor, "\(range)")
     }
     #expect(try await clientMemory.fetch(region.ranges) == bytes)
     await serverMemory.release(region.id)
@@ -171,20 +179,14 @@ struct FabricFaultTests {
 
   @Test("a server that vanishes while a client reads its memory: the fetch ends, typed, and nothing hangs", arguments: providers)
   func vanishMidRead(provider: String) async throws {
-    let pair = try await Self.pair(provider)
-    let serverMemory = try #require(pair.server.remoteMemory)
-    let clientMemory = try #require(pair.client.remoteMemory)
-    let bytes = Self.payload(count: 64 << 20, seed: 5)
-    let region = try await serverMemory.expose(bytes)
-    try await pair.server.sendTagged(1, [])
-    _ = try await pair.client.receiveTagged(matching: 1, mask: .max)
+    let (pair, _, region, _, clientMemory) = try await Self.exposed(count: 64 << 20, over: provider)
     async let fetched = Self.code { for _ in 0 ..< 8 { _ = try await clientMemory.fetch(region.ranges) } }
     try await Task.sleep(for: .milliseconds(5))
     pair.server.abort()
     let code = await fetched
     #expect(code == nil || code == .connectionClosed || code == .malformedDescriptor, "\(String(describing: code))")
-    let outcome4 = await Self.code { _ = try await pair.client.receiveFrame() }
-    #expect(outcome4 == .connectionClosed)
+    let afterwards = await Self.code { _ = try await pair.client.receiveFrame() }
+    #expect(afterwards == .connectionClosed)
     await pair.close()
   }
 }
