@@ -21,6 +21,30 @@ enum FabricCensus {
   static func add(_ counter: borrowing Atomic<Int>, _ delta: Int) { counter.add(delta, ordering: .relaxed) }
 }
 
+/// Endpoints left open for good, with the buffers posted to them
+/// (FABRIC-CLOSE-3): a read of ours was still unanswered when its
+/// connection ended, and libfabric 1.17's tcp provider crashed closing an endpoint
+/// whose read response was half received. Only a peer that stalls in the
+/// middle of answering leaves one; the census counts them.
+enum FabricAbandonedEndpoints {
+  /// One endpoint and its buffers; nothing touches them again.
+  private struct Kept: @unchecked Sendable {
+    let endpoint: FabricEndpoint
+    let buffers: [Any]
+  }
+
+  private static let kept = Mutex<[Kept]>([])
+
+  /// Keeps `endpoint` and `buffers` alive until the process ends.
+  static func keep(_ endpoint: FabricEndpoint, with buffers: [Any]) {
+    let entry = Kept(endpoint: endpoint, buffers: buffers)
+    kept.withLock { $0.append(entry) }
+  }
+
+  /// How many endpoints were left open.
+  static var count: Int { kept.withLock { $0.count } }
+}
+
 /// A libfabric call that failed: the call and its (positive) error number.
 struct FabricFailure: Error, CustomStringConvertible {
   let call: String

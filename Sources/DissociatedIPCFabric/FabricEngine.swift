@@ -2,6 +2,7 @@ internal import ArrowIPC
 internal import CLibfabric
 internal import DissociatedIPC
 internal import DissociatedIPCBackendKit
+internal import Glibc
 internal import Synchronization
 
 /// The thread side of a ``FabricConnection``: it owns the endpoint and
@@ -17,6 +18,9 @@ final class FabricEngine {
     case send(OutgoingRecord)
     case pieceReceive(IncomingLarge)
     case read(FetchRecord)
+
+    /// Whether the operation is a read of ours (FABRIC-CLOSE-3).
+    var isRead: Bool { if case .read = self { true } else { false } }
   }
 
   /// Something posted that the provider said "not now" to, kept in order.
@@ -907,6 +911,28 @@ final class FabricEngine {
     }
   }
 
+  /// Progresses until no read of ours is in flight, for at most the close
+  /// timeout (5 s at most); whether none is. The reads' completions finish
+  /// their fetches; others are dropped: the connection is ending.
+  private func awaitReads(on endpoint: FabricEndpoint) -> Bool {
+    let deadline = monotonicNanoseconds() &+ min(nanoseconds(config.closeTimeout), 5_000_000_000)
+    var completions: [FabricCompletion] = []
+    while operations.values.contains(where: \.isRead) {
+      guard monotonicNanoseconds() < deadline else { return false }
+      completions.removeAll(keepingCapacity: true)
+      guard let count = try? endpoint.completions.poll(into: &completions) else { return false }
+      if count == 0 { usleep(100) }
+      for completion in completions {
+        guard case .read(let fetch)? = operations.removeValue(forKey: completion.token) else { continue }
+        if let failure = completion.failure {
+          fetch.failure = fetch.failure ?? DissociatedIPCError(.connectionClosed, "fabric:// the connection closed during a read: \(failure)")
+        }
+        finishRead(fetch)
+      }
+    }
+    return true
+  }
+
   /// Ends the connection: with `tellPeer` (a failure seen here, the peer
   /// alive) a reset goes to the peer first (FABRIC-CLOSE-2); the endpoint closes (cancelling what is posted),
   /// waiting callers resume, the inbox ends in order or with `failure`.
@@ -917,9 +943,16 @@ final class FabricEngine {
     }
     let previous = phase
     phase = .finished
-    // Closed before any buffer posted to it can be freed; then the
-    // endpoints of this process it talked to may close.
-    endpoint?.close()
+    // Closed before any buffer posted to it can be freed, once no read
+    // is in flight (FABRIC-CLOSE-3); then the endpoints of this
+    // process it talked to may close.
+    if let endpoint {
+      if awaitReads(on: endpoint) {
+        endpoint.close()
+      } else {
+        FabricAbandonedEndpoints.keep(endpoint, with: [Array(operations.values), controlBuffers, sideBuffers, welcomeBuffer as Any])
+      }
+    }
     endpoint = nil
     for held in heldEndpoints { held.release() }
     heldEndpoints.removeAll()

@@ -27,6 +27,7 @@ final class FabricListener: TransportListener {
     "\(slots.inUse) connections; in this process \(FabricCensus.endpoints.load(ordering: .relaxed)) fabric endpoints, "
       + "\(FabricCensus.memoryRegions.load(ordering: .relaxed)) registered regions, "
       + "\(FabricCensus.addressEntries.load(ordering: .relaxed)) address-vector entries"
+      + (FabricAbandonedEndpoints.count > 0 ? ", \(FabricAbandonedEndpoints.count) left open after an unanswered read" : "")
   }
 
   private init(address: TransportAddress, settings: FabricSettings, wake: FabricWake) {
@@ -142,7 +143,11 @@ final class FabricListener: TransportListener {
           if completion.failure == nil {
             let bytes = UnsafeRawBufferPointer(start: buffers.mutableBytes.baseAddress! + slot * FabricWire.handshakeMessageSize,
                                                count: min(completion.length, FabricWire.handshakeMessageSize))
-            if let refusal = accept(hello: bytes), operations.count < Self.helloReceives + Self.maxRefusals,
+            let refusal = accept(hello: bytes)
+            if refusal == nil, settings.namesEndpoints, let name = try? FabricWire.decodeHandshake(bytes).name {
+              forget(name, in: endpoint)
+            }
+            if let refusal, operations.count < Self.helloReceives + Self.maxRefusals,
                let name = try? FabricWire.decodeHandshake(bytes).name, let address = try? endpoint.addresses.insert(name) {
               let answer = ArrowBytes(copying: FabricWire.encode(FabricWire.Handshake(refusal: refusal.rawValue, controlReceives: 0, name: [])))
               let token = nextToken
@@ -179,6 +184,15 @@ final class FabricListener: TransportListener {
       return state.waiters
     }
     for waiter in waiters { waiter.resume() }
+  }
+
+  /// Unmaps a client that sent a hello (FABRIC-ADDR-7): shm maps the
+  /// region of whoever sends to an endpoint and keeps it until that
+  /// name's address is removed, so a listener would hold one mapping
+  /// (about 21 KiB of memory) per client it ever heard.
+  private func forget(_ name: [UInt8], in endpoint: FabricEndpoint) {
+    guard FabricSettings.sharedMemoryNameExists(name), let address = try? endpoint.addresses.insert(name) else { return }
+    endpoint.addresses.remove(address)
   }
 
   /// Starts a connection for a valid hello; a refusal to send when the

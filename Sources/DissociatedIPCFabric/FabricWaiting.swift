@@ -32,10 +32,12 @@ final class FabricWake: Sendable {
 /// How a fabric:// thread waits for work when a round made no progress
 /// (FABRIC-THREAD-2): on the completion queue's descriptor and the wake
 /// eventfd where the provider has a descriptor; where it has none (shm),
-/// polling with a back-off from a few spins to `maxIdleSleep`; never, in
-/// polling mode.
+/// or its descriptor keeps waking the thread with nothing to do, polling
+/// with a back-off from a few spins to `maxIdleSleep`; never, in polling
+/// mode.
 struct FabricIdleWait {
-  /// Rounds without progress that spin before the first sleep.
+  /// Rounds without progress that spin before the first sleep; also the
+  /// fruitless wake-ups after which a descriptor is not slept on.
   static let spinRounds = 16
   /// The first sleep of the back-off; each later one doubles, up to the cap.
   static let firstSleepNanoseconds: Int64 = 16_000
@@ -43,6 +45,11 @@ struct FabricIdleWait {
   let polling: Bool
   let maxIdleNanoseconds: Int64
   private var idleRounds = 0
+  /// The last sleep ended because the queue's descriptor was readable.
+  private var wokeByQueue = false
+  /// Wake-ups by the queue's descriptor in a row that brought nothing
+  /// (tcp;ofi_rxm's stays readable while a broken connection lingers).
+  private var fruitlessWakes = 0
 
   init(polling: Bool, maxIdleSleep: Duration) {
     self.polling = polling
@@ -52,7 +59,11 @@ struct FabricIdleWait {
   }
 
   /// A round made progress: the next idle round spins again.
-  mutating func progressed() { idleRounds = 0 }
+  mutating func progressed() {
+    idleRounds = 0
+    wokeByQueue = false
+    fruitlessWakes = 0
+  }
 
   /// Waits after a round without progress, at most `limit` nanoseconds.
   /// `mayBlock` runs last, under the caller's lock: it marks the thread
@@ -60,26 +71,30 @@ struct FabricIdleWait {
   mutating func idle(queue: FabricCompletionQueue, wake: FabricWake, limit: Int64, mayBlock: () -> Bool, woke: () -> Void) {
     guard !polling else { return }
     idleRounds += 1
-    if let queueDescriptor = queue.waitDescriptor, queue.readyToSleep() {
-      idleRounds = 0
+    if wokeByQueue { fruitlessWakes += 1 }
+    wokeByQueue = false
+    if let queueDescriptor = queue.waitDescriptor, fruitlessWakes <= Self.spinRounds, queue.readyToSleep() {
       guard mayBlock() else { return }
-      sleep(on: [wake.descriptor, queueDescriptor], nanoseconds: limit)
+      wokeByQueue = sleep(on: [wake.descriptor, queueDescriptor], nanoseconds: limit)[1]
     } else {
-      // No descriptor, or the provider keeps saying "not now" to sleeping
-      // on it (tcp;ofi_rxm did, for ever, after a peer's connection broke):
-      // spin a little, then back off.
+      // No descriptor, or the provider says "not now" to sleeping on it
+      // (tcp;ofi_rxm did, for ever, after a peer's connection broke), or
+      // it wakes us for nothing: spin a little, then back off.
       guard idleRounds > Self.spinRounds else { return }
       let doublings = min(20, (idleRounds - Self.spinRounds) / 4)
       let timeout = min(limit, maxIdleNanoseconds, Self.firstSleepNanoseconds << doublings)
       guard mayBlock() else { return }
-      sleep(on: [wake.descriptor], nanoseconds: timeout)
+      _ = sleep(on: [wake.descriptor], nanoseconds: timeout)
     }
     wake.drain()
     woke()
   }
 
-  private func sleep(on descriptors: [Int32], nanoseconds: Int64) {
+  /// Sleeps until one of `descriptors` is readable or `nanoseconds`
+  /// passed; which of them were readable.
+  private func sleep(on descriptors: [Int32], nanoseconds: Int64) -> [Bool] {
     var fds = descriptors.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
     _ = clibfabric_poll(&fds, UInt32(fds.count), nanoseconds)
+    return fds.map { $0.revents != 0 }
   }
 }
