@@ -1,22 +1,33 @@
 internal import ArrowIPC
-internal import DissociatedIPC
+public import DissociatedIPC
+
+/// A listener, a client connection and the server's end of it: where a
+/// conformance case, or a backend's own test, starts.
+public struct ConnectedPair: Sendable {
+  public let listener: any TransportListener
+  public let client: any TransportConnection
+  public let server: any TransportConnection
+
+  /// The three, as a test connected them.
+  public init(listener: any TransportListener, client: any TransportConnection, server: any TransportConnection) {
+    self.listener = listener
+    self.client = client
+    self.server = server
+  }
+
+  /// Closes the client, then the server's end, then the listener.
+  public func close() async {
+    await client.close()
+    await server.close()
+    await listener.close()
+  }
+}
 
 /// The procedures behind ``ConformanceCase``.
 enum Cases {
   // MARK: Connections
 
-  /// A listener, a client connection and the server's end of it.
-  struct Pair {
-    let listener: any TransportListener
-    let client: any TransportConnection
-    let server: any TransportConnection
-
-    func close() async {
-      await client.close()
-      await server.close()
-      await listener.close()
-    }
-  }
+  typealias Pair = ConnectedPair
 
   static func pair(_ harness: ConformanceHarness, _ check: Checker) async throws(ConformanceFailure) -> Pair {
     let listener = try await check.step("listen") { () async throws(DissociatedIPCError) in

@@ -1,5 +1,6 @@
 import ArrowIPC
 import DissociatedIPC
+import DissociatedIPCConformance
 @testable import DissociatedIPCFabric
 import Foundation
 import Synchronization
@@ -15,19 +16,9 @@ import Testing
 struct FabricFaultTests {
   static let providers = FabricConformanceTests.providers
 
+  typealias Pair = ConnectedPair
+
   /// A connected client and server over `provider`, with their listener.
-  struct Pair {
-    let listener: any TransportListener
-    let client: any TransportConnection
-    let server: any TransportConnection
-
-    func close() async {
-      await client.close()
-      await server.close()
-      await listener.close()
-    }
-  }
-
   static func pair(_ provider: String, config: FabricTransport.Config = .defaults) async throws -> Pair {
     let transport = FabricTransport(config: config)
     let listener = try await transport.listen(at: FabricConformanceTests.address(provider))
@@ -175,99 +166,6 @@ struct FabricFaultTests {
     #expect(try await clientMemory.fetch(region.ranges) == bytes)
     await serverMemory.release(region.id)
     await pair.close()
-  }
-
-  /// What a forging server announces: a region whose key or extent is
-  /// not the one it registered.
-  struct Forgery: Sendable, CustomTestStringConvertible {
-    var name: String
-    /// Added to the registered key.
-    var keyOffset: UInt64
-    /// The length announced for a registered region of 4 KiB.
-    var announcedLength: UInt64
-    var testDescription: String { name }
-  }
-
-  static let forgeries = [
-    Forgery(name: "another key", keyOffset: 1, announcedLength: 4096),
-    Forgery(name: "past the registered bytes", keyOffset: 0, announcedLength: 1 << 20),
-  ]
-
-  /// Set once the client is done with a forging server.
-  final class Stop: Sendable {
-    private let flag = Mutex(false)
-    var isSet: Bool { flag.withLock { $0 } }
-    func set() { flag.withLock { $0 = true } }
-  }
-
-  /// A server that is not one, on a raw endpoint: welcomes one client,
-  /// registers 4 KiB, announces it as `forgery` says, then sends tagged
-  /// message 7, and progresses (tcp;ofi_rxm answers reads only then)
-  /// until `stop`.
-  static func forgingServer(_ endpoint: FabricEndpoint, forgery: Forgery, stop: Stop) throws {
-    let deadline = ContinuousClock.now + .seconds(30)
-    var completions: [FabricCompletion] = []
-    let hello = AlignedStorage(capacity: FabricWire.handshakeMessageSize, zeroed: false)
-    try endpoint.receiveTagged(hello.mutableBytes.baseAddress, count: FabricWire.handshakeMessageSize, from: nil,
-                               tag: FabricWire.helloTag, ignore: 0, token: 1)
-    var helloLength: Int?
-    while helloLength == nil, ContinuousClock.now < deadline {
-      completions.removeAll()
-      if try endpoint.completions.poll(into: &completions) == 0 { usleep(200) }
-      helloLength = completions.first { $0.token == 1 }?.length
-    }
-    let handshake = try FabricWire.decodeHandshake(UnsafeRawBufferPointer(start: hello.mutableBytes.baseAddress, count: try #require(helloLength)))
-    let client = try endpoint.addresses.insert(handshake.name)
-    let welcome = FabricWire.encode(FabricWire.Handshake(refusal: 0, controlReceives: 16, name: try endpoint.name()))
-    try send(ArrowBytes(copying: welcome), on: endpoint, to: client, tag: FabricWire.welcomeTag, token: 2)
-
-    let registered = payload(count: 4096, seed: 4)
-    let region = try FabricMemoryRegion(domain: endpoint.domain, base: try #require(registered.unsafeBaseAddress), count: 4096, key: 5)
-    var announcement = [UInt8](repeating: 0, count: FabricWire.headerSize + 16)
-    let base = UInt64(UInt(bitPattern: registered.unsafeBaseAddress))
-    announcement.withUnsafeMutableBytes { bytes in
-      FabricWire.write(FabricWire.Header(kind: .region, credits: 0, sequence: 0, tag: 1, length: forgery.announcedLength), into: bytes.baseAddress!)
-      bytes.storeBytes(of: (region.key &+ forgery.keyOffset).littleEndian, toByteOffset: FabricWire.headerSize, as: UInt64.self)
-      bytes.storeBytes(of: base.littleEndian, toByteOffset: FabricWire.headerSize + 8, as: UInt64.self)
-    }
-    var message = [UInt8](repeating: 0, count: FabricWire.headerSize)
-    message.withUnsafeMutableBytes { bytes in
-      FabricWire.write(FabricWire.Header(kind: .tagged, credits: 0, sequence: 1, tag: 7, length: 0), into: bytes.baseAddress!)
-    }
-    try send(ArrowBytes(copying: announcement), on: endpoint, to: client, tag: FabricWire.controlTag, token: 3)
-    try send(ArrowBytes(copying: message), on: endpoint, to: client, tag: FabricWire.controlTag, token: 4)
-    while !stop.isSet, ContinuousClock.now < deadline {
-      completions.removeAll()
-      if try endpoint.completions.poll(into: &completions) == 0 { usleep(200) }
-    }
-    withExtendedLifetime((registered, region)) {}
-  }
-
-  // Over tcp;ofi_rxm only: shm reads by cross-memory attach and checks no
-  // key (FABRIC-RM-4), and its target-side copies would touch the forged
-  // addresses inside this test process.
-  @Test("a hostile server's forged key or extent: the read is malformedDescriptor, promptly, and nothing hangs",
-        arguments: forgeries)
-  func forgedRegion(forgery: Forgery) async throws {
-    let settings = try FabricSettings(config: .defaults, address: FabricConformanceTests.address("tcp"))
-    let (endpoint, port) = try FabricListener.bind(settings: settings, host: "127.0.0.1", port: 0)
-    let stop = Stop()
-    async let served: Void = offPool { try Self.forgingServer(endpoint, forgery: forgery, stop: stop) }
-    let transport = FabricTransport(config: .init(closeTimeout: .seconds(2), peerTimeout: .seconds(20)))
-    let location = TransportAddress(scheme: "fabric", host: "127.0.0.1", port: port, parameters: [.init("provider", "tcp")])
-    let client = try await transport.connect(to: location.location(wantData: 0))
-    _ = try await client.receiveTagged(matching: 7, mask: .max)
-    let memory = try #require(client.remoteMemory)
-    let started = ContinuousClock.now
-    let outcome = await Self.code {
-      _ = try await memory.fetch([RemoteRange(address: FabricWire.descriptorAddress(region: 1, offset: 0), length: forgery.announcedLength)])
-    }
-    #expect(outcome == .malformedDescriptor)
-    // Within the peer timeout: the provider's error said so, not silence.
-    #expect(ContinuousClock.now - started < .seconds(15))
-    stop.set()
-    try await served
-    await client.close()
   }
 
   @Test("a server that vanishes while a client reads its memory: the fetch ends, typed, and nothing hangs", arguments: providers)
