@@ -143,12 +143,13 @@ final class FabricListener: TransportListener {
           if completion.failure == nil {
             let bytes = UnsafeRawBufferPointer(start: buffers.mutableBytes.baseAddress! + slot * FabricWire.handshakeMessageSize,
                                                count: min(completion.length, FabricWire.handshakeMessageSize))
-            let refusal = accept(hello: bytes)
-            if refusal == nil, settings.namesEndpoints, let name = try? FabricWire.decodeHandshake(bytes).name {
-              forget(name, in: endpoint)
+            let hello = try? FabricWire.decodeHandshake(bytes)
+            let refusal = accept(hello: hello)
+            if refusal == nil, settings.namesEndpoints, let hello {
+              forget(hello.name, in: endpoint)
             }
             if let refusal, operations.count < Self.helloReceives + Self.maxRefusals,
-               let name = try? FabricWire.decodeHandshake(bytes).name, let address = try? endpoint.addresses.insert(name) {
+               let hello, let address = try? endpoint.addresses.insert(hello.name) {
               let answer = ArrowBytes(copying: FabricWire.encode(FabricWire.Handshake(refusal: refusal.rawValue, controlReceives: 0, name: [])))
               let token = nextToken
               nextToken &+= 1
@@ -196,9 +197,10 @@ final class FabricListener: TransportListener {
   }
 
   /// Starts a connection for a valid hello; a refusal to send when the
-  /// listener is full or cannot start one; nil for garbage (dropped).
-  private func accept(hello bytes: UnsafeRawBufferPointer) -> FabricWire.Refusal? {
-    guard let hello = try? FabricWire.decodeHandshake(bytes), hello.refusal == 0 else {
+  /// listener is full or cannot start one; nil for garbage (nil, or a
+  /// handshake that is not a hello: dropped).
+  private func accept(hello: FabricWire.Handshake?) -> FabricWire.Refusal? {
+    guard let hello, hello.refusal == 0 else {
       rejectedHellos.withLock { $0 += 1 }
       return nil
     }
