@@ -75,7 +75,7 @@ final class FabricListener: TransportListener {
 
   /// The listener's endpoint and its port: the provider's choice for
   /// port 0 over IP; over a named provider (shm) a random free one.
-  private static func bind(settings: FabricSettings, host: String, port: UInt16) throws(DissociatedIPCError) -> (FabricEndpoint, UInt16) {
+  static func bind(settings: FabricSettings, host: String, port: UInt16) throws(DissociatedIPCError) -> (FabricEndpoint, UInt16) {
     guard settings.namesEndpoints else {
       let endpoint = try settings.endpoint(bindingTo: (host, String(port)))
       let name: [UInt8]

@@ -168,6 +168,119 @@ struct FabricFaultTests {
     await pair.close()
   }
 
+  /// What a forging server announces: a region whose key or extent is
+  /// not the one it registered.
+  struct Forgery: Sendable, CustomTestStringConvertible {
+    var name: String
+    /// Added to the registered key.
+    var keyOffset: UInt64
+    /// The length announced for a registered region of 4 KiB.
+    var announcedLength: UInt64
+    var testDescription: String { name }
+  }
+
+  static let forgeries = [
+    Forgery(name: "another key", keyOffset: 1, announcedLength: 4096),
+    Forgery(name: "past the registered bytes", keyOffset: 0, announcedLength: 1 << 20),
+  ]
+
+  /// A forging server on a thread of its own, started at once: from the
+  /// concurrency pool, which a busy test run holds for seconds, it once
+  /// started after the client's connect had timed out.
+  final class ForgingServer: Sendable {
+    private let stopped = Mutex(false)
+    private let outcome = Mutex<Result<Void, any Error>?>(nil)
+
+    init(_ endpoint: FabricEndpoint, forgery: Forgery) {
+      Thread.detachNewThread { [self] in
+        let result = Result { try FabricFaultTests.forge(on: endpoint, forgery: forgery) { self.stopped.withLock { $0 } } }
+        outcome.withLock { $0 = result }
+      }
+    }
+
+    /// Stops the server and waits for it (at most 30 s); its failure, if any.
+    func finish() async throws {
+      stopped.withLock { $0 = true }
+      guard await eventually(within: 30, { outcome.withLock { $0 != nil } }) else { throw ForgeryFailure("the forging server did not stop") }
+      try outcome.withLock { $0 }?.get()
+    }
+  }
+
+  struct ForgeryFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+  }
+
+  /// A server that is not one, on a raw endpoint: welcomes one client,
+  /// registers 4 KiB, announces it as `forgery` says, then sends tagged
+  /// message 7, and progresses (tcp;ofi_rxm answers reads only then)
+  /// until `stopped` says so.
+  static func forge(on endpoint: FabricEndpoint, forgery: Forgery, stopped: () -> Bool) throws {
+    let deadline = ContinuousClock.now + .seconds(30)
+    var completions: [FabricCompletion] = []
+    let hello = AlignedStorage(capacity: FabricWire.handshakeMessageSize, zeroed: false)
+    try endpoint.receiveTagged(hello.mutableBytes.baseAddress, count: FabricWire.handshakeMessageSize, from: nil,
+                               tag: FabricWire.helloTag, ignore: 0, token: 1)
+    var helloLength: Int?
+    while helloLength == nil, ContinuousClock.now < deadline {
+      completions.removeAll()
+      if try endpoint.completions.poll(into: &completions) == 0 { usleep(200) }
+      helloLength = completions.first { $0.token == 1 }?.length
+    }
+    guard let helloLength else { throw ForgeryFailure("no hello within 30 s") }
+    let handshake = try FabricWire.decodeHandshake(UnsafeRawBufferPointer(start: hello.mutableBytes.baseAddress, count: helloLength))
+    let client = try endpoint.addresses.insert(handshake.name)
+    let welcome = FabricWire.encode(FabricWire.Handshake(refusal: 0, controlReceives: 16, name: try endpoint.name()))
+    try send(ArrowBytes(copying: welcome), on: endpoint, to: client, tag: FabricWire.welcomeTag, token: 2)
+
+    let registered = payload(count: 4096, seed: 4)
+    guard let registeredBase = registered.unsafeBaseAddress else { throw ForgeryFailure("no bytes to register") }
+    let region = try FabricMemoryRegion(domain: endpoint.domain, base: registeredBase, count: 4096, key: 5)
+    var announcement = [UInt8](repeating: 0, count: FabricWire.headerSize + 16)
+    let base = UInt64(UInt(bitPattern: registeredBase))
+    announcement.withUnsafeMutableBytes { bytes in
+      FabricWire.write(FabricWire.Header(kind: .region, credits: 0, sequence: 0, tag: 1, length: forgery.announcedLength), into: bytes.baseAddress!)
+      bytes.storeBytes(of: (region.key &+ forgery.keyOffset).littleEndian, toByteOffset: FabricWire.headerSize, as: UInt64.self)
+      bytes.storeBytes(of: base.littleEndian, toByteOffset: FabricWire.headerSize + 8, as: UInt64.self)
+    }
+    var message = [UInt8](repeating: 0, count: FabricWire.headerSize)
+    message.withUnsafeMutableBytes { bytes in
+      FabricWire.write(FabricWire.Header(kind: .tagged, credits: 0, sequence: 1, tag: 7, length: 0), into: bytes.baseAddress!)
+    }
+    try send(ArrowBytes(copying: announcement), on: endpoint, to: client, tag: FabricWire.controlTag, token: 3)
+    try send(ArrowBytes(copying: message), on: endpoint, to: client, tag: FabricWire.controlTag, token: 4)
+    while !stopped(), ContinuousClock.now < deadline {
+      completions.removeAll()
+      if try endpoint.completions.poll(into: &completions) == 0 { usleep(200) }
+    }
+    withExtendedLifetime((registered, region)) {}
+  }
+
+  // Over tcp;ofi_rxm only: shm reads by cross-memory attach and checks no
+  // key (FABRIC-RM-4), and its target-side copies would touch the forged
+  // addresses inside this test process.
+  @Test("a hostile server's forged key or extent: the read is malformedDescriptor, promptly, and nothing hangs",
+        arguments: forgeries)
+  func forgedRegion(forgery: Forgery) async throws {
+    let settings = try FabricSettings(config: .defaults, address: FabricConformanceTests.address("tcp"))
+    let (endpoint, port) = try FabricListener.bind(settings: settings, host: "127.0.0.1", port: 0)
+    let server = ForgingServer(endpoint, forgery: forgery)
+    let transport = FabricTransport(config: .init(closeTimeout: .seconds(2), peerTimeout: .seconds(20)))
+    let location = TransportAddress(scheme: "fabric", host: "127.0.0.1", port: port, parameters: [.init("provider", "tcp")])
+    let client = try await transport.connect(to: location.location(wantData: 0))
+    _ = try await client.receiveTagged(matching: 7, mask: .max)
+    let memory = try #require(client.remoteMemory)
+    let started = ContinuousClock.now
+    let outcome = await Self.code {
+      _ = try await memory.fetch([RemoteRange(address: FabricWire.descriptorAddress(region: 1, offset: 0), length: forgery.announcedLength)])
+    }
+    #expect(outcome == .malformedDescriptor)
+    // Within the peer timeout: the provider's error said so, not silence.
+    #expect(ContinuousClock.now - started < .seconds(15))
+    try await server.finish()
+    await client.close()
+  }
+
   @Test("a server that vanishes while a client reads its memory: the fetch ends, typed, and nothing hangs", arguments: providers)
   func vanishMidRead(provider: String) async throws {
     let (pair, _, region, _, clientMemory) = try await Self.exposed(count: 64 << 20, over: provider)
