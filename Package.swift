@@ -87,9 +87,12 @@ let package = Package(
     // messages for bodies, one worker and progress thread per connection.
     .target(
       name: "DissociatedIPCUCX",
-      dependencies: ["DissociatedIPC", "DissociatedIPCBackendKit", "ArrowIPC", "CUCX"],
+      dependencies: ["DissociatedIPC", "DissociatedIPCBackendKit", "ArrowIPC", "CUCX", "CDissociatedIPCUCXDefaults"],
       swiftSettings: strictSettings
     ),
+    // ucx://'s default UCX settings, put in the environment by a load-time
+    // constructor, before any thread starts (UCX-CONF-2).
+    .target(name: "CDissociatedIPCUCXDefaults"),
     // UCX's C API (libucx-dev) and static inline shims for its macros.
     .systemLibrary(name: "CUCX", pkgConfig: "ucx", providers: [.apt(["libucx-dev"])]),
     // fabric:// (Spec/fabric.md): libfabric RDM endpoints, tagged messages

@@ -332,8 +332,9 @@ enum Cases {
       ? client.stream(from: server.location(for: "full", role: .metadata), dataLocation: server.location(for: "full", role: .data))
       : client.stream(from: server.location(for: "full"))
     var received: [(Message, ArrowBytes)] = []
+    var iterator = stream.makeAsyncIterator()
     do throws(DissociatedIPCError) {
-      for try await item in stream {
+      while let item = try await iterator.next() {
         switch item {
         case .schema(let schema): received.append((Message(header: .schema(schema)), ArrowBytes()))
         case .dictionary(let dictionary): received.append((dictionary.values.message, dictionary.values.body))
@@ -349,6 +350,11 @@ enum Cases {
       try check.expect(message.header == source.header && message.bodyLength == source.bodyLength, "message \(index) metadata differs")
       try check.expect(body == messages[index].body, "message \(index) body differs (\(body.count) vs \(messages[index].body.count) bytes)")
     }
+    // Closing once every body is released ends the connections in order:
+    // the server lets go of them without waiting for silence (DIPC-FREE-6).
+    received.removeAll()
+    await iterator.close()
+    while server.stats.connections > 0 { try? await Task.sleep(for: .milliseconds(5)) }
     await server.shutdown()
   }
 

@@ -31,7 +31,8 @@ public enum ConformanceCase: String, CaseIterable, Sendable {
   /// outside exposed memory are refused, released regions are gone.
   case remoteMemory
   /// A full protocol stream (schema, dictionary, batches from empty to
-  /// above the rendezvous threshold) arrives equal to its source.
+  /// above the rendezvous threshold) arrives equal to its source; once the
+  /// client released it and closed, the server holds no connection.
   case fullStream
   /// Separate metadata and data connections (two locations, one listener)
   /// deliver the same stream.

@@ -95,22 +95,11 @@ final class UCXContext: @unchecked Sendable {
   // creation with `mt_workers_shared`.
   let handle: OpaquePointer
 
-  /// Settings applied unless the environment or the options name them
-  /// (UCX-CONF-2): a listener's port can be bound again while connections
-  /// it accepted linger in TIME-WAIT, so a server restarts on its port;
-  /// and no registration cache, which in UCX 1.13 kept every closed
-  /// connection's worker buffers (2 MiB resident each). They are set in
-  /// the environment (`setenv` without overwriting), once, as the
-  /// process's UCP context is made.
-  static let defaultOptions = ["TCP_CM_REUSEADDR": "y", "RCACHE_ENABLE": "n"]
-
-  /// Reads UCX's configuration from the environment (`UCX_*`), then
-  /// applies ``defaultOptions`` and `options` (names without the `UCX_`
-  /// prefix) on top with `ucp_config_modify` (UCX-CONF-1).
+  /// Reads UCX's configuration from the environment (`UCX_*`, with the
+  /// defaults the program set as it loaded, UCX-CONF-2), then applies
+  /// `options` (names without the `UCX_` prefix) on top with
+  /// `ucp_config_modify` (UCX-CONF-1).
   init(options: [String: String]) throws(UCXFailure) {
-    // Through the environment, without overriding it: in UCX 1.13,
-    // ucp_config_modify does not reach the connection manager's settings.
-    for (name, value) in Self.defaultOptions where options[name] == nil { setenv("UCX_" + name, value, 0) }
     var config: OpaquePointer?
     try UCXStatus.check(ucp_config_read(nil, nil, &config), "ucp_config_read")
     defer { ucp_config_release(config) }

@@ -85,6 +85,8 @@ struct Fetch: AsyncParsableCommand {
       }
     }
     try writer.finish()
+    // The server hears the goodbye now, not after its peer timeout.
+    await iterator.close()
     if let partial {
       guard fsync(descriptor) == 0, rename(partial, out) == 0 else {
         throw ValidationError("cannot write \(out): \(String(cString: strerror(errno)))")

@@ -47,4 +47,23 @@ struct ServerStatsTests {
       + (listen.hasPrefix("shm") ? ", 0 of 1024 MiB of shared segments, 0 peer segments (0 MiB) mapped\"" : "\"")
     #expect(await server.stats { $0 == expected } == expected)
   }
+
+  @Test("a dipc fetch that exits after its last batch said goodbye: its server drops the connection before its peer timeout could (DIPC-FREE-6)",
+        arguments: ["tcp://127.0.0.1:0", "shm://", "fabric://127.0.0.1:0?provider=tcp", "fabric://127.0.0.1:0?provider=shm"])
+  func exitingClientSaysGoodbye(listen: String) async throws {
+    let file = try Processes.corpus.get().appendingPathComponent("compressed_none.arrows").path
+    let server = try Processes.Server(files: [file], listen: listen, capturingStandardError: true)
+    defer { server.stop() }
+    let location = server.locations["compressed_none.arrows"]!["combined"]!
+    for round in 1 ... 4 {
+      try await offPool { try Processes.run(try Processes.dipc, ["fetch", location, "--out", "/dev/null"]) }
+      let exited = ContinuousClock.now
+      let idle = "connections=0 active=0 served=\(round) failed=0"
+      let stats = await server.stats { $0.hasPrefix(idle) }
+      // A client that left without its goodbye is noticed only by its
+      // silence: fabric://'s peer timeout is 10 s from the last message.
+      #expect(stats?.hasPrefix(idle) == true, "\(stats ?? "no stats")")
+      #expect(ContinuousClock.now - exited < .seconds(9), "round \(round): the server held the connection for \(ContinuousClock.now - exited)")
+    }
+  }
 }

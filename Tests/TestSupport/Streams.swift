@@ -37,7 +37,11 @@ public func writeInt64Stream(to path: String, batches: Int, rows: Int) throws {
 /// batches that arrive.
 public func recordBatchCount(from location: Location, registry: TransportRegistry) async throws -> Int {
   var batches = 0
-  for try await case .recordBatch in DissociatedClient(registry: registry).stream(from: location) { batches += 1 }
+  var stream = DissociatedClient(registry: registry).stream(from: location).makeAsyncIterator()
+  while let item = try await stream.next() {
+    if case .recordBatch = item { batches += 1 }
+  }
+  await stream.close()
   return batches
 }
 

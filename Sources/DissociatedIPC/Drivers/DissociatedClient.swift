@@ -96,6 +96,19 @@ public struct ReceivedStream: AsyncSequence, Sendable {
     /// of the stream's connections, the metadata one first; empty before
     /// the first ``next()`` connected.
     public var paths: [String] { session?.paths ?? [] }
+
+    /// Ends the stream and waits until its connections are closed. Before
+    /// the stream's end the rest is abandoned. After it, the wait lasts
+    /// until every record batch and dictionary the stream handed out that
+    /// still maps the server's memory was released (so call it once they
+    /// are dropped) and the transport's goodbye was exchanged: a process
+    /// that exits right after its last batch calls this, or its server
+    /// only notices the silence after its peer timeout (DIPC-FREE-6).
+    public mutating func close() async {
+      guard let session else { return }
+      self.session = nil
+      await session.close()
+    }
   }
 
   /// Receives the whole stream and writes it as an Arrow IPC stream to
@@ -117,6 +130,7 @@ public struct ReceivedStream: AsyncSequence, Sendable {
       }
     }
     try arrow { () throws(ArrowIPCError) in try writer.finish() }
+    await iterator.close()
     return batches
   }
 }
@@ -378,6 +392,18 @@ final class ClientSession: Sendable {
     returns.closeWhenIdle()
   }
 
+  /// Closes the connections: after the stream's end once every mapped
+  /// body came back (``FreeDataReturns``), before it at once.
+  func close() async {
+    watchdog.withLock { $0?.cancel() }
+    if machine.withLock({ $0.isComplete }) {
+      await finishStream()
+      await returns.closed()
+    } else {
+      await Self.closeBoth(metadata, data)
+    }
+  }
+
   /// The stream failed: its connections end now, without waiting for a
   /// peer that may be gone or silent (a goodbye it never answers would
   /// hold the caller for the transport's close timeout).
@@ -432,6 +458,9 @@ final class FreeDataReturns: Sendable {
     var heldBytes = HeldBytes()
     var closeWhenIdle = false
     var closed = false
+    /// The connection's close completed.
+    var closeCompleted = false
+    var closeWaiters: [CheckedContinuation<Void, Never>] = []
   }
 
   private let connection: any TransportConnection
@@ -476,6 +505,19 @@ final class FreeDataReturns: Sendable {
     send([])
   }
 
+  /// Returns once the connection was closed: the stream ended and every
+  /// mapped body came back.
+  func closed() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let done = state.withLock { state -> Bool in
+        if state.closeCompleted { return true }
+        state.closeWaiters.append(continuation)
+        return false
+      }
+      if done { continuation.resume() }
+    }
+  }
+
   private func flush() async {
     while true {
       enum Step { case send([UInt64]), close, stop }
@@ -495,7 +537,13 @@ final class FreeDataReturns: Sendable {
       case .send(let addresses): try? await connection.sendTagged(ControlTag.freeData, [ArrowBytes(copying: FreeDataPayload.encode(addresses))])
       case .close:
         await connection.close()
-        state.withLock { $0.sending = false }
+        let waiters = state.withLock { state in
+          state.sending = false
+          state.closeCompleted = true
+          defer { state.closeWaiters = [] }
+          return state.closeWaiters
+        }
+        for waiter in waiters { waiter.resume() }
         return
       case .stop: return
       }
