@@ -87,19 +87,20 @@ let package = Package(
     // messages for bodies, one worker and progress thread per connection.
     .target(
       name: "DissociatedIPCUCX",
-      dependencies: ["DissociatedIPC", "DissociatedIPCBackendKit", "ArrowIPC", "CUCX", "CDissociatedIPCUCXDefaults"],
+      dependencies: ["DissociatedIPC", "DissociatedIPCBackendKit", "ArrowIPC", "CUCX", "CDissociatedIPCEnvironmentDefaults"],
       swiftSettings: strictSettings
     ),
-    // ucx://'s default UCX settings, put in the environment by a load-time
-    // constructor, before any thread starts (UCX-CONF-2).
-    .target(name: "CDissociatedIPCUCXDefaults"),
+    // The built-in backends' default UCX and libfabric settings, put in the
+    // environment by a load-time constructor, before any thread starts
+    // (UCX-CONF-2, FABRIC-MEM-1).
+    .target(name: "CDissociatedIPCEnvironmentDefaults"),
     // UCX's C API (libucx-dev) and static inline shims for its macros.
     .systemLibrary(name: "CUCX", pkgConfig: "ucx", providers: [.apt(["libucx-dev"])]),
     // fabric:// (Spec/fabric.md): libfabric RDM endpoints, tagged messages
     // and remote reads over whichever provider a location names.
     .target(
       name: "DissociatedIPCFabric",
-      dependencies: ["DissociatedIPC", "DissociatedIPCBackendKit", "ArrowIPC", "CLibfabric"],
+      dependencies: ["DissociatedIPC", "DissociatedIPCBackendKit", "ArrowIPC", "CLibfabric", "CDissociatedIPCEnvironmentDefaults"],
       swiftSettings: strictSettings
     ),
     // libfabric's C API (libfabric-dev) and shims for what Swift cannot import.

@@ -88,8 +88,8 @@ struct ConnectionChurnTests {
     }
   }
 
-  @Test("a connection that never asks for a stream costs the server one thread (TCP-THREAD-2, SHM-THREAD-5)",
-        arguments: ["tcp://127.0.0.1:0", "shm://"])
+  @Test("a connection that never asks for a stream costs the server one thread and a few MiB at most (TCP-THREAD-2, SHM-THREAD-5, FABRIC-MEM-1)",
+        arguments: ["tcp://127.0.0.1:0", "shm://", "fabric://127.0.0.1:0?provider=tcp", "fabric://127.0.0.1:0?provider=shm"])
   func silentConnections(listen: String) async throws {
     let file = try Processes.corpus.get().appendingPathComponent("type_int32.arrows").path
     let server = try Processes.Server(files: [file], listen: listen, options: ["--initiation-timeout", "300"],
@@ -98,7 +98,11 @@ struct ConnectionChurnTests {
     let location = try Location(parsing: server.locations["type_int32.arrows"]!["combined"]!)
     #expect(try await Self.fetch(location.description))
     let before = ResourceCensus.take(of: server.process.processIdentifier)
-    let transport: any DissociatedTransport = listen.hasPrefix("shm") ? SharedMemoryTransport() : TCPTransport()
+    let transport: any DissociatedTransport = switch location.scheme {
+    case "shm": SharedMemoryTransport()
+    case "fabric": FabricTransport()
+    default: TCPTransport()
+    }
     let count = 40
     var silent: [any TransportConnection] = []
     for _ in 0 ..< count { silent.append(try await transport.connect(to: location)) }
@@ -107,6 +111,9 @@ struct ConnectionChurnTests {
     let during = ResourceCensus.take(of: server.process.processIdentifier)
     // One reader each; a few more for whatever the server started meanwhile.
     #expect(during.threads - before.threads <= count + 8, "before \(before), with \(count) silent connections \(during)")
+    // fabric:// over tcp;ofi_rxm took 85 MiB per connection with rxm's
+    // default receive buffers.
+    #expect(during.residentBytes - before.residentBytes < count * (8 << 20), "before \(before), with \(count) silent connections \(during)")
     for connection in silent { await connection.close() }
     let idle = await server.stats { $0.hasPrefix("connections=0 ") }
     #expect(idle?.hasPrefix("connections=0 active=0 served=1 failed=0") == true, "\(idle ?? "no stats")")

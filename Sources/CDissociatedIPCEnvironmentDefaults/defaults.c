@@ -1,0 +1,38 @@
+// The built-in backends' defaults for settings UCX and libfabric read only
+// from the environment. Each is set unless the environment names it, once,
+// as the program loads: setenv while another thread reads the environment
+// (posix_spawn, getenv) can make that thread read freed memory, so it must
+// happen before any thread starts.
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const default_settings[] = {
+  // ucx:// (UCX-CONF-2). A server can listen again on its port while the
+  // connections it served are in TIME-WAIT.
+  "UCX_TCP_CM_REUSEADDR=y",
+  // No registration cache: it kept every closed connection's worker
+  // buffers (2 MiB resident each) in UCX 1.13.
+  "UCX_RCACHE_ENABLE=n",
+  // fabric:// over tcp;ofi_rxm (FABRIC-MEM-1). rxm posts receive buffers
+  // that take only a header over tcp (payloads land in the application's
+  // buffers), 4096 of 16 KiB each by default: about 85 MiB resident per
+  // endpoint, and this backend opens one per connection. 32 buffers of
+  // 256 bytes, with the eager limit kept at 16 KiB.
+  "FI_OFI_RXM_BUFFER_SIZE=256",
+  "FI_OFI_RXM_EAGER_LIMIT=16384",
+  "FI_OFI_RXM_MSG_RX_SIZE=32",
+  NULL,
+};
+
+__attribute__((constructor)) static void cdipc_set_environment_defaults(void) {
+  for (const char *const *setting = default_settings; *setting != NULL; setting++) {
+    const char *equals = strchr(*setting, '=');
+    char name[64];
+    size_t length = (size_t)(equals - *setting);
+    if (equals == NULL || length >= sizeof name) continue;
+    memcpy(name, *setting, length);
+    name[length] = '\0';
+    setenv(name, equals + 1, 0);
+  }
+}
