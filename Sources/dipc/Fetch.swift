@@ -31,10 +31,14 @@ struct Fetch: AsyncParsableCommand {
   @Option(help: "Seconds the stream may go without anything arriving before the fetch fails (timedOut); 0: wait for ever.")
   var idleTimeout = 30.0
 
+  @Option(help: "Descriptor bodies (read from the server's memory) fetched at once.")
+  var fetchesInFlight = DissociatedClient.Config.defaults.maxFetchesInFlight
+
   @OptionGroup var common: CommonOptions
 
   func validate() throws {
     guard idleTimeout >= 0 else { throw ValidationError("--idle-timeout must not be negative") }
+    guard fetchesInFlight > 0 else { throw ValidationError("--fetches-in-flight must be positive") }
   }
 
   func run() async throws {
@@ -60,21 +64,18 @@ struct Fetch: AsyncParsableCommand {
 
     var config = DissociatedClient.Config.defaults
     config.idleTimeout = idleTimeout > 0 ? .seconds(idleTimeout) : nil
+    config.maxFetchesInFlight = fetchesInFlight
     let client = DissociatedClient(registry: .builtIn, config: config)
     let stream = client.stream(from: metadataLocation, ticket: ticket.map { Array($0.utf8) }, dataLocation: dataLocation)
     var writer = IPCStreamWriter(sink: FileDescriptorSink(descriptor: descriptor))
     var progress = Progress(enabled: isatty(STDERR_FILENO) != 0)
     let logger = common.makeLogger("dipc.fetch")
     var iterator = stream.makeAsyncIterator()
-    var reportedPath = false
     while let item = try await iterator.next() {
-      if !reportedPath {
-        // Which transport path really ran (a terminal sees it; logs at info).
-        reportedPath = true
-        for path in iterator.paths {
-          if progress.enabled { FileHandle.standardError.write(Data("path: \(path)\n".utf8)) }
-          logger.info("connected", metadata: ["path": "\(path)"])
-        }
+      if progress.firstItem == nil {
+        progress.firstItem = .now
+        // Which transport path really ran (logs at info; the summary says it too).
+        for path in iterator.paths { logger.info("connected", metadata: ["path": "\(path)"]) }
       }
       switch item {
       case .schema(let schema): try writer.write(Message(header: .schema(schema)))
@@ -85,6 +86,7 @@ struct Fetch: AsyncParsableCommand {
       }
     }
     try writer.finish()
+    let (paths, finished) = (iterator.paths, ContinuousClock.now)
     // The server hears the goodbye now, not after its peer timeout.
     await iterator.close()
     if let partial {
@@ -94,14 +96,17 @@ struct Fetch: AsyncParsableCommand {
       complete = true
     }
     progress.finish()
+    FileHandle.standardError.write(Data((progress.summary(paths: paths, end: finished) + "\n").utf8))
   }
 }
 
-/// Progress on a terminal: batches, bytes and rate, redrawn at most 10
-/// times a second.
+/// Progress on a terminal (batches, bytes and rate, redrawn at most 10
+/// times a second) and the summary every fetch prints on standard error.
 struct Progress {
   let enabled: Bool
   let started = ContinuousClock.now
+  /// When the first item (the schema) arrived: the stream was set up.
+  var firstItem: ContinuousClock.Instant?
   var lastDrawn = ContinuousClock.now
   var batches = 0
   var bytes = 0
@@ -111,14 +116,25 @@ struct Progress {
     bytes += bodyBytes
     guard enabled, ContinuousClock.now - lastDrawn > .milliseconds(100) else { return }
     lastDrawn = ContinuousClock.now
-    draw(final: false)
-  }
-
-  func finish() { if enabled { draw(final: true) } }
-
-  private func draw(final: Bool) {
     let elapsed = max(seconds(ContinuousClock.now - started), 1e-9)
     let line = "\(batches) batches, \(formatBytes(Double(bytes))), \(formatBytes(Double(bytes) / elapsed))/s"
-    FileHandle.standardError.write(Data(("\r\u{1B}[K" + line + (final ? "\n" : "")).utf8))
+    FileHandle.standardError.write(Data(("\r\u{1B}[K" + line).utf8))
+  }
+
+  /// Clears the progress line.
+  func finish() { if enabled { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) } }
+
+  /// `dipc fetch: N record batches, X of bodies in T s (R/s) after S s of
+  /// setup; path: …` — the rate counts from the schema to the last batch,
+  /// the setup from the start to the schema (connecting, the transport's
+  /// own start-up); one path per connection, metadata first. `end`: when
+  /// the last item was written.
+  func summary(paths: [String], end: ContinuousClock.Instant) -> String {
+    let first = firstItem ?? end
+    let transfer = max(seconds(end - first), 1e-9)
+    let labelled = paths.count == 2 ? ["metadata: " + paths[0], "data: " + paths[1]] : paths
+    return "dipc fetch: \(batches) record batches, \(formatBytes(Double(bytes))) of bodies in "
+      + String(format: "%.3f s (%@/s) after %.3f s of setup", transfer, formatBytes(Double(bytes) / transfer), seconds(first - started))
+      + "; path: " + (labelled.isEmpty ? "none" : labelled.joined(separator: "; "))
   }
 }

@@ -87,6 +87,24 @@ struct EndToEndTests {
   @Test("the pyarrow corpus fetched from separate metadata and data locations equals the source", arguments: setups)
   func split(setup: Setup) async throws { try await Self.fetchAll(topology: "split", setup: setup) }
 
+  @Test("dipc fetch ends with a summary on standard error: record batches, bytes, rate, setup and the path that ran", arguments: setups)
+  func fetchSummary(setup: Setup) async throws {
+    let file = try Processes.corpus.get().appendingPathComponent("compressed_none.arrows").path
+    let server = try Processes.Server(files: [file], listen: setup.listen, options: setup.serveOptions, environment: setup.environment)
+    defer { server.stop() }
+    let location = server.locations["compressed_none.arrows"]!["combined"]!
+    // Standard error onto standard output; the stream goes to /dev/null.
+    let printed = try await offPool {
+      try Processes.runRetryingUCXAsyncAbort(try Processes.dipc, ["fetch", location, "--out", "/dev/null"], environment: setup.environment,
+                                             launcher: ["sh", "-c", "exec \"$@\" 2>&1", "sh"])
+    }
+    let summary = try #require(printed.split(separator: "\n").last { $0.hasPrefix("dipc fetch: ") }, "\(printed)")
+    let scheme = String(setup.listen.prefix { $0 != ":" })
+    #expect(summary.contains(" record batches, ") && summary.contains(" of bodies in ") && summary.contains(" s of setup; path: "), "\(summary)")
+    #expect(!summary.hasPrefix("dipc fetch: 0 record batches"), "\(summary)")
+    #expect(summary.split(separator: "; path: ").last?.hasPrefix(scheme) == true, "\(summary)")
+  }
+
   /// `dipc serve` of the corpus's int32 file over tcp://: the file, the
   /// server and the file's combined location.
   static func serveInt32() throws -> (file: String, server: Processes.Server, location: String) {

@@ -35,15 +35,25 @@ public struct DissociatedClient: Sendable {
     /// (DIPC-FREE-5), so a consumer that keeps every batch never holds the
     /// server back (DIPC-BP-1).
     public var maxMappedBytes: Int
+    /// Most type-1 bodies a stream fetches at once: while the next item
+    /// waits for its body's fetch, descriptors already received start
+    /// theirs (DIPC-CLIENT-4).
+    public var maxFetchesInFlight: Int
+    /// Most bytes those fetches take at once (a single fetch may take more).
+    public var maxFetchBytesInFlight: Int
     /// Default limits, a 30 s idle timeout, 128 MiB mapped (half the
-    /// server's default bound on outstanding bytes).
+    /// server's default bound on outstanding bytes), 4 fetches and 64 MiB
+    /// in flight.
     public static let defaults = Config(stream: .defaults, idleTimeout: .seconds(30))
 
     /// Creates settings.
-    public init(stream: ClientStreamConfig, idleTimeout: Duration?, maxMappedBytes: Int = 128 << 20) {
+    public init(stream: ClientStreamConfig, idleTimeout: Duration?, maxMappedBytes: Int = 128 << 20,
+                maxFetchesInFlight: Int = 4, maxFetchBytesInFlight: Int = 64 << 20) {
       self.stream = stream
       self.idleTimeout = idleTimeout
       self.maxMappedBytes = maxMappedBytes
+      self.maxFetchesInFlight = max(1, maxFetchesInFlight)
+      self.maxFetchBytesInFlight = maxFetchBytesInFlight
     }
   }
 
@@ -160,6 +170,19 @@ final class ClientSession: Sendable {
   private let progress = Atomic<UInt64>(0)
   private let timedOut = Atomic<Bool>(false)
   private let watchdog = Mutex<Task<Void, Never>?>(nil)
+  /// Type-1 bodies being fetched, by sequence number (DIPC-CLIENT-4).
+  private let fetches = Mutex(FetchesInFlight())
+
+  /// A fetch that runs while the stream reads on.
+  private struct Fetch {
+    let descriptor: BodyDescriptor
+    let task: Task<Result<ArrowBytes, DissociatedIPCError>, Never>
+  }
+
+  private struct FetchesInFlight {
+    var bySequence: [UInt32: Fetch] = [:]
+    var bytes = 0
+  }
 
   private init(metadata: any TransportConnection, data: any TransportConnection, canMap: Bool,
                config: DissociatedClient.Config) {
@@ -281,17 +304,13 @@ final class ClientSession: Sendable {
             throw receiveFailed(error)
           }
           guard let message = try received(tagged) else { return try closed() }
-          let descriptor: BodyDescriptor?
-          (descriptor, step) = try machine.withLock { (machine) throws(DissociatedIPCError) in
-            guard let descriptor = try machine.bodyReceived(tag: message.tag, payload: message.payload) else {
-              return (nil, try Self.step(&machine))
-            }
-            return (descriptor, .read(.body))
-          }
-          if let descriptor {
-            try await fetch(descriptor, sequence: Tag(rawValue: message.tag).sequence)
-            step = try machine.withLock { (machine) throws(DissociatedIPCError) in try Self.step(&machine) }
-          }
+          step = try bodyReceived(message)
+        case .read(.fetch(let sequence)):
+          // Bodies already here start their fetches before this one is
+          // awaited, so reads overlap (DIPC-CLIENT-4).
+          try readAhead()
+          try await finishFetch(sequence)
+          step = try machine.withLock { (machine) throws(DissociatedIPCError) in try Self.step(&machine) }
         }
       }
     } catch {
@@ -358,16 +377,59 @@ final class ClientSession: Sendable {
     return nil
   }
 
-  /// Fetches a type-1 body. A mapping is returned to the server when its
-  /// last view is released; a copy right away (DIPC-FREE-1), and so is a
-  /// mapping copied because the stream's mapped bodies would exceed
-  /// `maxMappedBytes` (DIPC-FREE-5).
-  private func fetch(_ descriptor: BodyDescriptor, sequence: UInt32) async throws(DissociatedIPCError) {
+  /// Places a tagged message (a body) in the state machine, starting its
+  /// fetch when it is a descriptor; the step after it.
+  private func bodyReceived(_ message: TaggedMessage) throws(DissociatedIPCError) -> Step {
+    let (descriptor, step) = try machine.withLock { (machine) throws(DissociatedIPCError) in
+      let descriptor = try machine.bodyReceived(tag: message.tag, payload: message.payload)
+      return (descriptor, try Self.step(&machine))
+    }
+    if let descriptor { try startFetch(descriptor, sequence: Tag(rawValue: message.tag).sequence) }
+    return step
+  }
+
+  /// Takes the bodies already received on the data connection, without
+  /// waiting, while fewer than `maxFetchesInFlight` fetches and
+  /// `maxFetchBytesInFlight` bytes are in flight.
+  private func readAhead() throws(DissociatedIPCError) {
+    while fetches.withLock({ $0.bySequence.count < config.maxFetchesInFlight && $0.bytes < config.maxFetchBytesInFlight }) {
+      guard case .message(let message) = try data.readyTagged(matching: 0, mask: 0) else { return }
+      progress.add(1, ordering: .relaxed)
+      _ = try bodyReceived(message)
+    }
+  }
+
+  /// Starts fetching the type-1 body `sequence`.
+  private func startFetch(_ descriptor: BodyDescriptor, sequence: UInt32) throws(DissociatedIPCError) {
     guard let remoteMemory = data.remoteMemory else {
       throw DissociatedIPCError(.unsupportedOperation, "a descriptor body arrived on a transport without remote memory")
     }
-    let fetched = try await remoteMemory.fetch(descriptor.ranges)
-    let addresses = descriptor.ranges.map(\.address)
+    let ranges = descriptor.ranges
+    let task = Task { () async -> Result<ArrowBytes, DissociatedIPCError> in
+      do throws(DissociatedIPCError) { return .success(try await remoteMemory.fetch(ranges)) } catch { return .failure(error) }
+    }
+    fetches.withLock { fetches in
+      fetches.bySequence[sequence] = Fetch(descriptor: descriptor, task: task)
+      fetches.bytes += Int(clamping: descriptor.totalSize)
+    }
+  }
+
+  /// Waits for the fetch of body `sequence` and gives its bytes to the
+  /// state machine. A mapping is returned to the server when its last view
+  /// is released; a copy right away (DIPC-FREE-1), and so is a mapping
+  /// copied because the stream's mapped bodies would exceed
+  /// `maxMappedBytes` (DIPC-FREE-5).
+  private func finishFetch(_ sequence: UInt32) async throws(DissociatedIPCError) {
+    guard let fetch = fetches.withLock({ $0.bySequence[sequence] }) else {
+      throw DissociatedIPCError(.unexpectedMessage, "body \(sequence) is not being fetched")
+    }
+    let result = await fetch.task.value
+    fetches.withLock { fetches in
+      fetches.bySequence[sequence] = nil
+      fetches.bytes -= Int(clamping: fetch.descriptor.totalSize)
+    }
+    let fetched = try result.get()
+    let addresses = fetch.descriptor.ranges.map(\.address)
     if canMap, returns.hold(fetched.count, limit: config.maxMappedBytes) {
       let owner = ReturnOnRelease(bytes: fetched, addresses: addresses, returns: returns)
       let view = fetched.isEmpty ? fetched : ArrowBytes(unsafeBase: fetched.unsafeBaseAddress!, count: fetched.count, owner: owner)

@@ -141,6 +141,9 @@ public struct ClientStreamStateMachine: Sendable {
     case metadata
     /// The next message's body.
     case body
+    /// The next message's body is a descriptor whose bytes are being
+    /// fetched: the fetch of body `sequence` must finish.
+    case fetch(sequence: UInt32)
     /// Nothing: ``nextItem()`` delivers, or the stream is complete or failed.
     case nothing
   }
@@ -156,8 +159,11 @@ public struct ClientStreamStateMachine: Sendable {
     let index = expectedSlot
     guard slots[index].hasMessage else { return .metadata }
     guard slots[index].hasBody else { return .nothing }
-    if case .ready = slots[index].body { return .nothing }
-    return .body
+    switch slots[index].body {
+    case .ready: return .nothing
+    case .fetching: return .fetch(sequence: expected)
+    case .none: return .body
+    }
   }
 
   // MARK: Events
