@@ -312,7 +312,9 @@ final class UCXEndpoint {
 
   /// Connects to a listener at `address` (client–server mode). The
   /// connection is established in the background: flush it to wait.
-  convenience init(worker: UCXWorker, connectingTo address: SocketAddress,
+  /// `peerErrorHandling` false leaves the error-handling mode unset
+  /// (`NONE`), as Arrow's reference client does.
+  convenience init(worker: UCXWorker, connectingTo address: SocketAddress, peerErrorHandling: Bool = true,
                    onError: @escaping (UCXFailure) -> Void) throws(UCXFailure) {
     var params = ucp_ep_params_t()
     params.field_mask = UInt64(UCP_EP_PARAM_FIELD_FLAGS.rawValue | UCP_EP_PARAM_FIELD_SOCK_ADDR.rawValue)
@@ -323,23 +325,32 @@ final class UCXEndpoint {
     stored.initialize(to: address.storage)
     params.sockaddr.addr = UnsafeRawPointer(stored).assumingMemoryBound(to: sockaddr.self)
     params.sockaddr.addrlen = address.length
-    try self.init(worker: worker, params: &params, onError: onError)
+    try self.init(worker: worker, params: &params, peerErrorHandling: peerErrorHandling, onError: onError)
   }
 
-  /// Accepts a connection request delivered to a listener.
+  /// Accepts a connection request delivered to a listener. The endpoint
+  /// takes the client's error-handling mode, whichever it is (UCX-CLOSE-2):
+  /// UCX refuses an endpoint whose mode differs from its client's.
   convenience init(worker: UCXWorker, accepting request: UCXConnectionRequest,
                    onError: @escaping (UCXFailure) -> Void) throws(UCXFailure) {
     var params = ucp_ep_params_t()
     params.field_mask = UInt64(UCP_EP_PARAM_FIELD_CONN_REQUEST.rawValue)
     params.conn_request = request.handle
-    try self.init(worker: worker, params: &params, onError: onError)
+    try self.init(worker: worker, params: &params, peerErrorHandling: false, onError: onError)
   }
 
-  private init(worker: UCXWorker, params: inout ucp_ep_params_t, onError: @escaping (UCXFailure) -> Void) throws(UCXFailure) {
+  /// With `peerErrorHandling`, the endpoint uses `UCP_ERR_HANDLING_MODE_PEER`;
+  /// without, it sets no mode. The error handler is installed either way
+  /// (UCX calls it in both modes).
+  private init(worker: UCXWorker, params: inout ucp_ep_params_t, peerErrorHandling: Bool = true,
+               onError: @escaping (UCXFailure) -> Void) throws(UCXFailure) {
     self.worker = worker
     errorHandler = ErrorHandler(onError)
-    params.field_mask |= UInt64(UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE.rawValue | UCP_EP_PARAM_FIELD_ERR_HANDLER.rawValue)
-    params.err_mode = UCP_ERR_HANDLING_MODE_PEER
+    params.field_mask |= UInt64(UCP_EP_PARAM_FIELD_ERR_HANDLER.rawValue)
+    if peerErrorHandling {
+      params.field_mask |= UInt64(UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE.rawValue)
+      params.err_mode = UCP_ERR_HANDLING_MODE_PEER
+    }
     params.err_handler.arg = Unmanaged.passUnretained(errorHandler).toOpaque()  // lives as long as self
     params.err_handler.cb = { arg, _, status in
       Unmanaged<ErrorHandler>.fromOpaque(arg!).takeUnretainedValue().body(UCXFailure(call: "endpoint error", status: status))

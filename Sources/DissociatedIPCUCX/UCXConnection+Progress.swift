@@ -174,6 +174,12 @@ final class ProgressEngine {
   private var goodbyeAcknowledged = false
   private var endpointDead = false
   private var closeDeadline: Int64?
+  /// A client's close: when its last send completed, after which it waits
+  /// only briefly for the acknowledgement (UCX-CLOSE-7).
+  private var sendsDrainedAt: Int64?
+  /// How long a client waits for the acknowledgement once its sends
+  /// completed (UCX-CLOSE-7).
+  static let clientAcknowledgementWait: Int64 = 250
   private var pathRefreshesLeft = 2
   private var pathStale = false
   /// The rkeys of the location's remote_handle, one per region (UCX-RM-2).
@@ -267,7 +273,7 @@ final class ProgressEngine {
       if busy || idleSince == nil { idleSince = now }
       if now - idleSince! < spin { continue }
       guard connection.prepareToSleep() else { continue }
-      let timeout = closeDeadline.map { Int32(clamping: max(1, $0 - monotonicMilliseconds())) } ?? -1
+      let timeout = closeWakeDeadline.map { Int32(clamping: max(1, $0 - monotonicMilliseconds())) } ?? -1
       worker.sleep(timeoutMilliseconds: timeout) { connection.hasCommands }
       connection.awake()
       idleSince = nil
@@ -277,8 +283,23 @@ final class ProgressEngine {
   private func shouldStop() -> Bool {
     if failure != nil { return true }
     guard let closeDeadline else { return false }
-    if endpointDead || monotonicMilliseconds() >= closeDeadline { return true }
-    return connection.inFlightBytes == 0 && (goodbyeAcknowledged || peerSaidGoodbye)
+    let now = monotonicMilliseconds()
+    if endpointDead || now >= closeDeadline { return true }
+    guard connection.inFlightBytes == 0 else { return false }
+    if goodbyeAcknowledged || peerSaidGoodbye { return true }
+    // A client has everything it needs: a peer that never acknowledges
+    // (Arrow's reference server) must not hold it for the close timeout.
+    guard !connection.isServer else { return false }
+    let drained = sendsDrainedAt ?? now
+    sendsDrainedAt = drained
+    return now - drained >= Self.clientAcknowledgementWait
+  }
+
+  /// When the thread must wake at the latest while closing.
+  private var closeWakeDeadline: Int64? {
+    guard let closeDeadline else { return nil }
+    guard let sendsDrainedAt else { return closeDeadline }
+    return min(closeDeadline, sendsDrainedAt + Self.clientAcknowledgementWait)
   }
 
   private func handle(_ command: UCXConnection.Command) {
@@ -489,6 +510,9 @@ final class ProgressEngine {
 
   func endpointFailed(_ failed: UCXFailure) {
     endpointDead = true
+    // A goodbye that arrived before the peer closed makes this an orderly
+    // end, whichever of the two UCX reports first (UCX-CLOSE-7).
+    receiveControlMessages()
     if peerSaidGoodbye || closeDeadline != nil {
       connection.refuseSends(DissociatedIPCError(.connectionClosed, "the ucx:// peer \(connection.peer) closed the connection"),
                              failure: false)

@@ -4,6 +4,7 @@ import DissociatedIPCBackendKit
 import DissociatedIPCConformance
 @testable import DissociatedIPCUCX
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 
@@ -205,8 +206,9 @@ struct UCXBackendTests {
     }
   }
 
-  @Test("a reference-style raw UCX client reads a stream from DissociatedServer")
-  func referenceStyleClient() async throws {
+  @Test("a reference-style raw UCX client (error-handling mode NONE, as the reference's) reads a stream from DissociatedServer",
+        arguments: ["combined", "split"])
+  func referenceStyleClient(topology: String) async throws {
     var catalog = StreamCatalog()
     var builder = RecordBatchBuilder()
     builder.append("id", [1, 2, nil, 4] as [Int64?])
@@ -220,17 +222,105 @@ struct UCXBackendTests {
     defer { running.cancel() }
     let port = server.listener.address.port!
 
-    // The raw client runs on a thread of its own, as UCX wants.
-    let result = try await onDedicatedThread(named: "raw-client") {
-      Result { try RawReferenceClient.fetch(port: port, wantData: ControlTag.combined, ticket: "t") }
+    // Each raw connection runs on a thread of its own, as UCX wants; the
+    // split topology's two run at once, as the reference client's do.
+    func fetch(_ wantData: UInt64, frames: Bool, body: Bool) -> Task<RawStream, any Error> {
+      Task {
+        try await onDedicatedThread(named: "raw-client") {
+          Result { try RawReferenceClient.fetch(port: port, wantData: wantData, ticket: "t", frames: frames, body: body) }
+        }.get()
+      }
     }
-    let stream = try result.get()
+    let stream: RawStream
+    if topology == "split" {
+      let metadata = fetch(ControlTag.metadata, frames: true, body: false)
+      let data = fetch(ControlTag.data, frames: false, body: true)
+      let (framed, bodies) = (try await metadata.value, try await data.value)
+      stream = RawStream(frames: framed.frames, bodyTag: bodies.bodyTag, body: bodies.body)
+    } else {
+      stream = try await fetch(ControlTag.combined, frames: true, body: true).value
+    }
     #expect(stream.frames.count == 3, "schema, batch, end of stream")
     #expect(stream.frames.first?.first == 1 && stream.frames.first?[1 ..< 5] == [0, 0, 0, 0], "schema frame, sequence 0")
     #expect(stream.frames.last == [0, 2, 0, 0, 0], "end of stream after 2 messages")
     #expect(stream.bodyTag == 1, "body tag: sequence 1, type 0")
     #expect(stream.body == body.array)
     await server.shutdown()
+  }
+}
+
+extension UCXBackendTests {
+  @Test("a client of a server that never acknowledges its goodbye (Arrow's reference server) closes at once after the stream, not after the close timeout (UCX-CLOSE-7)")
+  func serverWithoutAcknowledgements() async throws {
+    var builder = RecordBatchBuilder()
+    builder.append("id", [1, 2] as [Int64?])
+    let schema = try OutgoingMessage(Message(header: .schema(builder.schema))).metadata
+    let port = Mutex<UInt16?>(nil)
+    let served = Task {
+      try await offPool { try RawReferenceServer.serveOneStream(schema: schema, lifetime: .seconds(60)) { bound in port.withLock { $0 = bound } } }
+    }
+    #expect(await eventually(within: 30) { port.withLock { $0 } != nil })
+    let bound = try #require(port.withLock { $0 })
+    var registry = TransportRegistry()
+    registry.register(Self.tcp)
+    let location = try Location(parsing: "ucx://127.0.0.1:\(bound)?want_data=\(ControlTag.combined)&ticket=t")
+    var stream = DissociatedClient(registry: registry).stream(from: location).makeAsyncIterator()
+    var items = 0
+    while try await stream.next() != nil { items += 1 }
+    #expect(items == 1, "the schema, then the end")
+    let closing = ContinuousClock.now
+    await stream.close()
+    // The close timeout is 30 s; an answer that never comes costs a moment.
+    #expect(ContinuousClock.now - closing < .seconds(10), "close took \(ContinuousClock.now - closing)")
+    // The server saw the client go, as the reference server waits to.
+    #expect(try await served.value, "the raw server never saw the client disconnect")
+  }
+}
+
+/// Arrow's reference server's steps (ucx_server.cc, as Spec/ucx.md
+/// describes them) for one stream, on this package's UCX handles: accept
+/// a connection, take the want_data message, send the frames (AM id 0),
+/// then wait for the client to disconnect, answering no goodbye.
+enum RawReferenceServer {
+  struct Failed: Error { let what: String }
+
+  /// Serves `schema` then the end of stream to the first client; calls
+  /// `bound` with the listening port. True once the client disconnected,
+  /// false if it still had not after `lifetime`.
+  static func serveOneStream(schema: ArrowBytes, lifetime: Duration, bound: (UInt16) -> Void) throws -> Bool {
+    let context = try UCXContext(options: ["TLS": "tcp", "NET_DEVICES": "lo"])
+    let worker = try UCXWorker(context: context)
+    var request: UCXConnectionRequest?
+    let listener = try UCXListenerHandle(worker: worker, address: try SocketAddress.resolve(host: "127.0.0.1", port: 0)) { request = $0 }
+    bound(listener.port)
+    let deadline = monotonicMilliseconds() + lifetime.milliseconds
+    func progress(until done: () -> Bool) throws {
+      while !done() {
+        guard monotonicMilliseconds() < deadline else { throw Failed(what: "timed out") }
+        if !worker.progress() { usleep(100) }
+      }
+    }
+    try progress { request != nil }
+    var disconnected = false
+    let endpoint = try UCXEndpoint(worker: worker, accepting: request!) { _ in disconnected = true }
+    var probed: ProbedMessage?
+    try progress {
+      probed = worker.probe(tag: 0, mask: 0)
+      return probed != nil
+    }
+    let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(probed!.length, 1), alignment: 8)
+    defer { scratch.deallocate() }
+    var received = false
+    worker.receive(probed!, into: scratch, count: probed!.length) { _ in received = true }
+    try progress { received }
+    var sent = 0
+    endpoint.sendActiveMessage(id: 0, [ArrowBytes(copying: [1, 0, 0, 0, 0]), schema]) { _ in sent += 1 }
+    endpoint.sendActiveMessage(id: 0, [ArrowBytes(copying: [0, 1, 0, 0, 0])]) { _ in sent += 1 }
+    try progress { sent == 2 }
+    // The reference server keeps its endpoint until the client goes.
+    do { try progress { disconnected } } catch { return false }
+    endpoint.close()
+    return true
   }
 }
 
@@ -263,7 +353,10 @@ struct RawStream: Sendable {
 enum RawReferenceClient {
   struct Failed: Error { let what: String }
 
-  static func fetch(port: UInt16, wantData: UInt64, ticket: String) throws -> RawStream {
+  /// One connection's part of a stream: its frames until the end of
+  /// stream when `frames`, its one body when `body`. The endpoint leaves
+  /// the error-handling mode unset (NONE), as the reference client does.
+  static func fetch(port: UInt16, wantData: UInt64, ticket: String, frames: Bool = true, body: Bool = true) throws -> RawStream {
     let context = try UCXContext(options: ["TLS": "tcp", "NET_DEVICES": "lo"])
     let worker = try UCXWorker(context: context)
     var stream = RawStream()
@@ -271,7 +364,8 @@ enum RawReferenceClient {
       guard case .inline(let bytes) = data else { return }
       stream.frames.append(Array(bytes))
     }
-    let endpoint = try UCXEndpoint(worker: worker, connectingTo: try SocketAddress.resolve(host: "127.0.0.1", port: port)) { _ in }
+    let endpoint = try UCXEndpoint(worker: worker, connectingTo: try SocketAddress.resolve(host: "127.0.0.1", port: port),
+                                   peerErrorHandling: false) { _ in }
     var sent = false
     endpoint.sendTagged(wantData, [ArrowBytes(copying: Array(ticket.utf8))]) { sent = $0 == nil }
     let deadline = monotonicMilliseconds() + 10_000
@@ -282,7 +376,11 @@ enum RawReferenceClient {
       }
     }
     try progress { sent }
-    try progress { stream.frames.last.map { $0.first == 0 } ?? false }
+    if frames { try progress { stream.frames.last.map { $0.first == 0 } ?? false } }
+    guard body else {
+      close(endpoint, worker)
+      return stream
+    }
     var probed: ProbedMessage?
     try progress {
       probed = worker.probe(tag: 1, mask: 0x0000_0000_FFFF_FFFF)
@@ -296,10 +394,15 @@ enum RawReferenceClient {
     try progress { received }
     stream.bodyTag = message.senderTag
     stream.body = Array(UnsafeRawBufferPointer(start: buffer, count: message.length))
+    close(endpoint, worker)
+    return stream
+  }
+
+  /// Closes `endpoint` and lets the disconnect's events drain before the
+  /// worker goes.
+  private static func close(_ endpoint: UCXEndpoint, _ worker: UCXWorker) {
     endpoint.close()
-    // Let the disconnect's events drain before the worker goes.
     let drain = monotonicMilliseconds() + 50
     while monotonicMilliseconds() < drain { worker.progress() }
-    return stream
   }
 }
