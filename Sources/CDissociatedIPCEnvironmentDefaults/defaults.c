@@ -14,6 +14,12 @@ static const char *const default_settings[] = {
   // No registration cache: it kept every closed connection's worker
   // buffers (2 MiB resident each) in UCX 1.13.
   "UCX_RCACHE_ENABLE=n",
+  // Shared-memory and cma lanes for same-host peers (UCX-LANE-1): with
+  // UCP_ERR_HANDLING_MODE_PEER, UCX leaves out its shared-memory
+  // transports unless they handle errors, and cma from rendezvous unless
+  // memory may be invalidated.
+  "UCX_MM_ERROR_HANDLING=y",
+  "UCX_CMA_MEMORY_INVALIDATE=y",
   // fabric:// over tcp;ofi_rxm (FABRIC-MEM-1). rxm posts receive buffers
   // that take only a header over tcp (payloads land in the application's
   // buffers), 4096 of 16 KiB each by default: about 85 MiB resident per

@@ -137,7 +137,10 @@ final class UCXConnection: InboxReceiving {
     exposedMemory?.open(owner: ObjectIdentifier(connection))
     do throws(DissociatedIPCError) {
       try startDedicatedThread(named: "ucx-progress") {
-        connection.run(context: context, connectTimeout: nil, remoteHandle: nil,
+        // Flushed before it is handed over: the lanes are final once the
+        // client's wire-up arrived, and they decide whether bodies go as
+        // descriptors (UCX-RM-8; shared-memory lanes come with wire-up).
+        connection.run(context: context, connectTimeout: config.connectTimeout, remoteHandle: nil,
                        ready: { if case .success = $0 { ready(connection) } }) {
           (worker, onError) throws(UCXFailure) in try UCXEndpoint(worker: worker, accepting: request, onError: onError)
         }

@@ -103,6 +103,10 @@ struct EndToEndTests {
     #expect(summary.contains(" record batches, ") && summary.contains(" of bodies in ") && summary.contains(" s of setup; path: "), "\(summary)")
     #expect(!summary.hasPrefix("dipc fetch: 0 record batches"), "\(summary)")
     #expect(summary.split(separator: "; path: ").last?.hasPrefix(scheme) == true, "\(summary)")
+    // Same-host ucx:// takes shared-memory lanes where UCX_TLS allows them (UCX-LANE-1).
+    if setup.environment["UCX_TLS"]?.contains("sm") == true {
+      #expect(["sysv/", "posix/", "cma/", "xpmem/", "knem/"].contains { summary.contains($0) }, "no shared-memory lane: \(summary)")
+    }
   }
 
   /// `dipc serve` of the corpus's int32 file over tcp://: the file, the

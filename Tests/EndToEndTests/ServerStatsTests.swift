@@ -66,4 +66,54 @@ struct ServerStatsTests {
       #expect(ContinuousClock.now - exited < .seconds(9), "round \(round): the server held the connection for \(ContinuousClock.now - exited)")
     }
   }
+
+  @Test("a dipc fetch killed mid-stream: the server frees its stream and serves the next client (ucx:// over shared-memory lanes and tcp, fabric://)",
+        arguments: [("ucx://127.0.0.1:0", "tcp,sm,self"), ("ucx://127.0.0.1:0", "tcp"),
+                    ("fabric://127.0.0.1:0?provider=tcp", ""), ("fabric://127.0.0.1:0?provider=shm", "")])
+  func killedClient(listen: String, tls: String) async throws {
+    let environment = tls.isEmpty ? [:] : ["UCX_TLS": tls, "UCX_NET_DEVICES": "lo"]
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("dipc-killed-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let path = folder.appendingPathComponent("big.arrows").path
+    try writeInt64Stream(to: path, batches: 64, rows: 1 << 17)  // 64 batches of 1 MiB
+    let server = try Processes.Server(files: [path], listen: listen, environment: environment, capturingStandardError: true)
+    defer { server.stop() }
+    let location = server.locations["big.arrows"]!["combined"]!
+
+    // Nobody reads the fetch's output: it stops mid-stream.
+    let fetch = Process()
+    fetch.executableURL = try Processes.dipc
+    fetch.arguments = ["fetch", location, "--out", "-"]
+    fetch.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let unread = Pipe()
+    fetch.standardOutput = unread
+    fetch.standardError = FileHandle.nullDevice
+    try fetch.run()
+    let streaming = await server.stats(settling: { $0.hasPrefix("connections=1 active=1 ") })
+    #expect(streaming?.hasPrefix("connections=1 active=1 ") == true, "\(streaming ?? "no stats")")
+    kill(fetch.processIdentifier, SIGKILL)
+    fetch.waitUntilExit()
+    // The stream counts as served or failed, as far as the server had
+    // handed it to its transport when the client died; either way it ends.
+    func ended(_ streams: Int) -> (String) -> Bool {
+      { $0.hasPrefix("connections=0 active=0 ") && Self.endedStreams($0) == streams }
+    }
+    let freed = await server.stats(settling: ended(1))
+    #expect(freed.map(ended(1)) == true, "\(freed ?? "no stats")")
+    try await offPool {
+      try Processes.runRetryingUCXAsyncAbort(try Processes.dipc, ["fetch", location, "--out", "/dev/null"], environment: environment)
+    }
+    let after = await server.stats(settling: ended(2))
+    #expect(after.map(ended(2)) == true, "\(after ?? "no stats")")
+  }
+
+  /// served + failed in a stats line.
+  static func endedStreams(_ stats: String) -> Int {
+    stats.split(separator: " ").reduce(0) { total, field in
+      let pair = field.split(separator: "=")
+      guard pair.count == 2, pair[0] == "served" || pair[0] == "failed", let count = Int(pair[1]) else { return total }
+      return total + count
+    }
+  }
 }

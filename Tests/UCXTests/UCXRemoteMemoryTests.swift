@@ -92,14 +92,15 @@ struct UCXRemoteMemoryTests {
     await served.close()
   }
 
-  /// UCX-RM-8: with `.automatic`, lanes without native gets (tcp, and the
-  /// tcp lanes of a listener connection with `sm` allowed, UCX-PATH-2)
-  /// carry large bodies inline; `.always` sends them as descriptors;
+  /// UCX-RM-8: with `.automatic`, lanes without native gets (tcp) carry
+  /// large bodies inline and lanes with them (cma, on one host with `sm`
+  /// allowed, UCX-LANE-1) send descriptors; `.always` sends descriptors;
   /// `.never` registers no memory at all.
-  @Test("descriptorBodies: automatic sends inline over tcp lanes, always as descriptors, never registers nothing",
+  @Test("descriptorBodies: automatic sends inline over tcp lanes and descriptors over cma, always as descriptors, never registers nothing",
         arguments: transports)
   func descriptorBodiesSetting(transports: String) async throws {
-    for (setting, bodyType) in [(UCXTransport.DescriptorBodies.automatic, 0), (.always, 1), (.never, 0)] {
+    let nativeGets = transports.contains("sm")
+    for (setting, bodyType) in [(UCXTransport.DescriptorBodies.automatic, nativeGets ? 1 : 0), (.always, 1), (.never, 0)] {
       let transport = Self.transport(transports, descriptorBodies: setting)
       #expect(transport.capabilities.remoteMemory == (setting != .never))
       let served = try await Self.serveOneBody(transport)
