@@ -480,6 +480,13 @@ struct UCXLanes: Equatable {
   /// than tcp. Otherwise `ucp_get_nbx` is emulated with active messages
   /// that the peer's progress thread answers (UCX-RM-7, UCX-RM-8).
   var nativeGets = false
+  /// Bodies go as descriptors under `.automatic` (UCX-RM-8): gets are
+  /// native on a lane between hosts (not tcp, not a same-host transport on
+  /// the `memory` device: cma, sysv, posix, knem, xpmem), where they beat
+  /// inline bodies. Over cma they did not (UCX-RM-9).
+  var descriptorsPayOff: Bool {
+    nativeGets && transports.contains { !$0.hasPrefix("tcp/") && !$0.split(separator: "/").last!.hasPrefix("memory") }
+  }
 
   init(parsing info: String) {
     var listsGets = false

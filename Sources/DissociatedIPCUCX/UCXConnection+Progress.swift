@@ -129,7 +129,7 @@ extension UCXConnection {
   func setLanes(_ lanes: UCXLanes) {
     shared.withLock { state in
       state.path = "ucx \(peer) over \(lanes.summary)"
-      state.nativeGets = lanes.nativeGets
+      state.descriptorsPayOff = lanes.descriptorsPayOff
     }
   }
 

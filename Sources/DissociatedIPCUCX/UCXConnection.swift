@@ -63,7 +63,7 @@ final class UCXConnection: InboxReceiving {
     var remoteRegions: Result<[UCXRemoteHandle.Region], DissociatedIPCError> =
       .failure(DissociatedIPCError(.malformedDescriptor, "the ucx:// location has no remote_handle: the server's memory cannot be read"))
     /// The endpoint's lanes read remote memory natively (UCX-RM-8).
-    var nativeGets = false
+    var descriptorsPayOff = false
   }
 
   /// What calls on a connection closed in order (locally or by the peer) throw.
@@ -159,7 +159,7 @@ final class UCXConnection: InboxReceiving {
     guard exposedMemory != nil else { return nil }
     switch config.descriptorBodies {
     case .always: return UCXRemoteMemory(connection: self)
-    case .automatic: return shared.withLock { $0.nativeGets } ? UCXRemoteMemory(connection: self) : nil
+    case .automatic: return shared.withLock { $0.descriptorsPayOff } ? UCXRemoteMemory(connection: self) : nil
     case .never: return nil
     }
   }

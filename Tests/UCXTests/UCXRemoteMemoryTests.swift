@@ -92,15 +92,14 @@ struct UCXRemoteMemoryTests {
     await served.close()
   }
 
-  /// UCX-RM-8: with `.automatic`, lanes without native gets (tcp) carry
-  /// large bodies inline and lanes with them (cma, on one host with `sm`
-  /// allowed, UCX-LANE-1) send descriptors; `.always` sends descriptors;
-  /// `.never` registers no memory at all.
-  @Test("descriptorBodies: automatic sends inline over tcp lanes and descriptors over cma, always as descriptors, never registers nothing",
+  /// UCX-RM-8: with `.automatic`, tcp lanes (gets emulated) and same-host
+  /// lanes (cma gets, slower than inline bodies there, UCX-RM-9) carry
+  /// large bodies inline; `.always` sends descriptors; `.never` registers
+  /// no memory at all.
+  @Test("descriptorBodies: automatic sends inline over tcp and shared-memory lanes, always as descriptors, never registers nothing",
         arguments: transports)
   func descriptorBodiesSetting(transports: String) async throws {
-    let nativeGets = transports.contains("sm")
-    for (setting, bodyType) in [(UCXTransport.DescriptorBodies.automatic, nativeGets ? 1 : 0), (.always, 1), (.never, 0)] {
+    for (setting, bodyType) in [(UCXTransport.DescriptorBodies.automatic, 0), (.always, 1), (.never, 0)] {
       let transport = Self.transport(transports, descriptorBodies: setting)
       #expect(transport.capabilities.remoteMemory == (setting != .never))
       let served = try await Self.serveOneBody(transport)
@@ -137,6 +136,9 @@ struct UCXRemoteMemoryTests {
     #expect(tcpLanes.transports == ["tcp/lo.0"] && !tcpLanes.nativeGets, "\(tcpLanes)")
     let sharedLanes = UCXLanes(parsing: sharedMemory)
     #expect(sharedLanes.transports == ["self/memory0.0", "sysv/memory.0", "posix/memory.0"] && sharedLanes.nativeGets, "\(sharedLanes)")
+    #expect(!sharedLanes.descriptorsPayOff, "same-host gets do not make bodies descriptors")
+    let rdma = UCXLanes(parsing: "#  lane[1]:  2:rc_mlx5/mlx5_0:1 md[2] -> md[2]/ib/sysdev[255] rma_bw#0\n#  get[0]: 0..<zcopy>..(inf)")
+    #expect(rdma.nativeGets && rdma.descriptorsPayOff, "gets between hosts make bodies descriptors: \(rdma)")
     #expect(UCXLanes(parsing: tcp + "\n#                  get[0]: 0..<zcopy>..(inf)").nativeGets == false, "gets over tcp lanes are not native")
     #expect(UCXLanes(parsing: "").summary == "no lanes yet")
   }

@@ -42,13 +42,13 @@ public struct DissociatedClient: Sendable {
     /// Most bytes those fetches take at once (a single fetch may take more).
     public var maxFetchBytesInFlight: Int
     /// Default limits, a 30 s idle timeout, 128 MiB mapped (half the
-    /// server's default bound on outstanding bytes), 4 fetches and 64 MiB
+    /// server's default bound on outstanding bytes), 4 fetches and 16 MiB
     /// in flight.
     public static let defaults = Config(stream: .defaults, idleTimeout: .seconds(30))
 
     /// Creates settings.
     public init(stream: ClientStreamConfig, idleTimeout: Duration?, maxMappedBytes: Int = 128 << 20,
-                maxFetchesInFlight: Int = 4, maxFetchBytesInFlight: Int = 64 << 20) {
+                maxFetchesInFlight: Int = 4, maxFetchBytesInFlight: Int = 16 << 20) {
       self.stream = stream
       self.idleTimeout = idleTimeout
       self.maxMappedBytes = maxMappedBytes
