@@ -485,7 +485,7 @@ struct UCXLanes: Equatable {
   /// the `memory` device: cma, sysv, posix, knem, xpmem), where they beat
   /// inline bodies. Over cma they did not (UCX-RM-9).
   var descriptorsPayOff: Bool {
-    nativeGets && transports.contains { !$0.hasPrefix("tcp/") && !$0.split(separator: "/").last!.hasPrefix("memory") }
+    nativeGets && transports.contains { !$0.hasPrefix("tcp/") && $0.split(separator: "/").last?.hasPrefix("memory") != true }
   }
 
   init(parsing info: String) {

@@ -62,7 +62,8 @@ final class UCXConnection: InboxReceiving {
     /// remote_handle once its rkeys unpacked (UCX-RM-2), or why not.
     var remoteRegions: Result<[UCXRemoteHandle.Region], DissociatedIPCError> =
       .failure(DissociatedIPCError(.malformedDescriptor, "the ucx:// location has no remote_handle: the server's memory cannot be read"))
-    /// The endpoint's lanes read remote memory natively (UCX-RM-8).
+    /// The endpoint's lanes make descriptor bodies worth it under
+    /// `.automatic` (UCX-RM-8, UCX-RM-9).
     var descriptorsPayOff = false
   }
 

@@ -457,11 +457,11 @@ final class ClientSession: Sendable {
   /// Closes the connections: after the stream's end once every mapped
   /// body came back (``FreeDataReturns``), before it at once.
   func close() async {
-    watchdog.withLock { $0?.cancel() }
     if machine.withLock({ $0.isComplete }) {
       await finishStream()
       await returns.closed()
     } else {
+      watchdog.withLock { $0?.cancel() }
       await Self.closeBoth(metadata, data)
     }
   }
