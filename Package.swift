@@ -18,6 +18,12 @@ let strictSettings: [SwiftSetting] = [
   .enableUpcomingFeature("NonisolatedNonsendingByDefault"),
 ]
 
+/// A dependency on the ucx:// backend target, taken only with the UCX trait.
+func ucx(_ target: String) -> Target.Dependency { .target(name: target, condition: .when(traits: ["UCX"])) }
+
+/// A dependency on the fabric:// backend target, taken only with the Fabric trait.
+func fabric(_ target: String) -> Target.Dependency { .target(name: target, condition: .when(traits: ["Fabric"])) }
+
 let package = Package(
   name: "swift-dissociated-ipc",
   products: [
@@ -31,6 +37,16 @@ let package = Package(
     .library(name: "DissociatedIPCFabric", targets: ["DissociatedIPCFabric"]),
     .library(name: "DissociatedIPCTransports", targets: ["DissociatedIPCTransports"]),
     .executable(name: "dipc", targets: ["dipc"]),
+  ],
+  // The native backends are traits, on by default: a build without UCX or
+  // libfabric installed leaves them out with
+  // `swift build --disable-default-traits` (or `--traits Fabric`, `--traits UCX`
+  // for one of them). Code that names a backend's types sits under
+  // `#if UCX` / `#if Fabric`.
+  traits: [
+    .trait(name: "UCX", description: "The ucx:// backend over UCX (libucx-dev)."),
+    .trait(name: "Fabric", description: "The fabric:// backend over libfabric (libfabric-dev)."),
+    .default(enabledTraits: ["UCX", "Fabric"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -108,7 +124,8 @@ let package = Package(
     // Every built-in backend: `TransportRegistry.builtIn`.
     .target(
       name: "DissociatedIPCTransports",
-      dependencies: ["DissociatedIPC", "DissociatedIPCBackendKit", "DissociatedIPCTCP", "DissociatedIPCSharedMemory", "DissociatedIPCUCX", "DissociatedIPCFabric"],
+      dependencies: ["DissociatedIPC", "DissociatedIPCBackendKit", "DissociatedIPCTCP", "DissociatedIPCSharedMemory",
+                     ucx("DissociatedIPCUCX"), fabric("DissociatedIPCFabric")],
       swiftSettings: strictSettings
     ),
     // The command-line tool.
@@ -171,13 +188,13 @@ let package = Package(
     // The conformance suite over ucx:// (UCX_TLS=tcp and tcp,sm,self).
     .testTarget(
       name: "UCXTests",
-      dependencies: ["DissociatedIPCUCX", "DissociatedIPC", "DissociatedIPCBackendKit", "ArrowIPC", "DissociatedIPCConformance", "TestSupport"],
+      dependencies: [ucx("DissociatedIPCUCX"), "DissociatedIPC", "DissociatedIPCBackendKit", "ArrowIPC", "DissociatedIPCConformance", "TestSupport"],
       swiftSettings: strictSettings
     ),
     // fabric:// over the libfabric providers present (tcp;ofi_rxm, shm).
     .testTarget(
       name: "FabricTests",
-      dependencies: ["DissociatedIPCFabric", "DissociatedIPC", "DissociatedIPCConformance", "TestSupport"],
+      dependencies: [fabric("DissociatedIPCFabric"), "DissociatedIPC", "DissociatedIPCConformance", "TestSupport"],
       swiftSettings: strictSettings
     ),
     // dipc serve and dipc fetch as separate processes, checked by pyarrow.

@@ -4,6 +4,7 @@
 // vector and completion queue), so objects close in the order libfabric
 // requires.
 
+#if Fabric
 internal import CLibfabric
 internal import Glibc
 internal import Synchronization
@@ -503,3 +504,4 @@ final class FabricMemoryRegion {
     FabricCensus.add(FabricCensus.memoryRegions, -1)
   }
 }
+#endif  // Fabric

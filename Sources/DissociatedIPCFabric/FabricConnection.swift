@@ -1,3 +1,4 @@
+#if Fabric
 internal import ArrowIPC
 internal import DissociatedIPC
 internal import DissociatedIPCBackendKit
@@ -207,3 +208,4 @@ struct FabricRemoteMemory: RemoteMemory {
     return try result.get()
   }
 }
+#endif  // Fabric

@@ -1,3 +1,4 @@
+#if Fabric
 internal import ArrowIPC
 internal import CLibfabric
 internal import DissociatedIPC
@@ -1007,3 +1008,4 @@ func nanoseconds(_ duration: Duration) -> UInt64 {
   guard seconds >= 0 else { return 0 }
   return UInt64(seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
 }
+#endif  // Fabric

@@ -1,3 +1,4 @@
+#if Fabric
 internal import ArrowIPC
 internal import DissociatedIPC
 internal import DissociatedIPCBackendKit
@@ -249,3 +250,4 @@ final class FabricListener: TransportListener {
     }
   }
 }
+#endif  // Fabric

@@ -1,3 +1,4 @@
+#if Fabric
 internal import CLibfabric
 public import DissociatedIPC
 internal import DissociatedIPCBackendKit
@@ -348,3 +349,4 @@ struct FabricSettings: Sendable {
     return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
   }
 }
+#endif  // Fabric

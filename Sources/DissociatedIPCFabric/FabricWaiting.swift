@@ -1,3 +1,4 @@
+#if Fabric
 internal import CLibfabric
 internal import DissociatedIPC
 internal import Glibc
@@ -98,3 +99,4 @@ struct FabricIdleWait {
     return fds.map { $0.revents != 0 }
   }
 }
+#endif  // Fabric

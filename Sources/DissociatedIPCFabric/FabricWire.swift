@@ -1,3 +1,6 @@
+// Pure wire layouts: built with or without the Fabric trait, so the fuzz
+// targets keep their fabric:// parsers in every build.
+
 internal import ArrowIPC
 package import DissociatedIPC
 

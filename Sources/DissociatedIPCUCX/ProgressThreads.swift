@@ -1,3 +1,4 @@
+#if UCX
 internal import Synchronization
 
 /// The progress threads (connections and listeners) still running in this
@@ -34,3 +35,4 @@ enum ProgressThreads {
     }
   }
 }
+#endif  // UCX

@@ -3,6 +3,7 @@
 // speaks in handles that free themselves and in closures run on the owning
 // worker's progress thread (Spec/ucx.md, UCX-THREAD-1).
 
+#if UCX
 internal import ArrowIPC
 internal import CUCX
 internal import DissociatedIPC
@@ -670,3 +671,4 @@ func sleepThread(microseconds: UInt32) { usleep(microseconds) }
 
 /// Gives the processor to another runnable thread (`sched_yield`).
 func yieldThread() { sched_yield() }
+#endif  // UCX

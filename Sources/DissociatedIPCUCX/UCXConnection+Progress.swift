@@ -1,3 +1,4 @@
+#if UCX
 internal import ArrowIPC
 internal import DissociatedIPC
 internal import DissociatedIPCBackendKit
@@ -580,3 +581,4 @@ extension Duration {
     return max(seconds * 1000 + attoseconds / 1_000_000_000_000_000, self > .zero ? 1 : 0)
   }
 }
+#endif  // UCX

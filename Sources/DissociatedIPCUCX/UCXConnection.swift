@@ -1,3 +1,4 @@
+#if UCX
 internal import ArrowIPC
 internal import DissociatedIPC
 internal import DissociatedIPCBackendKit
@@ -321,3 +322,4 @@ extension UCXConnection.Shared {
     return takeSleeper()
   }
 }
+#endif  // UCX

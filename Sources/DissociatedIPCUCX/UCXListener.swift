@@ -1,3 +1,4 @@
+#if UCX
 internal import DissociatedIPC
 internal import DissociatedIPCBackendKit
 internal import Synchronization
@@ -178,3 +179,4 @@ final class UCXListener: TransportListener {
 final class RequestQueue: Sendable {
   let pending = Mutex<[UCXConnectionRequest]>([])
 }
+#endif  // UCX

@@ -1,3 +1,4 @@
+#if UCX
 internal import ArrowIPC
 internal import DissociatedIPC
 internal import Synchronization
@@ -396,3 +397,4 @@ final class OneShot<Value: Sendable>: Sendable {
     continuation?.resume(returning: outcome)
   }
 }
+#endif  // UCX

@@ -1,3 +1,4 @@
+#if UCX
 public import ArrowIPC
 public import DissociatedIPC
 internal import Synchronization
@@ -221,3 +222,4 @@ extension UCXTransport {
     endProcess(status: status)
   }
 }
+#endif  // UCX

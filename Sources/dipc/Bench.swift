@@ -73,14 +73,18 @@ struct Bench: AsyncParsableCommand {
   @Option(help: "The libfabric provider of fabric:// and fi_pingpong alike: tcp (tcp;ofi_rxm) or shm.")
   var fabricProvider = "tcp"
 
+  #if Fabric
   @Option(help: "fabric:// engine threads: blocking (sleep when idle, the default) or polling (spin, as fi_pingpong does).")
   var fabricProgress = FabricTransport.ProgressMode.blocking
+  #endif
 
   @Option(help: "UCX_TLS for ucx:// and ucx_perftest alike (UCX_NET_DEVICES is lo).")
   var ucxTLS = "tcp"
 
+  #if UCX
   @Option(help: "ucx:// progress threads: blocking (sleep when idle, the default) or polling (spin, as ucx_perftest does; a core per connection).")
   var ucxProgress = UCXTransport.ProgressMode.blocking
+  #endif
 
   @Option(help: "The Flight baseline script.")
   var flightScript = "Benchmarks/Baselines/flight_baseline.py"
@@ -91,10 +95,16 @@ struct Bench: AsyncParsableCommand {
     // client keep theirs: receive-buffer pools stay warm (a fresh pool per
     // case made every ucx:// and tcp:// bulk case fault in its first
     // read-ahead of buffers again).
+    var registry = TransportRegistry.builtIn
+    var forcedGets = registry
+    #if UCX
     let ucxOptions = ["TLS": ucxTLS, "NET_DEVICES": "lo"]
-    var registry = TransportRegistry.builtIn(ucxDescriptors: .automatic, ucxOptions: ucxOptions, ucxProgress: ucxProgress)
-    let forcedGets = TransportRegistry.builtIn(ucxDescriptors: .always, ucxOptions: ucxOptions, ucxProgress: ucxProgress)
+    registry = .builtIn(ucxDescriptors: .automatic, ucxOptions: ucxOptions, ucxProgress: ucxProgress)
+    forcedGets = .builtIn(ucxDescriptors: .always, ucxOptions: ucxOptions, ucxProgress: ucxProgress)
+    #endif
+    #if Fabric
     registry.register(FabricTransport(config: .init(defaultProvider: fabricProvider, progressMode: fabricProgress)))
+    #endif
     let groups = try caseGroups(schemes: schemes, registry: registry, forcedGets: forcedGets)
     var results: [String: [Measurement]] = [:]
     for round in 1 ... rounds {

@@ -44,7 +44,9 @@ struct DIPC: AsyncParsableCommand {
       }
       code = exitCode.rawValue
     }
+    #if UCX
     UCXTransport.closeAllConnections()
+    #endif
     fflush(nil)
     _exit(code)
   }

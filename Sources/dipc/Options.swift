@@ -1,7 +1,7 @@
 public import ArgumentParser
 import Foundation
 public import Logging
-public import DissociatedIPCTransports
+import DissociatedIPCTransports
 
 /// Options every networked command shares.
 struct CommonOptions: ParsableArguments {
@@ -18,12 +18,17 @@ struct CommonOptions: ParsableArguments {
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
+#if UCX
 extension UCXTransport.DescriptorBodies: ExpressibleByArgument {}
 
 extension UCXTransport.ProgressMode: ExpressibleByArgument {}
+#endif
 
+#if Fabric
 extension FabricTransport.ProgressMode: ExpressibleByArgument {}
+#endif
 
+#if UCX
 extension TransportRegistry {
   /// The built-in backends, with ucx:// servers sending large bodies as
   /// descriptors as `ucxDescriptors` says (UCX-RM-8; `.always` forces
@@ -37,6 +42,7 @@ extension TransportRegistry {
     return registry
   }
 }
+#endif
 
 /// Where a server of `scheme` listens on this machine with every default
 /// (a free port on 127.0.0.1 for the socket-addressed tcp:// and ucx://, a

@@ -52,8 +52,10 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Bytes of descriptor bodies a client may hold before the server waits for free_data.")
   var maxOutstandingBytes = ServerStreamConfig.defaults.maxOutstandingBytes
 
+  #if UCX
   @Option(help: "When ucx:// sends large bodies as descriptors read with ucp_get: automatic (where the lanes have native gets), always, never.")
   var ucxDescriptors = UCXTransport.DescriptorBodies.automatic
+  #endif
 
   @Option(help: "Seconds running streams may take to finish after SIGINT or SIGTERM.")
   var shutdownGrace = 10.0
@@ -117,8 +119,12 @@ struct Serve: AsyncParsableCommand {
     config.stallTimeout = stallTimeout > 0 ? .seconds(stallTimeout) : nil
     config.access = capabilities ? .capabilities : .open
     config.initiationTimeout = .seconds(initiationTimeout)
-    let server = try await DissociatedServer(listeningAt: listen, catalog: catalog,
-                                             registry: .builtIn(ucxDescriptors: ucxDescriptors), config: config)
+    #if UCX
+    let registry = TransportRegistry.builtIn(ucxDescriptors: ucxDescriptors)
+    #else
+    let registry = TransportRegistry.builtIn
+    #endif
+    let server = try await DissociatedServer(listeningAt: listen, catalog: catalog, registry: registry, config: config)
     // Unbuffered: scripts read the locations while the server runs.
     var lines = ""
     for file in files {

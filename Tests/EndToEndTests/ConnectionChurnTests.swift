@@ -37,7 +37,8 @@ struct ConnectionChurnTests {
   }
 
   @Test("clients one after the other (200; 60 over ucx://) leave the server's descriptors, mappings, shared memory, threads, memory and transport holdings at their baseline",
-        arguments: ["tcp://127.0.0.1:0", "shm://", "ucx://127.0.0.1:0", "fabric://127.0.0.1:0?provider=tcp", "fabric://127.0.0.1:0?provider=shm"])
+        arguments: ["tcp://127.0.0.1:0", "shm://", "ucx://127.0.0.1:0", "fabric://127.0.0.1:0?provider=tcp", "fabric://127.0.0.1:0?provider=shm"]
+          .filter(Processes.built))
   func churn(listen: String) async throws {
     // fabric:// serves a file whose large bodies are read remotely, so
     // registrations are counted too.
@@ -89,7 +90,8 @@ struct ConnectionChurnTests {
   }
 
   @Test("a connection that never asks for a stream costs the server one thread and a few MiB at most (TCP-THREAD-2, SHM-THREAD-5, FABRIC-MEM-1)",
-        arguments: ["tcp://127.0.0.1:0", "shm://", "fabric://127.0.0.1:0?provider=tcp", "fabric://127.0.0.1:0?provider=shm"])
+        arguments: ["tcp://127.0.0.1:0", "shm://", "fabric://127.0.0.1:0?provider=tcp", "fabric://127.0.0.1:0?provider=shm"]
+          .filter(Processes.built))
   func silentConnections(listen: String) async throws {
     let file = try Processes.corpus.get().appendingPathComponent("type_int32.arrows").path
     let server = try Processes.Server(files: [file], listen: listen, options: ["--initiation-timeout", "300"],
@@ -100,7 +102,9 @@ struct ConnectionChurnTests {
     let before = ResourceCensus.take(of: server.process.processIdentifier)
     let transport: any DissociatedTransport = switch location.scheme {
     case "shm": SharedMemoryTransport()
+    #if Fabric
     case "fabric": FabricTransport()
+    #endif
     default: TCPTransport()
     }
     let count = 40

@@ -33,7 +33,7 @@ struct EndToEndTests {
     // descriptors read with fi_read.
     Setup(listen: "fabric://127.0.0.1:0?provider=tcp"),
     Setup(listen: "fabric://127.0.0.1:0?provider=shm"),
-  ]
+  ].filter { Processes.built($0.listen) }
 
   /// Serves the pyarrow corpus, fetches every file (from the metadata and
   /// data locations when `topology` is "split") and has pyarrow compare

@@ -1,3 +1,4 @@
+import DissociatedIPCTransports
 import Foundation
 import Synchronization
 import TestSupport
@@ -17,6 +18,14 @@ enum Processes {
       }
       throw ProcessFailure("dipc was not built next to the tests (\(Bundle.main.bundleURL.path))")
     }
+  }
+
+  /// Whether this build has the backend of `location` (a URI, or a bare
+  /// scheme): ucx:// and fabric:// are left out of builds without their
+  /// traits, and so are their test cases.
+  static func built(_ location: String) -> Bool {
+    let scheme = location.components(separatedBy: "://")[0]
+    return TransportRegistry.builtIn.schemes.contains(scheme)
   }
 
   /// The pyarrow corpus (generated on first use by Tests/Interop/arrow_corpus.py).

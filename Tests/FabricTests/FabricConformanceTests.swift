@@ -1,3 +1,4 @@
+#if Fabric
 import DissociatedIPC
 import DissociatedIPCConformance
 import DissociatedIPCFabric
@@ -19,3 +20,4 @@ struct FabricConformanceTests {
     try await testCase.run(using: ConformanceHarness(transport: FabricTransport(), listenAddress: Self.address(provider)))
   }
 }
+#endif  // Fabric

@@ -1,3 +1,4 @@
+#if Fabric
 import ArrowIPC
 import DissociatedIPC
 import DissociatedIPCConformance
@@ -294,3 +295,4 @@ struct FabricFaultTests {
     await pair.close()
   }
 }
+#endif  // Fabric

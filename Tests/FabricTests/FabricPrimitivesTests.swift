@@ -1,3 +1,4 @@
+#if Fabric
 import Foundation
 import Testing
 @testable import DissociatedIPCFabric
@@ -143,3 +144,4 @@ struct FabricPrimitivesTests {
     }
   }
 }
+#endif  // Fabric

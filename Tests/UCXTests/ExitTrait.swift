@@ -1,3 +1,4 @@
+#if UCX
 import DissociatedIPCUCX
 import Testing
 
@@ -16,3 +17,4 @@ extension Trait where Self == ExitsWithoutUCXDestructors {
   /// See ``ExitsWithoutUCXDestructors``.
   static var exitsWithoutUCXDestructors: Self { Self() }
 }
+#endif  // UCX

@@ -1,3 +1,4 @@
+#if UCX
 import ArrowIPC
 import DissociatedIPC
 import DissociatedIPCBackendKit
@@ -406,3 +407,4 @@ enum RawReferenceClient {
     while monotonicMilliseconds() < drain { worker.progress() }
   }
 }
+#endif  // UCX

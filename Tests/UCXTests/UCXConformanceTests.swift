@@ -1,3 +1,4 @@
+#if UCX
 import DissociatedIPC
 import DissociatedIPCConformance
 import DissociatedIPCUCX
@@ -31,3 +32,4 @@ struct UCXConformanceTests {
       transport: Self.transport("tcp,sm,self"), listenAddress: TransportAddress(scheme: "ucx", host: "127.0.0.1", port: 0)))
   }
 }
+#endif  // UCX

@@ -1,3 +1,4 @@
+#if UCX
 import ArrowIPC
 import DissociatedIPC
 import DissociatedIPCConformance
@@ -387,3 +388,4 @@ enum Payload {
     return storage.freeze(count: count)
   }
 }
+#endif  // UCX
