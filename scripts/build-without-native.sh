@@ -6,11 +6,12 @@
 # nor fabric://, link neither library, and move a stream over tcp://.
 # Extra arguments go to `swift build` (e.g. --traits Fabric, which then
 # fails for want of libfabric's headers: a check of the check).
-# Needs root (unshare -m) and the Debian packages of scripts/setup.sh.
+# Needs root (unshare -m); runs scripts/setup.sh first, whose packages it hides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${DIPC_NATIVE_HIDDEN:-}" != 1 ]; then
+  bash scripts/setup.sh >/dev/null
   exec unshare --mount --propagation private env DIPC_NATIVE_HIDDEN=1 bash "$0" "$@"
 fi
 

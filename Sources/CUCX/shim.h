@@ -6,6 +6,7 @@
 #define CUCX_SHIM_H
 
 #include <ucp/api/ucp.h>
+#include <ucs/config/global_opts.h>
 #include <stdio.h>
 #include <sys/syscall.h>
 #include <unistd.h>

@@ -87,6 +87,26 @@ struct SocketAddress: @unchecked Sendable {
   }
 }
 
+// MARK: Library
+
+/// The UCX library this process runs, against the headers it was built with.
+enum UCXLibrary {
+  /// The loaded library's version (`ucp_get_version`).
+  static let version: (major: UInt32, minor: UInt32, release: UInt32) = {
+    var (major, minor, release): (UInt32, UInt32, UInt32) = (0, 0, 0)
+    ucp_get_version(&major, &minor, &release)
+    return (major, minor, release)
+  }()
+
+  /// The headers' API version (`UCP_API_MAJOR`, `UCP_API_MINOR`).
+  static var headerVersion: (major: UInt32, minor: UInt32) { (cucx_api_major(), cucx_api_minor()) }
+
+  /// Whether the loaded library is older than `major.minor`.
+  static func isOlder(than major: UInt32, _ minor: UInt32) -> Bool {
+    version.major < major || (version.major == major && version.minor < minor)
+  }
+}
+
 // MARK: Context
 
 /// A UCP context (`ucp_init` … `ucp_cleanup`): features AM, TAG, RMA and
@@ -101,6 +121,7 @@ final class UCXContext: @unchecked Sendable {
   /// `options` (names without the `UCX_` prefix) on top with
   /// `ucp_config_modify` (UCX-CONF-1).
   init(options: [String: String]) throws(UCXFailure) {
+    Self.quietUnusedVariableWarnings
     var config: OpaquePointer?
     try UCXStatus.check(ucp_config_read(nil, nil, &config), "ucp_config_read")
     defer { ucp_config_release(config) }
@@ -123,6 +144,16 @@ final class UCXContext: @unchecked Sendable {
   }
 
   deinit { ucp_cleanup(handle) }
+
+  /// Turns off UCX's warning of `UCX_*` variables that no loaded transport
+  /// read, unless the environment names `UCX_WARN_UNUSED_ENV_VARS`: it
+  /// warned of `UCX_MM_ERROR_HANDLING` (UCX-LANE-1) on every run over
+  /// `UCX_TLS=tcp` (UCX-CONF-2). A global option, read as libucs loads,
+  /// so it is changed in place, once, before the first context reads its
+  /// configuration.
+  private static let quietUnusedVariableWarnings: Void = {
+    if getenv("UCX_WARN_UNUSED_ENV_VARS") == nil { _ = ucs_global_opts_set_value("WARN_UNUSED_ENV_VARS", "n") }
+  }()
 }
 
 // MARK: Worker

@@ -215,7 +215,24 @@ extension UCXTransport {
   /// registered before this call and other libraries' destructors are
   /// skipped as well; stdio is flushed. For programs that cannot call
   /// `_exit` themselves, such as a test runner. Later calls do nothing.
-  public static func leaveWithoutLibraryDestructors() { _ = leavesWithoutLibraryDestructors }
+  /// Does nothing with UCX 1.22 or later, whose destructors need no
+  /// detour (``libraryDestructorsMayAbort``).
+  public static func leaveWithoutLibraryDestructors() {
+    if libraryDestructorsMayAbort { _ = leavesWithoutLibraryDestructors }
+  }
+
+  /// Whether the UCX this process runs is one whose library destructors
+  /// can abort at exit (UCX-LIM-6): versions before 1.22 (UCX-VER-1).
+  /// A program that leaves with `_exit` to avoid them need do so only
+  /// when this is true.
+  public static var libraryDestructorsMayAbort: Bool { UCXLibrary.isOlder(than: 1, 22) }
+
+  /// The version of the UCX library this process runs ("1.13.1"), which
+  /// may differ from the one it was built against (UCX-VER-1).
+  public static var libraryVersion: String {
+    let version = UCXLibrary.version
+    return "\(version.major).\(version.minor).\(version.release)"
+  }
 
   private static let leavesWithoutLibraryDestructors: Void = atProcessExitWithStatus { status, _ in
     ProgressThreads.stopAll()

@@ -18,6 +18,9 @@ struct Transports: ParsableCommand {
       let fetch = capabilities.remoteMemory ? (capabilities.fetchesByMapping ? "mapping (zero copy)" : "copy") : "inline only"
       print(scheme.padding(toLength: 10, withPad: " ", startingAt: 0) + remote.padding(toLength: 15, withPad: " ", startingAt: 0) + fetch)
     }
+    #if UCX
+    print("\nucx:// runs UCX \(UCXTransport.libraryVersion)")
+    #endif
     #if Fabric
     let providers = FabricTransport.availableProviders
     print("\nfabric:// providers here (choose with ?provider=NAME): " + (providers.isEmpty ? "none" : providers.joined(separator: ", ")))

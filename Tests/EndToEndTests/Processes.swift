@@ -74,6 +74,9 @@ enum Processes {
     /// process's).
     private let standardError = Mutex("")
 
+    /// What the server wrote to standard error so far (when captured).
+    var errorOutput: String { standardError.withLock { $0 } }
+
     /// Serves `files` at `listen`, with `environment` added to this
     /// process's, started by `launcher` when one is given; keeps what it
     /// writes to standard error for ``stats()`` when

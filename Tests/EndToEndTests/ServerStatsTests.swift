@@ -109,6 +109,51 @@ struct ServerStatsTests {
     #expect(after.map(ended(2)) == true, "\(after ?? "no stats")")
   }
 
+  #if UCX
+  /// Whether the UCX this build runs survives garbage on a listener's
+  /// port: 1.22 (the wheel, built without assertions) does; Debian's 1.13
+  /// aborts inside UCX (UCX-LIM-7).
+  static var ucxSurvivesGarbage: Bool {
+    let version = UCXTransport.libraryVersion.split(separator: ".").compactMap { Int($0) }
+    return version.count >= 2 && (version[0], version[1]) >= (1, 22)
+  }
+
+  @Test("garbage sent to a ucx:// listener's port: UCX 1.22 drops it when the peer leaves and the server serves the next client; Debian's UCX 1.13 aborts the server, as UCX-LIM-7 documents",
+        arguments: [("zeros", [UInt8](repeating: 0, count: 64)), ("ones", [UInt8](repeating: 0xFF, count: 64))])
+  func ucxGarbageConnection(name: String, bytes: [UInt8]) async throws {
+    let environment = ["UCX_TLS": "tcp", "UCX_NET_DEVICES": "lo"]
+    let file = try Processes.corpus.get().appendingPathComponent("type_int32.arrows").path
+    let server = try Processes.Server(files: [file], listen: "ucx://127.0.0.1:0", environment: environment, capturingStandardError: true)
+    defer { server.stop() }
+    let location = server.locations["type_int32.arrows"]!["combined"]!
+    let port = try #require(try Location(parsing: location).port)
+    func fetch() async throws {
+      try await offPool { try Processes.run(try Processes.dipc, ["fetch", location, "--out", "/dev/null"], environment: environment) }
+    }
+    try await fetch()
+    let pid = server.process.processIdentifier
+    let baseline = ResourceCensus.take(of: pid).descriptors
+    do {
+      let peer = try #require(RawTCPPeer(port: port))
+      #expect(peer.send(bytes), "\(name): the listener refused the bytes")
+      if !Self.ucxSurvivesGarbage {
+        #expect(server.waitForExit(within: 30), "\(name): UCX \(UCXTransport.libraryVersion) no longer aborts: UCX-LIM-7 is out of date")
+        let output = server.errorOutput
+        #expect(output.contains("tcp_sockcm_ep.c") && output.contains("Assertion"), "\(name): the server ended otherwise: \(output.suffix(2000))")
+        return
+      }
+      // UCX holds the connection while its peer does (no handshake timeout).
+      #expect(!peer.closedByPeer(within: 1))
+    }
+    #expect(await eventually { ResourceCensus.take(of: pid).descriptors <= baseline },
+            "\(name): the server holds \(ResourceCensus.take(of: pid).descriptors) descriptors, \(baseline) before")
+    #expect(server.process.isRunning, "\(name): the server died")
+    try await fetch()
+    let served = await server.stats(settling: { Self.endedStreams($0) == 2 })
+    #expect(served.map { Self.endedStreams($0) == 2 && $0.contains(" failed=0 ") } == true, "\(served ?? "no stats")")
+  }
+  #endif
+
   /// served + failed in a stats line.
   static func endedStreams(_ stats: String) -> Int {
     stats.split(separator: " ").reduce(0) { total, field in

@@ -39,10 +39,20 @@ struct UCXBackendTests {
     return Pair(listener: listener, client: try #require(client as? UCXConnection), server: try #require(server as? UCXConnection))
   }
 
-  /// UCX-PATH-1: the description names the transports UCX really chose.
-  /// With UCX 1.13 a listener (sockaddr) connection carries data only over
-  /// the connection manager's device, so even with `sm` allowed the lanes
-  /// are tcp/lo (UCX-PATH-2): the description is how users see it.
+  /// UCX-VER-1: the package may be built against Debian's UCX or the
+  /// wheel's; a binary that loads another library than its headers
+  /// describe (a missing rpath) would misread UCX's structures.
+  @Test("the UCX library loaded is the version of the headers the package was built with")
+  func libraryVersion() {
+    let (loaded, headers) = (UCXLibrary.version, UCXLibrary.headerVersion)
+    print("ucx:// runs UCX \(UCXTransport.libraryVersion), built against \(headers.major).\(headers.minor)")
+    #expect(loaded.major == headers.major && loaded.minor == headers.minor)
+    #expect(UCXTransport.libraryDestructorsMayAbort == (loaded.major == 1 && loaded.minor < 22))
+  }
+
+  /// UCX-PATH-1: the description names the transports UCX really chose:
+  /// tcp/lo over `UCX_TLS=tcp`, shared-memory lanes over `tcp,sm,self`
+  /// (UCX-LANE-1).
   @Test("pathDescription names the UCX transports in use")
   func pathDescription() async throws {
     for (transport, expected) in [(Self.tcp, ["tcp/lo"]), (Self.sharedMemory, ["tcp/lo", "posix", "sysv", "cma"])] {
