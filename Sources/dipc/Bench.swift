@@ -27,8 +27,14 @@ struct Bench: AsyncParsableCommand {
                  ucp_get, forced (descriptorBodies .always) whatever the lanes
         tiny     --tiny-batches batches of 2 rows (also shown as µs per batch)
         latency  median round trip of an 8-byte tagged message (1,000 of them)
-      for each --transports scheme (server and client in this process, over
-      loopback, one set of transports for all rounds). Bulk, copy and get
+      for each --transports scheme, over loopback. Servers run as child
+      processes by default (--processes separate: a dipc serve of a stream
+      file written to /dev/shm, whose batches hold distinct values, and a
+      dipc echo for round trips; each kept for every round), or in this
+      process (--processes one: the same body for every batch, over shm://
+      in shared memory). The client is this process, with one set of
+      transports for all rounds; it reads every byte of every body once
+      (--consumer touch) or none (--consumer none). Bulk, copy and get
       count from the stream's first message to its last (the data phase, as
       ucx_perftest and iperf3 count theirs; the setup before it is shown
       apart); tiny batches count from the connect, as the Flight baseline
@@ -86,6 +92,12 @@ struct Bench: AsyncParsableCommand {
   var ucxProgress = UCXTransport.ProgressMode.blocking
   #endif
 
+  @Option(help: "Where the measured servers run: separate (a dipc serve of a stream file in /dev/shm, or a dipc echo, as child processes: as users deploy them) or one (server and client in this process).")
+  var processes = BenchDeployment.separate
+
+  @Option(help: "What the client does with each body: touch (reads every byte once, as any consumer does) or none (receives and releases it).")
+  var consumer = BenchConsumer.touch
+
   @Option(help: "The Flight baseline script.")
   var flightScript = "Benchmarks/Baselines/flight_baseline.py"
 
@@ -105,7 +117,12 @@ struct Bench: AsyncParsableCommand {
     #if Fabric
     registry.register(FabricTransport(config: .init(defaultProvider: fabricProvider, progressMode: fabricProgress)))
     #endif
-    let groups = try caseGroups(schemes: schemes, registry: registry, forcedGets: forcedGets)
+    let servers = processes == .separate
+      ? BenchServers(executable: Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0])) : nil
+    defer { servers?.stopAll() }
+    let stage = Stage(registry: registry, forcedGets: forcedGets, servers: servers, consumer: consumer,
+                      fabricProvider: fabricProvider, ucxTLS: ucxTLS)
+    let groups = try caseGroups(schemes: schemes, stage: stage)
     var results: [String: [Measurement]] = [:]
     for round in 1 ... rounds {
       FileHandle.standardError.write(Data("round \(round)/\(rounds)\n".utf8))
@@ -120,6 +137,33 @@ struct Bench: AsyncParsableCommand {
     report(results, schemes: schemes)
   }
 
+  /// What every case of a run shares: the client's transports (the
+  /// server's too in one process), the child servers when they run
+  /// apart, and what the client does with bodies.
+  struct Stage {
+    /// Every backend, ucx:// with `--ucx-tls` and fabric:// with `--fabric-provider`.
+    var registry: TransportRegistry
+    /// The same, with ucx:// servers sending every large body as a descriptor.
+    var forcedGets: TransportRegistry
+    /// The child servers, when servers run apart.
+    var servers: BenchServers?
+    var consumer: BenchConsumer
+    var fabricProvider: String
+    var ucxTLS: String
+
+    /// Where a child server of `scheme` listens: as in one process, with
+    /// fabric://'s provider named.
+    func listenURI(_ scheme: String) -> String {
+      scheme == "fabric" ? "\(localListenURI(scheme)):0?provider=\(fabricProvider)" : localListenURI(scheme)
+    }
+
+    /// What a child server of `scheme` needs in its environment: ucx://'s
+    /// lanes as the client's.
+    func environment(_ scheme: String) -> [String: String] {
+      scheme == "ucx" ? ["UCX_TLS": ucxTLS, "UCX_NET_DEVICES": "lo"] : [:]
+    }
+  }
+
   /// A named, timed case of a round.
   struct Case {
     var name: String
@@ -130,7 +174,8 @@ struct Bench: AsyncParsableCommand {
   /// with (bulk and copy; get; tiny; latency): a group runs back to back,
   /// so each ratio compares measurements taken seconds apart, and the
   /// report takes it per round.
-  func caseGroups(schemes: [String], registry: TransportRegistry, forcedGets: TransportRegistry) throws -> [[Case]] {
+  func caseGroups(schemes: [String], stage: Stage) throws -> [[Case]] {
+    let registry = stage.registry
     let baselineSet = Set(baselines.split(separator: ",").map(String.init))
     let perftest = baselineSet.contains("ucx_perftest") && schemes.contains("ucx")
     let pingpong = baselineSet.contains("fi_pingpong") && schemes.contains("fabric")
@@ -143,28 +188,29 @@ struct Bench: AsyncParsableCommand {
     var latency: [Case] = []
     for scheme in schemes {
       bulk.append(Case(name: "\(scheme) bulk") {
-        try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, registry: registry)
+        try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, stage: stage)
       })
       if try registry.transport(forScheme: scheme).capabilities.remoteMemory {
         // The same bodies inline (type 0): the transport's copy path.
         bulk.append(Case(name: "\(scheme) copy") {
-          try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, inline: true, registry: registry)
+          try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, path: .inline, stage: stage)
         })
       }
-      if scheme == "ucx", perftest {
+      // An untouched body exists only in the bench's own memory.
+      if scheme == "ucx", perftest, stage.servers == nil {
         bulk.append(Case(name: "ucx untouched") {
-          try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, untouchedBody: true, registry: registry)
+          try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, path: .untouched, stage: stage)
         })
       }
       if scheme == "ucx" {
         get.append(Case(name: "ucx get") {
-          try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, registry: forcedGets)
+          try await Self.measure(scheme: scheme, batches: bulkCount, rows: batchBytes / 8, path: .descriptors, stage: stage)
         })
       }
       tiny.append(Case(name: "\(scheme) tiny") {
-        try await Self.measure(scheme: scheme, batches: tinyBatches, rows: 2, registry: registry)
+        try await Self.measure(scheme: scheme, batches: tinyBatches, rows: 2, stage: stage)
       })
-      latency.append(Case(name: "\(scheme) latency") { try await Self.roundTrip(scheme: scheme, registry: registry) })
+      latency.append(Case(name: "\(scheme) latency") { try await Self.roundTrip(scheme: scheme, stage: stage) })
     }
     bulk.append(Case(name: "memcpy") { Self.memcpy(bytes: bulkCount * batchBytes, chunk: batchBytes, span: 64 << 20) })
     if schemes.contains("shm") {
@@ -237,45 +283,93 @@ struct Bench: AsyncParsableCommand {
     var batchesPerSecond: Double { Double(batches) / seconds }
   }
 
-  /// A server and a client over `scheme` from `registry` in this process;
-  /// `batches` batches of one int64 column of `rows` rows (the same body
-  /// each time), sent inline (type 0) when `inline`, else as the server
-  /// decides; with `untouchedBody` the body lies in ``UntouchedMemory``
-  /// (all zeros).
-  static func measure(scheme: String, batches: Int, rows: Int, inline: Bool = false, untouchedBody: Bool = false,
-                      registry: TransportRegistry) async throws -> Measurement {
+  /// How a case's bodies travel.
+  enum BodyPath {
+    /// As the server decides (descriptors where the transport has remote memory).
+    case automatic
+    /// Inline (type 0) whatever their size: the copy path.
+    case inline
+    /// In memory never written (``UntouchedMemory``), as the server decides; one process only.
+    case untouched
+    /// As descriptors read with ucp_get, whatever the lanes (ucx:// only).
+    case descriptors
+  }
+
+  /// `batches` batches of one int64 column of `rows` rows over `scheme`,
+  /// their bodies travelling as `path` says, from a child `dipc serve` or a
+  /// server in this process (``Stage``); the client consumes each body as
+  /// the stage says.
+  static func measure(scheme: String, batches: Int, rows: Int, path: BodyPath = .automatic, stage: Stage) async throws -> Measurement {
+    let registry = path == .descriptors ? stage.forcedGets : stage.registry
+    guard let servers = stage.servers, path != .untouched else {
+      return try await measureInProcess(scheme: scheme, batches: batches, rows: rows, path: path, registry: registry,
+                                        consumer: stage.consumer)
+    }
+    let options = switch path {
+    case .inline: ["--rendezvous-threshold", String(Int.max)]
+    case .descriptors: ["--ucx-descriptors", "always"]
+    case .automatic, .untouched: [String]()
+    }
+    let location = try servers.streamLocation(listen: stage.listenURI(scheme), rows: rows, batches: batches, options: options,
+                                              environment: stage.environment(scheme))
+    return try await receive(from: location, batches: batches, registry: registry, consumer: stage.consumer)
+  }
+
+  /// The server of ``measure(scheme:batches:rows:path:stage:)`` in this
+  /// process: the same body for every batch, in a ``SharedMemoryBuffer``
+  /// over shm:// unless inline.
+  static func measureInProcess(scheme: String, batches: Int, rows: Int, path: BodyPath, registry: TransportRegistry,
+                               consumer: BenchConsumer) async throws -> Measurement {
     var builder = RecordBatchBuilder()
     builder.append("v", (0 ..< rows).map { Int64($0) as Int64? })
     let (message, built) = builder.finish()
     let schema = try OutgoingMessage(Message(header: .schema(builder.schema)))
-    let body = untouchedBody ? try UntouchedMemory(count: built.count).bytes
-      : scheme == "shm" && !inline ? try Self.shared(built) : built
+    let body = path == .untouched ? try UntouchedMemory(count: built.count).bytes
+      : scheme == "shm" && path != .inline ? try Self.shared(built) : built
     let batch = try OutgoingMessage(message, body: body)
     var catalog = StreamCatalog()
     catalog.add("bench", .messages([schema] + Array(repeating: batch, count: batches)))
     var config = DissociatedServer.Config.defaults
-    if inline { config.stream.rendezvousThreshold = .max }
+    if path == .inline { config.stream.rendezvousThreshold = .max }
     let server = try await DissociatedServer(listeningAt: localListenURI(scheme), catalog: catalog, registry: registry,
                                              config: config)
     let running = Task { await server.run() }
     defer { running.cancel() }
+    let measurement = try await receive(from: server.location(for: "bench"), batches: batches, registry: registry,
+                                        consumer: consumer)
+    await server.shutdown()
+    return measurement
+  }
+
+  /// Fetches the stream at `location`, which must hold `batches` record
+  /// batches, consuming each body as `consumer` says: the time from the
+  /// connect to the last batch, the setup before the first message, and
+  /// the steady part after the first tenth of the batches.
+  static func receive(from location: Location, batches: Int, registry: TransportRegistry,
+                      consumer: BenchConsumer) async throws -> Measurement {
     let started = ContinuousClock.now
     var firstMessage: ContinuousClock.Instant?
     var warmedUp: (at: ContinuousClock.Instant, bytes: Int)?
     let warmupBatches = (batches + 9) / 10
     var received = 0
     var bytes = 0
-    for try await item in DissociatedClient(registry: registry).stream(from: server.location(for: "bench")) {
+    var checksum: UInt64 = 0
+    var stream = DissociatedClient(registry: registry).stream(from: location).makeAsyncIterator()
+    while let item = try await stream.next() {
       if firstMessage == nil { firstMessage = ContinuousClock.now }
       if case .recordBatch(let batch) = item {
+        checksum &+= consumer.consume(batch.body)
         received += 1
         bytes += batch.body.count
         if received == warmupBatches, received < batches { warmedUp = (ContinuousClock.now, bytes) }
       }
     }
     let finished = ContinuousClock.now
-    await server.shutdown()
-    guard received == batches, let firstMessage else { throw ValidationError("\(scheme): received \(received) of \(batches) batches") }
+    await stream.close()
+    withExtendedLifetime(checksum) {}
+    guard received == batches, let firstMessage else {
+      throw ValidationError("\(location.scheme): received \(received) of \(batches) batches")
+    }
     return Measurement(seconds: seconds(finished - started), bytes: bytes, batches: received,
                        setupSeconds: seconds(firstMessage - started),
                        steady: warmedUp.map { (seconds(finished - $0.at), bytes - $0.bytes) })
@@ -291,20 +385,39 @@ struct Bench: AsyncParsableCommand {
   }
 
   /// The median round trip of an 8-byte tagged message over one
-  /// connection of `scheme` (1,000 ping-pongs after 100 warm-up ones);
-  /// reported as `seconds` of one round trip.
-  static func roundTrip(scheme: String, registry: TransportRegistry) async throws -> Measurement {
-    let transport = try registry.transport(forScheme: scheme)
+  /// connection of `scheme` (1,000 ping-pongs after 100 warm-up ones) to a
+  /// `dipc echo` child, or to an echo task in this process; reported as
+  /// `seconds` of one round trip.
+  static func roundTrip(scheme: String, stage: Stage) async throws -> Measurement {
+    let transport = try stage.registry.transport(forScheme: scheme)
+    if let servers = stage.servers {
+      let location = try servers.echoLocation(listen: stage.listenURI(scheme), environment: stage.environment(scheme))
+      let client = try await transport.connect(to: location)
+      do {
+        let measurement = try await pingPong(client, scheme: scheme)
+        await client.close()
+        return measurement
+      } catch {
+        await client.close()
+        throw error
+      }
+    }
     let listener = try await transport.listen(at: TransportAddress(parsing: localListenURI(scheme)))
     async let accepted = listener.accept()
     let client = try await transport.connect(to: listener.address.location(wantData: 0))
     guard let server = try await accepted else { throw ValidationError("\(scheme): the listener closed") }
+    let echo = Task { try await Echo.echo(on: server) }
+    let measurement = try await pingPong(client, scheme: scheme)
+    await client.close()
+    _ = try? await echo.value
+    await listener.close()
+    return measurement
+  }
+
+  /// 1,100 ping-pongs of an 8-byte tagged message over `client`; the
+  /// median of the last 1,000 round trips.
+  static func pingPong(_ client: any TransportConnection, scheme: String) async throws -> Measurement {
     let ping = ArrowBytes(copying: [UInt8](repeating: 7, count: 8))
-    let echo = Task {
-      while let message = try await server.receiveTagged(matching: 0, mask: 0) {
-        try await server.sendTagged(message.tag, [message.payload])
-      }
-    }
     var times: [Double] = []
     for index in 0 ..< 1_100 {
       let started = ContinuousClock.now
@@ -312,10 +425,6 @@ struct Bench: AsyncParsableCommand {
       guard try await client.receiveTagged(matching: 0, mask: 0) != nil else { throw ValidationError("\(scheme): echo ended") }
       if index >= 100 { times.append(seconds(ContinuousClock.now - started)) }
     }
-    await client.close()
-    _ = try? await echo.value
-    await server.close()
-    await listener.close()
     return Measurement(seconds: times.sorted()[times.count / 2], bytes: 8, batches: 1)
   }
 
@@ -484,7 +593,9 @@ struct Bench: AsyncParsableCommand {
     let gb = { (value: Double) in String(format: "%.2f GB/s", value / 1e9) }
     print("dipc bench: \(rounds) rounds, medians (ratios: the median of each round's ratio); bulk = \(formatBytes(Double(bulkBytes))) in "
       + "\(formatBytes(Double(batchBytes))) batches (copy = the same bodies inline), tiny = \(tinyBatches) batches of 2 rows, "
-      + "latency = round trip of an 8-byte tagged message")
+      + "latency = round trip of an 8-byte tagged message; "
+      + (processes == .separate ? "servers in child processes (dipc serve, dipc echo)" : "servers in this process")
+      + (consumer == .touch ? ", the client reads every byte" : ", the client reads no body"))
     var lines: [(String, String, String)] = []
     for scheme in schemes {
       let bulk = "\(scheme) bulk"

@@ -17,7 +17,7 @@ struct DIPC: AsyncParsableCommand {
 
       `dipc demo` runs a server and a client end to end with no arguments.
       """,
-    subcommands: [Serve.self, Fetch.self, Transports.self, Demo.self, Bench.self, Inspect.self]
+    subcommands: [Serve.self, Fetch.self, Transports.self, Demo.self, Bench.self, Inspect.self, Echo.self]
   )
 
   /// Runs the command as ArgumentParser would, closes every ucx://

@@ -1,0 +1,38 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// `dipc bench` as users run it: the figures it prints exist for every
+/// transport and case, with servers in child processes (the default) or
+/// in the bench process, and a run leaves no server or stream file behind.
+@Suite("dipc bench", .serialized)
+struct BenchTests {
+  static let schemes = ["tcp", "shm", "ucx", "fabric"].filter(Processes.built)
+
+  @Test("a short bench run prints bulk, tiny, setup and round-trip figures for every transport, then stops its servers and removes its files",
+        arguments: ["separate", "one"])
+  func shortRun(processes: String) async throws {
+    let output = try await offPool {
+      try Processes.run(try Processes.dipc, ["bench", "--transports", Self.schemes.joined(separator: ","), "--rounds", "1",
+                                             "--bulk-bytes", String(4 << 20), "--batch-bytes", String(1 << 20),
+                                             "--tiny-batches", "200", "--baselines", "", "--processes", processes],
+                        environment: ["UCX_TLS": "tcp", "UCX_NET_DEVICES": "lo"])
+    }
+    #expect(output.contains(processes == "separate" ? "servers in child processes" : "servers in this process"), "\(output)")
+    #expect(output.contains("the client reads every byte"), "\(output)")
+    for scheme in Self.schemes {
+      for (label, unit) in [("bulk", "GB/s"), ("tiny", "k batches/s"), ("setup", "ms"), ("latency", "µs round trip")] {
+        let line = output.split(separator: "\n").first { $0.hasPrefix("\(scheme):// \(label) ") }
+        let figure = line?.dropFirst(22).split(separator: " ").first.flatMap { Double($0) }
+        #expect(line?.contains(unit) == true && (figure ?? 0) > 0, "\(scheme):// \(label): \(line.map(String.init) ?? "missing")")
+      }
+    }
+    let left = try FileManager.default.contentsOfDirectory(atPath: "/dev/shm").filter { $0.hasPrefix("dipc-bench-") }
+    #expect(left.isEmpty, "stream files left: \(left)")
+    let servers = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap(Int32.init).filter { pid in
+      let commandLine = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))) ?? Data()
+      return String(decoding: commandLine, as: UTF8.self).contains("/dev/shm/dipc-bench-")
+    }
+    #expect(servers.isEmpty, "bench servers still running: \(servers)")
+  }
+}
