@@ -36,6 +36,7 @@ let package = Package(
     .library(name: "DissociatedIPCUCX", targets: ["DissociatedIPCUCX"]),
     .library(name: "DissociatedIPCFabric", targets: ["DissociatedIPCFabric"]),
     .library(name: "DissociatedIPCTransports", targets: ["DissociatedIPCTransports"]),
+    .library(name: "DissociatedIPCBench", targets: ["DissociatedIPCBench"]),
     .executable(name: "dipc", targets: ["dipc"]),
   ],
   // The native backends are traits, on by default: a build without UCX or
@@ -128,11 +129,19 @@ let package = Package(
                      ucx("DissociatedIPCUCX"), fabric("DissociatedIPCFabric")],
       swiftSettings: strictSettings
     ),
+    // The transport benchmark harness (`dipc bench`): cases, baselines,
+    // child servers, the report.
+    .target(
+      name: "DissociatedIPCBench",
+      dependencies: ["ArrowIPC", "DissociatedIPCTransports"],
+      swiftSettings: strictSettings
+    ),
     // The command-line tool.
     .executableTarget(
       name: "dipc",
       dependencies: [
         "ArrowIPC",
+        "DissociatedIPCBench",
         "DissociatedIPCTransports",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -209,6 +218,13 @@ let package = Package(
     .testTarget(
       name: "FuzzTests",
       dependencies: ["FuzzTargets", "TestSupport"],
+      swiftSettings: strictSettings
+    ),
+    // The bench harness as a library (dipc bench's figures end to end are
+    // in EndToEndTests).
+    .testTarget(
+      name: "BenchHarnessTests",
+      dependencies: ["DissociatedIPCBench", "DissociatedIPCTransports", "ArrowIPC"],
       swiftSettings: strictSettings
     ),
     .testTarget(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ArrowIPC
+import DissociatedIPCBench
 import DissociatedIPCTransports
 import Foundation
 
@@ -33,7 +34,7 @@ struct Demo: AsyncParsableCommand {
     let messages = try Self.dataset(batches: batches, rows: rows)
     var catalog = StreamCatalog()
     catalog.add("demo", .messages(messages))
-    let server = try await DissociatedServer(listeningAt: localListenURI(transport), catalog: catalog, registry: .builtIn)
+    let server = try await DissociatedServer(listeningAt: TransportBench.localListenURI(transport), catalog: catalog, registry: .builtIn)
     let running = Task { await server.run() }
     defer { running.cancel() }
 
@@ -43,15 +44,15 @@ struct Demo: AsyncParsableCommand {
     for try await item in DissociatedClient(registry: .builtIn).stream(from: server.location(for: "demo")) {
       if case .recordBatch(let batch) = item { received.append(batch) }
     }
-    let elapsed = seconds(ContinuousClock.now - started)
+    let elapsed = Units.seconds(ContinuousClock.now - started)
     await server.shutdown()
     guard received.count == batches else {
       throw ValidationError("received \(received.count) batches, sent \(batches)")
     }
     for (index, batch) in received.enumerated() { try Self.verify(batch, base: index * rows) }
     let bytes = Double(received.reduce(0) { $0 + $1.body.count })
-    print("demo ok: \(transport):// \(batches) batches, \(batches * rows) rows, \(formatBytes(bytes)) in "
-      + String(format: "%.3f s", elapsed) + ", \(formatBytes(bytes / elapsed))/s; every value verified")
+    print("demo ok: \(transport):// \(batches) batches, \(batches * rows) rows, \(Units.bytes(bytes)) in "
+      + String(format: "%.3f s", elapsed) + ", \(Units.bytes(bytes / elapsed))/s; every value verified")
   }
 
   /// Schema, then `batches` batches of the four demo columns.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DissociatedIPCBench
 import DissociatedIPCTransports
 import Foundation
 
@@ -26,16 +27,8 @@ struct Echo: AsyncParsableCommand {
     FileHandle.standardOutput.write(Data("echo\t\(listener.address.location(wantData: 0))\n".utf8))
     await withTaskGroup(of: Void.self) { group in
       while let connection = try? await listener.accept() {
-        group.addTask { try? await Self.echo(on: connection) }
+        group.addTask { try? await TransportBench.echo(on: connection) }
       }
     }
-  }
-
-  /// Sends back what `connection` receives until it ends.
-  static func echo(on connection: any TransportConnection) async throws {
-    while let message = try await connection.receiveTagged(matching: 0, mask: 0) {
-      try await connection.sendTagged(message.tag, [message.payload])
-    }
-    await connection.close()
   }
 }

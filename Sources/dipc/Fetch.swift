@@ -1,5 +1,6 @@
 import ArgumentParser
 import ArrowIPC
+import DissociatedIPCBench
 import DissociatedIPCTransports
 import Foundation
 import Logging
@@ -116,8 +117,8 @@ struct Progress {
     bytes += bodyBytes
     guard enabled, ContinuousClock.now - lastDrawn > .milliseconds(100) else { return }
     lastDrawn = ContinuousClock.now
-    let elapsed = max(seconds(ContinuousClock.now - started), 1e-9)
-    let line = "\(batches) batches, \(formatBytes(Double(bytes))), \(formatBytes(Double(bytes) / elapsed))/s"
+    let elapsed = max(Units.seconds(ContinuousClock.now - started), 1e-9)
+    let line = "\(batches) batches, \(Units.bytes(Double(bytes))), \(Units.bytes(Double(bytes) / elapsed))/s"
     FileHandle.standardError.write(Data(("\r\u{1B}[K" + line).utf8))
   }
 
@@ -131,10 +132,10 @@ struct Progress {
   /// the last item was written.
   func summary(paths: [String], end: ContinuousClock.Instant) -> String {
     let first = firstItem ?? end
-    let transfer = max(seconds(end - first), 1e-9)
+    let transfer = max(Units.seconds(end - first), 1e-9)
     let labelled = paths.count == 2 ? ["metadata: " + paths[0], "data: " + paths[1]] : paths
-    return "dipc fetch: \(batches) record batches, \(formatBytes(Double(bytes))) of bodies in "
-      + String(format: "%.3f s (%@/s) after %.3f s of setup", transfer, formatBytes(Double(bytes) / transfer), seconds(first - started))
+    return "dipc fetch: \(batches) record batches, \(Units.bytes(Double(bytes))) of bodies in "
+      + String(format: "%.3f s (%@/s) after %.3f s of setup", transfer, Units.bytes(Double(bytes) / transfer), Units.seconds(first - started))
       + "; path: " + (labelled.isEmpty ? "none" : labelled.joined(separator: "; "))
   }
 }

@@ -1,6 +1,7 @@
 public import ArgumentParser
 import Foundation
 public import Logging
+import DissociatedIPCBench
 import DissociatedIPCTransports
 
 /// Options every networked command shares.
@@ -17,6 +18,10 @@ struct CommonOptions: ParsableArguments {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+extension BenchDeployment: ExpressibleByArgument {}
+
+extension BenchConsumer: ExpressibleByArgument {}
 
 #if UCX
 extension UCXTransport.DescriptorBodies: ExpressibleByArgument {}
@@ -43,27 +48,3 @@ extension TransportRegistry {
   }
 }
 #endif
-
-/// Where a server of `scheme` listens on this machine with every default
-/// (a free port on 127.0.0.1 for the socket-addressed tcp:// and ucx://, a
-/// fresh socket or name otherwise).
-func localListenURI(_ scheme: String) -> String {
-  ["tcp", "ucx", "fabric"].contains(scheme) ? "\(scheme)://127.0.0.1" : "\(scheme)://"
-}
-
-/// Formats `bytes` with a binary unit.
-func formatBytes(_ bytes: Double) -> String {
-  let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-  var value = bytes
-  var unit = 0
-  while value >= 1024, unit < units.count - 1 {
-    value /= 1024
-    unit += 1
-  }
-  return unit == 0 ? "\(Int(value)) B" : String(format: "%.1f %@", value, units[unit])
-}
-
-/// Seconds in `duration`.
-func seconds(_ duration: Duration) -> Double {
-  Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-}

@@ -1,10 +1,9 @@
-import ArgumentParser
-import ArrowIPC
+public import ArrowIPC
 import DissociatedIPCTransports
 import Foundation
 
 /// Where `dipc bench` runs the servers it measures.
-enum BenchDeployment: String, ExpressibleByArgument, CaseIterable {
+public enum BenchDeployment: String, CaseIterable, Sendable {
   /// A `dipc serve` (or `dipc echo`) child process per server, as users
   /// deploy them; the client is the bench process.
   case separate
@@ -13,7 +12,7 @@ enum BenchDeployment: String, ExpressibleByArgument, CaseIterable {
 }
 
 /// What the bench's client does with each body it receives.
-enum BenchConsumer: String, ExpressibleByArgument, CaseIterable {
+public enum BenchConsumer: String, CaseIterable, Sendable {
   /// Reads every byte of the body once (a sum of its 64-bit words), as
   /// any consumer of the data does.
   case touch
@@ -22,7 +21,7 @@ enum BenchConsumer: String, ExpressibleByArgument, CaseIterable {
 
   /// Consumes `body`: returns a sum of its words under `.touch`, so that
   /// the compiler cannot drop the reads; 0 under `.none`.
-  func consume(_ body: ArrowBytes) -> UInt64 {
+  public func consume(_ body: ArrowBytes) -> UInt64 {
     guard self == .touch else { return 0 }
     return body.withUnsafeBytes { raw in
       var sum: UInt64 = 0
@@ -113,7 +112,7 @@ final class BenchServers: @unchecked Sendable {  // used by one case at a time
     guard let line = text.split(separator: "\n").first, let location = line.split(separator: "\t").last else {
       if process.isRunning { process.interrupt() }
       process.waitUntilExit()
-      throw ValidationError("dipc \(arguments.joined(separator: " ")) printed no location")
+      throw BenchError("dipc \(arguments.joined(separator: " ")) printed no location")
     }
     return (process, String(location))
   }
@@ -126,7 +125,7 @@ final class BenchServers: @unchecked Sendable {  // used by one case at a time
     if let file = files[name] { return file }
     let path = "\(folder)/\(name)"
     let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-    guard descriptor >= 0 else { throw ValidationError("cannot create \(path): errno \(errno)") }
+    guard descriptor >= 0 else { throw BenchError("cannot create \(path): errno \(errno)") }
     defer { close(descriptor) }
     files[name] = path
     var writer = IPCStreamWriter(sink: FileDescriptorSink(descriptor: descriptor))

@@ -1,0 +1,70 @@
+import ArrowIPC
+@testable import DissociatedIPCBench
+import DissociatedIPCTransports
+import Foundation
+import Testing
+
+/// The harness behind `dipc bench`, as a library: its report's arithmetic,
+/// its consumer, and a short run with the servers in this process (the
+/// end-to-end tests run `dipc bench` with child servers).
+@Suite("Transport bench harness")
+struct TransportBenchTests {
+  static func bench() -> TransportBench {
+    TransportBench(registry: .builtIn, forcedGets: .builtIn, serverExecutable: URL(fileURLWithPath: "/nonexistent"))
+  }
+
+  @Test("the report gives each figure as the median of the rounds and each ratio as the median of the rounds' ratios")
+  func reportArithmetic() {
+    var bench = Self.bench()
+    bench.schemes = ["tcp"]
+    bench.rounds = 3
+    // tcp:// at 1, 2 and 4 GB/s; iperf3 at 2, 2 and 2: ratios 0.5, 1, 2.
+    let tcp = [1.0, 2.0, 4.0].map { BenchMeasurement(seconds: 1 / $0, bytes: 1_000_000_000, batches: 1000) }
+    let iperf3 = [BenchMeasurement](repeating: BenchMeasurement(seconds: 0.5, bytes: 1_000_000_000, batches: 1000), count: 3)
+    let memcpy = [BenchMeasurement](repeating: BenchMeasurement(seconds: 0.125, bytes: 1_000_000_000, batches: 1000), count: 3)
+    let report = bench.report(["tcp bulk": tcp, "iperf3 bulk": iperf3, "memcpy": memcpy])
+    let line = report.split(separator: "\n").first { $0.hasPrefix("tcp:// bulk") }.map(String.init) ?? ""
+    #expect(line.contains("2.00 GB/s"), "\(report)")
+    #expect(line.contains("1.00× iperf3"), "\(report)")
+    #expect(line.contains("0.25× memcpy"), "\(report)")
+    #expect(report.contains("iperf3 bulk") && report.contains("2.00 GB/s"), "\(report)")
+  }
+
+  @Test("the touching consumer reads every byte, the tail past the last whole word included; the other reads none")
+  func consumer() {
+    let bytes: [UInt8] = (0 ..< 21).map { UInt8($0) }
+    let body = ArrowBytes(copying: bytes)
+    var expected: UInt64 = 0
+    for word in 0 ..< 2 {
+      var value: UInt64 = 0
+      for index in 0 ..< 8 { value |= UInt64(bytes[word * 8 + index]) << (8 * index) }
+      expected &+= value
+    }
+    for byte in bytes[16...] { expected &+= UInt64(byte) }
+    #expect(BenchConsumer.touch.consume(body) == expected)
+    #expect(BenchConsumer.none.consume(body) == 0)
+  }
+
+  @Test("a short run with the servers in this process measures every batch of every case over tcp:// and shm://")
+  func shortRunInProcess() async throws {
+    var bench = Self.bench()
+    bench.schemes = ["tcp", "shm"]
+    bench.rounds = 2
+    bench.bulkBytes = 4 << 20
+    bench.batchBytes = 1 << 20
+    bench.tinyBatches = 100
+    bench.baselines = []
+    bench.deployment = .one
+    var rounds: [String] = []
+    let results = try await bench.run { rounds.append($0) }
+    #expect(rounds == ["round 1/2", "round 2/2"])
+    for scheme in ["tcp", "shm"] {
+      #expect(results.measurements["\(scheme) bulk"]?.map(\.bytes) == [4 << 20, 4 << 20])
+      #expect(results.measurements["\(scheme) tiny"]?.map(\.batches) == [100, 100])
+      #expect(results.measurements["\(scheme) latency"]?.count == 2)
+      #expect(results.measurements["\(scheme) latency"]?.allSatisfy { $0.seconds > 0 } == true)
+    }
+    #expect(results.measurements["shm copy"]?.map(\.bytes) == [4 << 20, 4 << 20])
+    #expect(results.report.contains("servers in this process"))
+  }
+}
