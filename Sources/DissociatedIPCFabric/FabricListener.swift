@@ -85,6 +85,7 @@ final class FabricListener: TransportListener {
       guard name.count >= 4 else { throw DissociatedIPCError(.transportFailure, "fabric:// cannot tell the bound port") }
       return (endpoint, UInt16(name[2]) << 8 | UInt16(name[3]))
     }
+    _ = FabricSettings.staleRegionsRemoved
     if port != 0 { return (try settings.endpoint(bindingTo: (host, String(port))), port) }
     var lastError = DissociatedIPCError(.resourceExhausted, "fabric:// found no free port")
     for _ in 0 ..< portTries {

@@ -237,8 +237,10 @@ struct FabricSettings: Sendable {
     return (try localAddress(toward: host, port: port), "0")
   }
 
-  /// A name no other endpoint of this machine has.
+  /// A name no other endpoint of this machine has. The first call
+  /// removes the regions that killed processes left (``staleRegionsRemoved``).
   static func uniqueName() -> String {
+    _ = staleRegionsRemoved
     let number = nameCounter.withLock { counter -> UInt64 in
       counter &+= 1
       return counter
@@ -247,6 +249,33 @@ struct FabricSettings: Sendable {
   }
 
   private static let nameCounter = Mutex<UInt64>(0)
+
+  /// Removes from /dev/shm the shm provider's regions of endpoints this
+  /// backend named (``uniqueName()``) whose process is gone: a process
+  /// killed with SIGKILL leaves its 16 MiB region behind, and nothing else
+  /// removes it (FABRIC-SHM-1). Once per process, before its first named
+  /// endpoint. A region whose PID a live process has now is kept.
+  static let staleRegionsRemoved: Void = {
+    guard let directory = opendir("/dev/shm") else { return }
+    defer { closedir(directory) }
+    let own = getpid()
+    while let entry = readdir(directory) {
+      let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+      guard let pid = regionOwner(name), pid != own, kill(pid, 0) != 0, errno == ESRCH else { continue }
+      unlink("/dev/shm/" + name)
+    }
+  }()
+
+  /// The process id in a region name ``uniqueName()`` gave
+  /// (`dipc-PID-NUMBER-RANDOM`, then the provider's `:…` suffix); nil for
+  /// any other name.
+  static func regionOwner(_ name: String) -> pid_t? {
+    let fields = (name.split(separator: ":", maxSplits: 1).first ?? "").split(separator: "-", omittingEmptySubsequences: false)
+    guard fields.count == 4, fields[0] == "dipc",
+          fields.dropFirst().allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCII && $0.isNumber } })
+    else { return nil }
+    return pid_t(fields[1])
+  }
 
   /// The listener's address at `host:port`, inserted into `endpoint`'s
   /// vector, and its name.

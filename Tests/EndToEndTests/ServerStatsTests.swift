@@ -107,6 +107,10 @@ struct ServerStatsTests {
     }
     let after = await server.stats(settling: ended(2))
     #expect(after.map(ended(2)) == true, "\(after ?? "no stats")")
+    // The killed client's shared-memory region is gone: the next fetch's
+    // process removed it (FABRIC-SHM-1).
+    let left = try FileManager.default.contentsOfDirectory(atPath: "/dev/shm").filter { $0.hasPrefix("dipc-\(fetch.processIdentifier)-") }
+    #expect(left.isEmpty, "regions of the killed client left in /dev/shm: \(left)")
   }
 
   #if UCX

@@ -132,6 +132,16 @@ struct FabricPrimitivesTests {
     withExtendedLifetime(memory) {}
   }
 
+  @Test("only region names this backend gives, with a numeric PID, are read as an owner's (FABRIC-SHM-1)")
+  func regionOwners() {
+    #expect(FabricSettings.regionOwner("dipc-4242-3-1257300145:0:17") == 4242)
+    #expect(FabricSettings.regionOwner("dipc-4242-3-1257300145") == 4242)
+    for name in ["127.0.0.1:40000", "dipc-bench-4242-2x8.arrows", "dipc-shm-1-2-3", "dipc-4242-3", "dipc-42x-3-1:0", "dipc--3-1",
+                 "dipc-٤٢-3-1", "other-4242-3-1"] {
+      #expect(FabricSettings.regionOwner(name) == nil, "\(name)")
+    }
+  }
+
   @Test("an unknown provider and a garbage endpoint name are typed failures, never a crash")
   func badInput() throws {
     #expect(throws: FabricFailure.self) { try FabricInfo(provider: "no-such-provider", node: nil, service: nil, source: false) }
