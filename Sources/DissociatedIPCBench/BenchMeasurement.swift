@@ -29,13 +29,18 @@ public struct BenchMeasurement: Sendable {
   /// counts its DoGet).
   public var batchesPerSecond: Double { Double(batches) / seconds }
 
+  /// The path the stream's connections took (their transports' path
+  /// reports); nil for baselines and round trips.
+  public var path: String?
+
   /// A measurement of `seconds` moving `bytes` in `batches`.
   public init(seconds: Double, bytes: Int, batches: Int, setupSeconds: Double = 0,
-              steady: (seconds: Double, bytes: Int)? = nil) {
+              steady: (seconds: Double, bytes: Int)? = nil, path: String? = nil) {
     self.seconds = seconds
     self.bytes = bytes
     self.batches = batches
     self.setupSeconds = setupSeconds
     self.steady = steady
+    self.path = path
   }
 }

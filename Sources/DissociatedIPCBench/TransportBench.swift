@@ -93,7 +93,7 @@ public struct TransportBench: Sendable {
         }
       }
     }
-    return BenchResults(measurements: results, report: report(results))
+    return summarize(results)
   }
 
   /// What every case of a run shares: the client's transports (the
@@ -298,6 +298,7 @@ public struct TransportBench: Sendable {
       }
     }
     let finished = ContinuousClock.now
+    let path = stream.paths.joined(separator: " + ")
     await stream.close()
     withExtendedLifetime(checksum) {}
     guard received == batches, let firstMessage else {
@@ -305,7 +306,7 @@ public struct TransportBench: Sendable {
     }
     return BenchMeasurement(seconds: Units.seconds(finished - started), bytes: bytes, batches: received,
                        setupSeconds: Units.seconds(firstMessage - started),
-                       steady: warmedUp.map { (Units.seconds(finished - $0.at), bytes - $0.bytes) })
+                       steady: warmedUp.map { (Units.seconds(finished - $0.at), bytes - $0.bytes) }, path: path)
   }
 
   /// `body` copied once into a ``SharedMemoryBuffer``: what a producer
@@ -500,11 +501,10 @@ public struct TransportBench: Sendable {
     return String(decoding: data, as: UTF8.self)
   }
 
-  func report(_ results: [String: [BenchMeasurement]]) -> String {
-    func median(_ values: [Double]) -> Double {
-      let sorted = values.sorted()
-      return sorted.isEmpty ? .nan : sorted[sorted.count / 2]
-    }
+  /// The figures of `results`: a header saying what ran, then one line per
+  /// figure with its comparisons.
+  func summarize(_ results: [String: [BenchMeasurement]]) -> BenchResults {
+    let median = BenchResults.median
     func has(_ name: String) -> Bool { results[name] != nil }
     func values(_ name: String, _ metric: KeyPath<BenchMeasurement, Double>) -> [Double] {
       results[name, default: []].map { $0[keyPath: metric] }
@@ -524,11 +524,11 @@ public struct TransportBench: Sendable {
       ratio(name, baseline, label, \.steadyBytesPerSecond)
     }
     let gb = { (value: Double) in String(format: "%.2f GB/s", value / 1e9) }
-    var text = "dipc bench: \(rounds) rounds, medians (ratios: the median of each round's ratio); bulk = \(Units.bytes(Double(bulkBytes))) in "
+    let header = "dipc bench: \(rounds) rounds, medians (ratios: the median of each round's ratio); bulk = \(Units.bytes(Double(bulkBytes))) in "
       + "\(Units.bytes(Double(batchBytes))) batches (copy = the same bodies inline), tiny = \(tinyBatches) batches of 2 rows, "
       + "latency = round trip of an 8-byte tagged message; "
       + (deployment == .separate ? "servers in child processes (dipc serve, dipc echo)" : "servers in this process")
-      + (consumer == .touch ? ", the client reads every byte" : ", the client reads no body") + "\n"
+      + (consumer == .touch ? ", the client reads every byte" : ", the client reads no body")
     var lines: [(String, String, String)] = []
     for scheme in schemes {
       let bulk = "\(scheme) bulk"
@@ -610,19 +610,9 @@ public struct TransportBench: Sendable {
     if has("iperf3 bulk") { lines.append(("iperf3 bulk", gb(rate("iperf3 bulk")), "")) }
     if has("flight bulk") { lines.append(("Flight DoGet bulk", gb(rate("flight bulk")), "")) }
     if has("flight tiny") { lines.append(("Flight DoGet tiny", String(format: "%.0f k batches/s", batchRate("flight tiny") / 1e3), "")) }
-    for (name, value, ratio) in lines {
-      text += name.padding(toLength: 22, withPad: " ", startingAt: 0) + value.padding(toLength: 34, withPad: " ", startingAt: 0) + ratio + "\n"
-    }
-    return text
+    return BenchResults(measurements: results, header: header,
+                        lines: lines.map { BenchResults.Line(figure: $0.0, value: $0.1, comparison: $0.2) })
   }
-}
-
-/// What a bench run measured.
-public struct BenchResults: Sendable {
-  /// Every case's measurements, one per round, by case name.
-  public var measurements: [String: [BenchMeasurement]]
-  /// The report: a header line, then one line per figure with its ratios.
-  public var report: String
 }
 
 /// A bench that cannot run a case or read a baseline's output.

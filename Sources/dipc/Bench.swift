@@ -98,6 +98,9 @@ struct Bench: AsyncParsableCommand {
   @Option(help: "What the client does with each body: touch (reads every byte once, as any consumer does) or none (receives and releases it).")
   var consumer = BenchConsumer.touch
 
+  @Option(help: "Also write the report to this folder: report.md (figures, every case's range and path, the machine, the command) and throughput.svg.")
+  var report: String?
+
   @Option(help: "The Flight baseline script.")
   var flightScript = "Benchmarks/Baselines/flight_baseline.py"
 
@@ -128,6 +131,34 @@ struct Bench: AsyncParsableCommand {
     bench.flightScript = flightScript
     let results = try await bench.run { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
     print(results.report, terminator: "")
+    if let report { try Self.write(results, to: report) }
+  }
+
+  /// Writes report.md and throughput.svg into `folder` (made if missing).
+  static func write(_ results: BenchResults, to folder: String) throws {
+    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    let command = (["dipc"] + CommandLine.arguments.dropFirst().map { $0.contains(" ") || $0.isEmpty ? "'\($0)'" : $0 })
+      .joined(separator: " ")
+    let markdown = results.markdown(machine: machine, command: command, chart: "throughput.svg")
+    try Data(markdown.utf8).write(to: URL(fileURLWithPath: folder).appendingPathComponent("report.md"))
+    try Data(results.throughputChart.utf8).write(to: URL(fileURLWithPath: folder).appendingPathComponent("throughput.svg"))
+  }
+
+  /// What the report says of the machine: cores, kernel, the native
+  /// libraries' versions and settings.
+  static var machine: [String] {
+    var system = utsname()
+    uname(&system)
+    let kernel = withUnsafeBytes(of: system.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    let environment = ProcessInfo.processInfo.environment
+    var lines = ["\(ProcessInfo.processInfo.activeProcessorCount) cores, \(Units.bytes(Double(ProcessInfo.processInfo.physicalMemory))) of memory, Linux \(kernel)"]
+    #if UCX
+    lines.append("UCX \(UCXTransport.libraryVersion)" + (environment["UCX_TLS"].map { ", UCX_TLS=\($0) in the environment" } ?? ""))
+    #endif
+    #if Fabric
+    lines.append("libfabric providers: " + FabricTransport.availableProviders.joined(separator: ", "))
+    #endif
+    return lines
   }
 
   /// The items of a comma-separated option.

@@ -22,12 +22,33 @@ struct TransportBenchTests {
     let tcp = [1.0, 2.0, 4.0].map { BenchMeasurement(seconds: 1 / $0, bytes: 1_000_000_000, batches: 1000) }
     let iperf3 = [BenchMeasurement](repeating: BenchMeasurement(seconds: 0.5, bytes: 1_000_000_000, batches: 1000), count: 3)
     let memcpy = [BenchMeasurement](repeating: BenchMeasurement(seconds: 0.125, bytes: 1_000_000_000, batches: 1000), count: 3)
-    let report = bench.report(["tcp bulk": tcp, "iperf3 bulk": iperf3, "memcpy": memcpy])
+    let report = bench.summarize(["tcp bulk": tcp, "iperf3 bulk": iperf3, "memcpy": memcpy]).report
     let line = report.split(separator: "\n").first { $0.hasPrefix("tcp:// bulk") }.map(String.init) ?? ""
     #expect(line.contains("2.00 GB/s"), "\(report)")
     #expect(line.contains("1.00× iperf3"), "\(report)")
     #expect(line.contains("0.25× memcpy"), "\(report)")
     #expect(report.contains("iperf3 bulk") && report.contains("2.00 GB/s"), "\(report)")
+  }
+
+  @Test("the Markdown report lists every figure and every case with its rounds, range and path; the chart has a bar per throughput case")
+  func markdownAndChart() {
+    var bench = Self.bench()
+    bench.schemes = ["tcp"]
+    bench.rounds = 2
+    let tcp = [1.0, 3.0].map { BenchMeasurement(seconds: 1 / $0, bytes: 1_000_000_000, batches: 1000, path: "tcp to 127.0.0.1:1") }
+    let latency = [20e-6, 40e-6].map { BenchMeasurement(seconds: $0, bytes: 8, batches: 1) }
+    let results = bench.summarize(["tcp bulk": tcp, "tcp latency": latency])
+    let markdown = results.markdown(machine: ["2 cores"], command: "dipc bench --rounds 2", chart: "throughput.svg")
+    #expect(markdown.contains("- 2 cores\n"))
+    #expect(markdown.contains("Reproduce: `dipc bench --rounds 2`"))
+    #expect(markdown.contains("![Bulk throughput](throughput.svg)"))
+    #expect(markdown.contains("| tcp:// bulk | 3.00 GB/s |"), "\(markdown)")
+    #expect(markdown.contains("| tcp bulk | 2 | 3.00 GB/s | 1.00–3.00 | tcp to 127.0.0.1:1 |"), "\(markdown)")
+    #expect(markdown.contains("| tcp latency | 2 | 40.0 µs | 20.0–40.0 |  |"), "\(markdown)")
+    let chart = results.throughputChart
+    #expect(chart.hasPrefix("<svg") && chart.hasSuffix("</svg>\n"))
+    #expect(chart.components(separatedBy: "<rect").count - 1 == 1, "\(chart)")
+    #expect(chart.contains(">tcp bulk</text>") && chart.contains(">3.00</text>"), "\(chart)")
   }
 
   @Test("the touching consumer reads every byte, the tail past the last whole word included; the other reads none")

@@ -12,10 +12,13 @@ struct BenchTests {
   @Test("a short bench run prints bulk, tiny, setup and round-trip figures for every transport, then stops its servers and removes its files",
         arguments: ["separate", "one"])
   func shortRun(processes: String) async throws {
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("dipc-bench-report-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: folder) }
     let output = try await offPool {
       try Processes.run(try Processes.dipc, ["bench", "--transports", Self.schemes.joined(separator: ","), "--rounds", "1",
                                              "--bulk-bytes", String(4 << 20), "--batch-bytes", String(1 << 20),
-                                             "--tiny-batches", "200", "--baselines", "", "--processes", processes],
+                                             "--tiny-batches", "200", "--baselines", "", "--processes", processes,
+                                             "--report", folder.path],
                         environment: ["UCX_TLS": "tcp", "UCX_NET_DEVICES": "lo"])
     }
     #expect(output.contains(processes == "separate" ? "servers in child processes" : "servers in this process"), "\(output)")
@@ -27,6 +30,13 @@ struct BenchTests {
         #expect(line?.contains(unit) == true && (figure ?? 0) > 0, "\(scheme):// \(label): \(line.map(String.init) ?? "missing")")
       }
     }
+    let markdown = try String(contentsOf: folder.appendingPathComponent("report.md"), encoding: .utf8)
+    let chart = try String(contentsOf: folder.appendingPathComponent("throughput.svg"), encoding: .utf8)
+    for scheme in Self.schemes {
+      #expect(markdown.contains("| \(scheme) bulk | 1 | "), "\(markdown)")
+      #expect(chart.contains(">\(scheme) bulk</text>"), "\(chart)")
+    }
+    #expect(markdown.contains("Reproduce: `dipc bench --transports"), "\(markdown)")
     let left = try FileManager.default.contentsOfDirectory(atPath: "/dev/shm").filter { $0.hasPrefix("dipc-bench-") }
     #expect(left.isEmpty, "stream files left: \(left)")
     let servers = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap(Int32.init).filter { pid in
