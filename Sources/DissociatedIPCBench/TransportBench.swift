@@ -391,9 +391,11 @@ public struct TransportBench: Sendable {
     return BenchMeasurement(seconds: elapsed, bytes: copies * chunk, batches: copies)
   }
 
-  /// iperf3 moving the same bytes with writes of `length` bytes.
+  /// iperf3 moving the same bytes with writes of `length` bytes, at most
+  /// 1 MiB (iperf3's largest block).
   static func iperf3(bytes: Int, length: Int) throws -> BenchMeasurement {
-    try withServerProcess(["iperf3", "-s", "-1", "-p"]) { port in
+    let length = min(length, 1 << 20)
+    return try withServerProcess(["iperf3", "-s", "-1", "-p"]) { port in
       let output = try runProcess(["iperf3", "-c", "127.0.0.1", "-p", port, "-l", String(length), "-n", String(bytes), "-J"])
       guard let json = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any],
             let end = json["end"] as? [String: Any], let received = end["sum_received"] as? [String: Any],

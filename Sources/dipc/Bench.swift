@@ -98,6 +98,12 @@ struct Bench: AsyncParsableCommand {
   @Option(help: "What the client does with each body: touch (reads every byte once, as any consumer does) or none (receives and releases it).")
   var consumer = BenchConsumer.touch
 
+  @Option(help: "Also measure the bulk group at each of these body sizes (e.g. 4K,64K,1M,16M,64M): a table, and a chart with --report.")
+  var sweep: String?
+
+  @Flag(help: "A quick run (under two minutes): one round, 64 MiB of bulk, 2,000 tiny batches.")
+  var quick = false
+
   @Option(help: "Also write the report to this folder: report.md (figures, every case's range and path, the machine, the command) and throughput.svg.")
   var report: String?
 
@@ -118,10 +124,10 @@ struct Bench: AsyncParsableCommand {
     var bench = TransportBench(registry: registry, forcedGets: forcedGets,
                                serverExecutable: Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0]))
     bench.schemes = Self.list(transports)
-    bench.rounds = rounds
-    bench.bulkBytes = bulkBytes
+    bench.rounds = quick ? 1 : rounds
+    bench.bulkBytes = quick ? min(bulkBytes, 64 << 20) : bulkBytes
     bench.batchBytes = batchBytes
-    bench.tinyBatches = tinyBatches
+    bench.tinyBatches = quick ? min(tinyBatches, 2_000) : tinyBatches
     bench.caseGroups = Set(Self.list(cases))
     bench.baselines = Set(Self.list(baselines))
     bench.fabricProvider = fabricProvider
@@ -129,17 +135,36 @@ struct Bench: AsyncParsableCommand {
     bench.deployment = processes
     bench.consumer = consumer
     bench.flightScript = flightScript
-    let results = try await bench.run { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+    let progress = { (line: String) in FileHandle.standardError.write(Data((line + "\n").utf8)) }
+    let sizes = try sweep.map { try Self.list($0).map(Self.size) } ?? []
+    let results = try await bench.run(progress: progress)
+    let sizeSweep = sizes.isEmpty ? nil : try await bench.sweep(sizes: sizes, progress: progress)
     print(results.report, terminator: "")
-    if let report { try Self.write(results, to: report) }
+    if let sizeSweep { print("\nThroughput by body size (GB/s, medians):\n" + sizeSweep.markdown, terminator: "") }
+    if let report { try Self.write(results, sizeSweep, to: report) }
   }
 
-  /// Writes report.md and throughput.svg into `folder` (made if missing).
-  static func write(_ results: BenchResults, to folder: String) throws {
+  /// Bytes in `text`: a number with an optional K, M or G (binary) suffix.
+  static func size(_ text: String) throws -> Int {
+    let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+    let unit = text.last.flatMap { units[Character($0.uppercased())] }
+    guard let number = Int(unit == nil ? text : String(text.dropLast())), number > 0,
+          case let (bytes, overflow) = number.multipliedReportingOverflow(by: unit ?? 1), !overflow
+    else { throw ValidationError("'\(text)' is not a size (a number with K, M or G)") }
+    return bytes
+  }
+
+  /// Writes report.md, throughput.svg and, with a size sweep, sizes.svg
+  /// into `folder` (made if missing).
+  static func write(_ results: BenchResults, _ sweep: BenchSweep?, to folder: String) throws {
     try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
     let command = (["dipc"] + CommandLine.arguments.dropFirst().map { $0.contains(" ") || $0.isEmpty ? "'\($0)'" : $0 })
       .joined(separator: " ")
-    let markdown = results.markdown(machine: machine, command: command, chart: "throughput.svg")
+    var markdown = results.markdown(machine: machine, command: command, chart: "throughput.svg")
+    if let sweep {
+      markdown += "\n## Throughput by body size\n\n![Throughput by body size](sizes.svg)\n\nMedians, GB/s.\n\n" + sweep.markdown
+      try Data(sweep.chart.utf8).write(to: URL(fileURLWithPath: folder).appendingPathComponent("sizes.svg"))
+    }
     try Data(markdown.utf8).write(to: URL(fileURLWithPath: folder).appendingPathComponent("report.md"))
     try Data(results.throughputChart.utf8).write(to: URL(fileURLWithPath: folder).appendingPathComponent("throughput.svg"))
   }

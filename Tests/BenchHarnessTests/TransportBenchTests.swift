@@ -51,6 +51,22 @@ struct TransportBenchTests {
     #expect(chart.contains(">tcp bulk</text>") && chart.contains(">3.00</text>"), "\(chart)")
   }
 
+  @Test("a size sweep tables and charts the cases measured at every size, transports before baselines")
+  func sweepTableAndChart() {
+    func runs(_ gigabytesPerSecond: Double) -> [BenchMeasurement] {
+      [BenchMeasurement(seconds: 1 / gigabytesPerSecond, bytes: 1_000_000_000, batches: 100)]
+    }
+    let sweep = BenchSweep(sizes: [65536, 1 << 20], measurements: [
+      65536: ["tcp bulk": runs(1), "memcpy": runs(10), "tcp latency": runs(1)],
+      1 << 20: ["tcp bulk": runs(2), "memcpy": runs(12), "shm bulk": runs(3)],
+    ])
+    #expect(sweep.cases == ["tcp bulk", "memcpy"])
+    #expect(sweep.markdown == "| case | 64.0 KiB | 1.0 MiB |\n|---|---|---|\n| tcp bulk | 1.00 | 2.00 |\n| memcpy | 10.00 | 12.00 |\n")
+    let chart = sweep.chart
+    #expect(chart.components(separatedBy: "<polyline").count - 1 == 2, "\(chart)")
+    #expect(chart.contains(">tcp bulk</text>") && chart.contains(">memcpy</text>") && chart.contains(">1.0 MiB</text>"), "\(chart)")
+  }
+
   @Test("the touching consumer reads every byte, the tail past the last whole word included; the other reads none")
   func consumer() {
     let bytes: [UInt8] = (0 ..< 21).map { UInt8($0) }

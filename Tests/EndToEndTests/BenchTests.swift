@@ -18,7 +18,7 @@ struct BenchTests {
       try Processes.run(try Processes.dipc, ["bench", "--transports", Self.schemes.joined(separator: ","), "--rounds", "1",
                                              "--bulk-bytes", String(4 << 20), "--batch-bytes", String(1 << 20),
                                              "--tiny-batches", "200", "--baselines", "", "--processes", processes,
-                                             "--report", folder.path],
+                                             "--report", folder.path, "--sweep", "64K,1M"],
                         environment: ["UCX_TLS": "tcp", "UCX_NET_DEVICES": "lo"])
     }
     #expect(output.contains(processes == "separate" ? "servers in child processes" : "servers in this process"), "\(output)")
@@ -37,6 +37,9 @@ struct BenchTests {
       #expect(chart.contains(">\(scheme) bulk</text>"), "\(chart)")
     }
     #expect(markdown.contains("Reproduce: `dipc bench --transports"), "\(markdown)")
+    let sizes = try String(contentsOf: folder.appendingPathComponent("sizes.svg"), encoding: .utf8)
+    #expect(markdown.contains("## Throughput by body size") && markdown.contains("| case | 64.0 KiB | 1.0 MiB |"), "\(markdown)")
+    for scheme in Self.schemes { #expect(sizes.contains(">\(scheme) bulk</text>"), "\(sizes)") }
     let left = try FileManager.default.contentsOfDirectory(atPath: "/dev/shm").filter { $0.hasPrefix("dipc-bench-") }
     #expect(left.isEmpty, "stream files left: \(left)")
     let servers = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap(Int32.init).filter { pid in

@@ -77,7 +77,10 @@ struct ServerStatsTests {
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: folder) }
     let path = folder.appendingPathComponent("big.arrows").path
-    try writeInt64Stream(to: path, batches: 64, rows: 1 << 17)  // 64 batches of 1 MiB
+    // 256 batches of 1 MiB: more than a server can hand to its transport
+    // (ucx://: 64 MiB of queued sends) and a client can read ahead, so the
+    // stream is still running when the test looks.
+    try writeInt64Stream(to: path, batches: 256, rows: 1 << 17)
     let server = try Processes.Server(files: [path], listen: listen, environment: environment, capturingStandardError: true)
     defer { server.stop() }
     let location = server.locations["big.arrows"]!["combined"]!

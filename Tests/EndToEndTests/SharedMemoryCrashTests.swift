@@ -66,10 +66,12 @@ struct SharedMemoryCrashTests {
   /// (ucx:// tests in the same process use UCX's posix transport) and
   /// the regions of libfabric's shm provider that fabric:// tests hold
   /// meanwhile: this process's (`PID:…`, `dipc-PID-…`) and listeners',
-  /// in this process or a `dipc serve` (`HOST:PORT`, FABRIC-ADDR-1).
+  /// in this process or a `dipc serve` (`HOST:PORT`, FABRIC-ADDR-1), and
+  /// the stream files of a `dipc bench` test running beside (`dipc-bench-…`).
   static func newDevShmEntries(since before: Set<String>) -> Set<String> {
     devShmEntries().subtracting(before).filter { name in
       !name.hasPrefix("ucx_") && !name.hasPrefix("\(getpid()):") && !name.hasPrefix("dipc-\(getpid())-")
+        && !name.hasPrefix("dipc-bench-")
         && !isFabricListenerName(name)
     }
   }
