@@ -51,8 +51,7 @@ public struct BenchResults: Sendable {
   /// throughput, each bar with its rounds' range: transports and their
   /// baselines on one scale.
   public var throughputChart: String {
-    // The transports first, then the baselines.
-    let names = measurements.keys.filter { Self.isThroughputCase($0) }.sorted { (Self.isBaseline($0) ? 1 : 0, $0) < (Self.isBaseline($1) ? 1 : 0, $1) }
+    let names = Self.throughputCases(measurements.keys)
     let medians = names.map { name in Self.median(measurements[name, default: []].map(\.bytesPerSecond)) / 1e9 }
     let ranges = names.map { name in
       let rates = measurements[name, default: []].map { $0.bytesPerSecond / 1e9 }
@@ -79,6 +78,12 @@ public struct BenchResults: Sendable {
                     Int(y + 15), medians[index])
     }
     return svg + "</svg>\n"
+  }
+
+  /// The cases of `names` measured as throughput, transports first (by
+  /// name), then baselines.
+  static func throughputCases(_ names: some Sequence<String>) -> [String] {
+    names.filter(isThroughputCase).sorted { (isBaseline($0) ? 1 : 0, $0) < (isBaseline($1) ? 1 : 0, $1) }
   }
 
   /// Whether `name` is a case of the bulk group measured as throughput.

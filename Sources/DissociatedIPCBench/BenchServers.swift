@@ -68,18 +68,20 @@ final class BenchServers: @unchecked Sendable {  // used by one case at a time
   func streamLocation(listen: String, rows: Int, batches: Int, options: [String] = [],
                       environment: [String: String] = [:]) throws -> Location {
     let key = Key(listen: listen, rows: rows, batches: batches, options: options, environment: environment)
-    if let running = servers[key] { return try Location(parsing: running.location) }
-    let file = try streamFile(rows: rows, batches: batches)
-    let server = try start(["serve", file, "--listen", listen] + options, environment: environment)
-    servers[key] = server
-    return try Location(parsing: server.location)
+    return try location(of: key) { ["serve", try streamFile(rows: rows, batches: batches), "--listen", listen] + options }
   }
 
   /// The location of a `dipc echo` listening at `listen`.
   func echoLocation(listen: String, environment: [String: String] = [:]) throws -> Location {
     let key = Key(listen: listen, rows: 0, batches: 0, options: ["echo"], environment: environment)
+    return try location(of: key) { ["echo", "--listen", listen] }
+  }
+
+  /// The location of the server of `key`, started as `dipc ARGUMENTS` with
+  /// its environment when none runs yet.
+  private func location(of key: Key, arguments: () throws -> [String]) throws -> Location {
     if let running = servers[key] { return try Location(parsing: running.location) }
-    let server = try start(["echo", "--listen", listen], environment: environment)
+    let server = try start(try arguments(), environment: key.environment)
     servers[key] = server
     return try Location(parsing: server.location)
   }

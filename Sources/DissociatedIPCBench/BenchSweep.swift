@@ -28,9 +28,7 @@ public struct BenchSweep: Sendable {
   var cases: [String] {
     let keys = sizes.map { Set(measurements[$0, default: [:]].keys) }
     let common = keys.dropFirst().reduce(keys.first ?? []) { $0.intersection($1) }
-    return common.filter(BenchResults.isThroughputCase).sorted {
-      (BenchResults.isBaseline($0) ? 1 : 0, $0) < (BenchResults.isBaseline($1) ? 1 : 0, $1)
-    }
+    return BenchResults.throughputCases(common)
   }
 
   /// The median throughput of `name` at `size`, in GB/s.

@@ -64,6 +64,10 @@ public struct TransportBench: Sendable {
     ["tcp", "ucx", "fabric"].contains(scheme) ? "\(scheme)://127.0.0.1" : "\(scheme)://"
   }
 
+  /// The environment of a process that uses UCX as ucx:// does here:
+  /// `tls` lanes on lo.
+  static func ucxEnvironment(tls: String) -> [String: String] { ["UCX_TLS": tls, "UCX_NET_DEVICES": "lo"] }
+
   /// Sends back every tagged message `connection` receives, with its tag,
   /// until the connection ends: the far end of the round-trip case
   /// (`dipc echo` runs it on every connection).
@@ -119,7 +123,7 @@ public struct TransportBench: Sendable {
     /// What a child server of `scheme` needs in its environment: ucx://'s
     /// lanes as the client's.
     func environment(_ scheme: String) -> [String: String] {
-      scheme == "ucx" ? ["UCX_TLS": ucxTLS, "UCX_NET_DEVICES": "lo"] : [:]
+      scheme == "ucx" ? TransportBench.ucxEnvironment(tls: ucxTLS) : [:]
     }
   }
 
@@ -410,7 +414,7 @@ public struct TransportBench: Sendable {
   /// (bandwidth), or `tag_lat` (`seconds` = the median round trip, twice
   /// the one-way median it reports).
   static func ucxPerftest(_ test: String, length: Int, iterations: Int, tls: String) throws -> BenchMeasurement {
-    let environment = ["UCX_TLS=\(tls)", "UCX_NET_DEVICES=lo"]
+    let environment = ucxEnvironment(tls: tls).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
     let bandwidth = test != "tag_lat"
     return try withServerProcess(environment + ["ucx_perftest", "-p"]) { port in
       let arguments = ["-t", test, "-s", String(length)]
