@@ -18,9 +18,17 @@ let package = Package(
     .package(url: "https://github.com/ordo-one/benchmark", exact: "1.38.1", traits: ["MallocInterposer"]),
   ],
   targets: [
+    // Run lengths and the allocation thresholds both benchmark targets use.
+    .target(
+      name: "BenchmarkSupport",
+      dependencies: [.product(name: "Benchmark", package: "benchmark")],
+      path: "Benchmarks/BenchmarkSupport",
+      swiftSettings: [.swiftLanguageMode(.v6)]
+    ),
     .executableTarget(
       name: "ArrowIPCBenchmarks",
       dependencies: [
+        "BenchmarkSupport",
         .product(name: "Benchmark", package: "benchmark"),
         .product(name: "ArrowIPC", package: "swift-dissociated-ipc"),
       ],
@@ -31,6 +39,7 @@ let package = Package(
     .executableTarget(
       name: "ProtocolBenchmarks",
       dependencies: [
+        "BenchmarkSupport",
         .product(name: "Benchmark", package: "benchmark"),
         .product(name: "ArrowIPC", package: "swift-dissociated-ipc"),
         .product(name: "DissociatedIPC", package: "swift-dissociated-ipc"),

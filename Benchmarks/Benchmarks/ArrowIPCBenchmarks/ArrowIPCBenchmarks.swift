@@ -4,6 +4,7 @@
 
 import ArrowIPC
 import Benchmark
+import BenchmarkSupport
 
 /// The flatbuffer of a RecordBatch message with `columns` nullable int64
 /// columns (two buffers each), as a writer would produce it.
@@ -41,13 +42,11 @@ func readAll(_ bytes: ArrowBytes) throws -> Int {
 }
 
 let benchmarks: @Sendable () -> Void = {
-  Benchmark.defaultConfiguration = .init(
-    metrics: [.wallClock, .mallocCountTotal, .throughput],
-    maxDuration: .seconds(2), maxIterations: 1_000_000)
+  Benchmark.defaultConfiguration = configuration()
 
   for columns in [10, 100] {
     let metadata = recordBatchMetadata(columns: columns)
-    Benchmark("Decode+verify RecordBatch header, \(columns) columns") { benchmark in
+    Benchmark("decode-verify-batch-header-\(columns)-columns") { benchmark in
       for _ in benchmark.scaledIterations {
         let message = try Message.decode(metadata)
         guard case .recordBatch(let header) = message.header else { fatalError("not a batch") }
@@ -68,7 +67,7 @@ let benchmarks: @Sendable () -> Void = {
   let (batchMessage, batchBody) = builder.finish()
   let batchSchema = builder.schema
   let batchMetadata = ArrowBytes(copying: try! batchMessage.encode())
-  Benchmark("Decode a 3-column batch header and match it to the schema") { benchmark in
+  Benchmark("decode-batch-header-match-schema-3-columns") { benchmark in
     for _ in benchmark.scaledIterations {
       let message = try Message.decode(batchMetadata)
       blackHole(try RecordBatch(schema: batchSchema, message: message, body: batchBody).rowCount)
@@ -76,17 +75,17 @@ let benchmarks: @Sendable () -> Void = {
   }
 
   // Same message count, 64x the bytes: time per read should not change.
-  for (label, rows) in [("1 MiB", 1 << 17), ("64 MiB", 1 << 23)] {
+  for (label, rows) in [("1MiB", 1 << 17), ("64MiB", 1 << 23)] {
     let bytes = stream(batches: 1, rows: rows)
-    Benchmark("Read stream from memory, one \(label) batch",
-              configuration: .init(metrics: [.wallClock, .mallocCountTotal])) { benchmark in
+    Benchmark("read-stream-from-memory-one-\(label)-batch",
+              configuration: configuration(metrics: [.wallClock, .mallocCountTotal])) { benchmark in
       for _ in benchmark.scaledIterations { blackHole(try readAll(bytes)) }
     }
   }
 
   let tiny = stream(batches: 10_000, rows: 2)
-  Benchmark("Message loop (framing + decode + verify), 10,000 tiny batches",
-            configuration: .init(metrics: [.wallClock, .mallocCountTotal], maxDuration: .seconds(3))) { benchmark in
+  Benchmark("message-loop-frame-decode-verify-10k-tiny-batches",
+            configuration: configuration(metrics: [.wallClock, .mallocCountTotal], seconds: 3)) { benchmark in
     for _ in benchmark.scaledIterations {
       var reader = IPCStreamReader(tiny)
       var bodies = 0
@@ -94,8 +93,8 @@ let benchmarks: @Sendable () -> Void = {
       blackHole(bodies)
     }
   }
-  Benchmark("Read stream from memory, 10,000 tiny batches",
-            configuration: .init(metrics: [.wallClock, .mallocCountTotal], maxDuration: .seconds(3))) { benchmark in
+  Benchmark("read-stream-from-memory-10k-tiny-batches",
+            configuration: configuration(metrics: [.wallClock, .mallocCountTotal], seconds: 3)) { benchmark in
     for _ in benchmark.scaledIterations { blackHole(try readAll(tiny)) }
   }
 }

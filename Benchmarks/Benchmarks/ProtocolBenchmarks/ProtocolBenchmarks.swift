@@ -5,6 +5,7 @@
 
 import ArrowIPC
 import Benchmark
+import BenchmarkSupport
 import DissociatedIPC
 import DissociatedIPCBackendKit
 
@@ -57,14 +58,13 @@ struct Pipeline {
 }
 
 let benchmarks: @Sendable () -> Void = {
-  Benchmark.defaultConfiguration = .init(
-    metrics: [.wallClock, .mallocCountTotal, .throughput], maxDuration: .seconds(2), maxIterations: 1_000_000)
+  Benchmark.defaultConfiguration = configuration()
 
   /// Kept across benchmark runs, so the machines reach their steady state;
   /// one class access per batch.
   final class Holder: @unchecked Sendable { var pipeline = Pipeline() }
   let holder = Holder()
-  Benchmark("State machines per batch (server + client, inline body)") { benchmark in
+  Benchmark("state-machines-per-batch-server-client-inline-body") { benchmark in
     for _ in benchmark.scaledIterations { blackHole(try holder.pipeline.step()) }
   }
 
@@ -75,8 +75,8 @@ let benchmarks: @Sendable () -> Void = {
   var preparedRegistry = TransportRegistry.defaults
   preparedRegistry.register(PreparedTransport(frames: prepared.frames, tagged: prepared.tagged))
   let preparedLocation = try! Location(parsing: "prepared://here?want_data=0&ticket=tiny")
-  Benchmark("client alone, 10,000 tiny batches from a connection that holds them",
-            configuration: .init(metrics: [.wallClock, .mallocCountTotal, .throughput], maxDuration: .seconds(5))) { benchmark in
+  Benchmark("client-alone-10k-tiny-batches-from-prepared-connection",
+            configuration: configuration(seconds: 5)) { benchmark in
     for _ in benchmark.scaledIterations {
       var batches = 0
       for try await case .recordBatch in DissociatedClient(registry: preparedRegistry).stream(from: preparedLocation) { batches += 1 }
@@ -84,8 +84,8 @@ let benchmarks: @Sendable () -> Void = {
     }
   }
 
-  Benchmark("server alone, 10,000 tiny batches into a connection that discards them",
-            configuration: .init(metrics: [.wallClock, .mallocCountTotal, .throughput], maxDuration: .seconds(5))) { benchmark in
+  Benchmark("server-alone-10k-tiny-batches-into-discarding-connection",
+            configuration: configuration(seconds: 5, allocationSlack: 8)) { benchmark in
     var catalog = StreamCatalog()
     catalog.add("tiny", .messages(tinyStream))
     for _ in benchmark.scaledIterations {
@@ -99,8 +99,8 @@ let benchmarks: @Sendable () -> Void = {
       running.cancel()
     }
   }
-  Benchmark("inproc:// end to end, 10,000 tiny batches",
-            configuration: .init(metrics: [.wallClock, .mallocCountTotal, .throughput], maxDuration: .seconds(5))) { benchmark in
+  Benchmark("inproc-end-to-end-10k-tiny-batches",
+            configuration: configuration(seconds: 5, allocationSlack: 500)) { benchmark in
     var catalog = StreamCatalog()
     catalog.add("tiny", .messages(tinyStream))
     let server = try await DissociatedServer(listeningAt: "inproc://", catalog: catalog, registry: .defaults)
