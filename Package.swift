@@ -156,6 +156,15 @@ let package = Package(
         permissions: [.writeToPackageDirectory(reason: "The corpus is written under .build/ by default")]
       )
     ),
+    // `swift package benchmark-transports`: runs `dipc bench` and writes
+    // the transport report (Benchmarks/Reports/latest).
+    .plugin(
+      name: "TransportBenchPlugin",
+      capability: .command(
+        intent: .custom(verb: "benchmark-transports", description: "Compare every transport with its baselines and write the report"),
+        permissions: [.writeToPackageDirectory(reason: "The report is written to Benchmarks/Reports/latest (or .build/ with --quick)")]
+      )
+    ),
     // The fuzz targets: entry points over everything a peer or a file
     // controls, driven by libFuzzer (scripts/fuzz.sh) and replayed by FuzzTests.
     .target(

@@ -3,11 +3,13 @@
 data between processes today, measured on loopback with the same shape of
 data the Swift benchmark moves.
 
-    flight_baseline.py --batches N --batch-bytes B [--rounds R]
+    flight_baseline.py --batches N --batch-bytes B [--touch] [--rounds R]
 
 Starts a pyarrow Flight server in a child process (so client and server do
 not share the Python interpreter lock), then fetches N record batches of
-one int64 column of B bytes each with DoGet, R times. Prints one JSON line
+one int64 column of B bytes each with DoGet, R times; with --touch the
+client reads every value (a sum), as `dipc bench`'s consumer reads every
+byte. Prints one JSON line
 per round: {"seconds": s, "bytes": total body bytes, "batches": n}.
 """
 import argparse
@@ -18,6 +20,7 @@ import sys
 import time
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.flight as flight
 
 
@@ -52,6 +55,7 @@ def main():
     parser.add_argument("--batches", type=int, required=True)
     parser.add_argument("--batch-bytes", type=int, required=True)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--touch", action="store_true", help="read every value of every batch")
     args = parser.parse_args()
 
     ports = multiprocessing.Queue()
@@ -65,9 +69,12 @@ def main():
             reader = client.do_get(flight.Ticket(b"t"))
             batches = 0
             total = 0
+            checksum = 0
             for chunk in reader:
                 batches += 1
                 total += chunk.data.nbytes
+                if args.touch:
+                    checksum += pc.sum(chunk.data.column(0)).as_py() or 0
             elapsed = time.perf_counter() - started
             if batches != args.batches:
                 print(f"flight_baseline: received {batches} batches, expected {args.batches}", file=sys.stderr)

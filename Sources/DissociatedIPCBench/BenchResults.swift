@@ -29,12 +29,13 @@ public struct BenchResults: Sendable {
 
   /// The report in Markdown: what ran and where (`machine`, one item per
   /// line), the command that reproduces it, the figures, and every case's
-  /// median, range and path; `chart` names a picture to show beside them.
-  public func markdown(machine: [String], command: String, chart: String?) -> String {
+  /// median, range and path; `charts` name pictures (a file and what it
+  /// shows) to show beside them.
+  public func markdown(machine: [String], command: String, charts: [(file: String, caption: String)]) -> String {
     var text = "# Transport benchmark\n\n\(header).\n\n"
     text += machine.map { "- \($0)\n" }.joined()
     text += "\nReproduce: `\(command)`\n\n"
-    if let chart { text += "![Bulk throughput](\(chart))\n\n" }
+    text += charts.map { "![\($0.caption)](\($0.file))\n\n" }.joined()
     text += "| figure | median | compared with |\n|---|---|---|\n"
     text += lines.map { "| \(Self.cell($0.figure)) | \(Self.cell($0.value)) | \(Self.cell($0.comparison)) |\n" }.joined()
     text += "\n## Every case\n\n| case | rounds | median | min–max | path |\n|---|---|---|---|---|\n"
@@ -51,19 +52,39 @@ public struct BenchResults: Sendable {
   /// throughput, each bar with its rounds' range: transports and their
   /// baselines on one scale.
   public var throughputChart: String {
-    let names = Self.throughputCases(measurements.keys)
-    let medians = names.map { name in Self.median(measurements[name, default: []].map(\.bytesPerSecond)) / 1e9 }
-    let ranges = names.map { name in
-      let rates = measurements[name, default: []].map { $0.bytesPerSecond / 1e9 }
-      return (rates.min() ?? 0, rates.max() ?? 0)
-    }
-    let scale = max(ranges.map(\.1).max() ?? 1, 0.001)
+    barChart(title: "Bulk throughput, GB/s (median; line: the rounds' range)",
+             cases: Self.ordered(measurements.keys, where: Self.isThroughputCase)) { $0.bytesPerSecond / 1e9 }
+  }
+
+  /// A bar chart (SVG) of the tiny-batch rates, transports beside Flight
+  /// and the shared file (batches), and UCX's and libfabric's own tools
+  /// (their messages).
+  public var tinyChart: String {
+    barChart(title: "Tiny batches, thousands per second (median; line: the rounds' range)",
+             cases: Self.ordered(measurements.keys) { $0.hasSuffix(" tiny") }) { $0.batchesPerSecond / 1e3 }
+  }
+
+  /// A bar chart (SVG) of the 8-byte round trips, transports beside the
+  /// raw sockets and the native libraries' own tools.
+  public var latencyChart: String {
+    barChart(title: "Round trip of 8 bytes, µs (median; line: the rounds' range; shorter is better)",
+             cases: Self.ordered(measurements.keys) { $0.hasSuffix(" latency") }) { $0.seconds * 1e6 }
+  }
+
+  /// A horizontal bar chart (SVG) titled `title` of `cases`' medians of
+  /// `value`, each bar with its rounds' range; transports in blue,
+  /// baselines in grey.
+  func barChart(title: String, cases names: [String], value: (BenchMeasurement) -> Double) -> String {
+    let values = names.map { name in measurements[name, default: []].map(value) }
+    let medians = values.map(Self.median)
+    let ranges = values.map { ($0.min() ?? 0, $0.max() ?? 0) }
+    let scale = max(ranges.map(\.1).filter(\.isFinite).max() ?? 1, 0.001)
     let (labelWidth, barWidth, rowHeight) = (190.0, 520.0, 24.0)
     let height = Double(names.count) * rowHeight + 50
     var svg = """
       <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(labelWidth + barWidth + 90))" height="\(Int(height))" \
       font-family="sans-serif" font-size="12">
-      <text x="4" y="16" font-weight="bold">Bulk throughput, GB/s (median; line: the rounds' range)</text>
+      <text x="4" y="16" font-weight="bold">\(Self.escaped(title))</text>
 
       """
     for (index, name) in names.enumerated() {
@@ -74,16 +95,21 @@ public struct BenchResults: Sendable {
       svg += "<rect x=\"\(Int(labelWidth))\" y=\"\(Int(y + 3))\" width=\(String(format: "\"%.1f\"", width)) height=\"16\" fill=\"\(colour)\"/>\n"
       let (low, high) = (labelWidth + barWidth * ranges[index].0 / scale, labelWidth + barWidth * ranges[index].1 / scale)
       svg += String(format: "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" stroke=\"black\"/>\n", low, high, Int(y + 11), Int(y + 11))
-      svg += String(format: "<text x=\"%.1f\" y=\"%d\">%.2f</text>\n", labelWidth + max(width, barWidth * ranges[index].1 / scale) + 6,
-                    Int(y + 15), medians[index])
+      svg += String(format: "<text x=\"%.1f\" y=\"%d\">%@</text>\n", labelWidth + max(width, barWidth * ranges[index].1 / scale) + 6,
+                    Int(y + 15), Self.figure(medians[index]))
     }
     return svg + "</svg>\n"
   }
 
-  /// The cases of `names` measured as throughput, transports first (by
+  /// `value` with two significant decimals below 10, none above.
+  static func figure(_ value: Double) -> String {
+    String(format: value < 10 ? "%.2f" : "%.0f", value)
+  }
+
+  /// The cases of `names` that `include` takes, transports first (by
   /// name), then baselines.
-  static func throughputCases(_ names: some Sequence<String>) -> [String] {
-    names.filter(isThroughputCase).sorted { (isBaseline($0) ? 1 : 0, $0) < (isBaseline($1) ? 1 : 0, $1) }
+  static func ordered(_ names: some Sequence<String>, where include: (String) -> Bool) -> [String] {
+    names.filter(include).sorted { (isBaseline($0) ? 1 : 0, $0) < (isBaseline($1) ? 1 : 0, $1) }
   }
 
   /// Whether `name` is a case of the bulk group measured as throughput.
@@ -94,7 +120,7 @@ public struct BenchResults: Sendable {
 
   /// Whether `name` is a baseline's case, not a transport's.
   static func isBaseline(_ name: String) -> Bool {
-    ["memcpy", "iperf3", "ucx_perftest", "fi_pingpong", "flight"].contains { name.hasPrefix($0) }
+    ["memcpy", "iperf3", "ucx_perftest", "fi_pingpong", "flight", "shared file", "socket"].contains { name.hasPrefix($0) }
   }
 
   /// The median, minimum and maximum of `runs` of the case `name` in the

@@ -28,7 +28,7 @@ public struct BenchSweep: Sendable {
   var cases: [String] {
     let keys = sizes.map { Set(measurements[$0, default: [:]].keys) }
     let common = keys.dropFirst().reduce(keys.first ?? []) { $0.intersection($1) }
-    return BenchResults.throughputCases(common)
+    return BenchResults.ordered(common, where: BenchResults.isThroughputCase)
   }
 
   /// The median throughput of `name` at `size`, in GB/s.

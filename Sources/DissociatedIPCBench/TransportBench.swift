@@ -11,30 +11,54 @@ public import Foundation
 /// ratio, so a machine whose speed changes between groups moves both sides
 /// of a ratio alike. `dipc bench --help` describes the cases and baselines.
 public struct TransportBench: Sendable {
+  /// A run's settings unless changed (also `dipc bench`'s defaults).
+  public enum Defaults {
+    /// Rounds.
+    public static let rounds = 5
+    /// Total body bytes of the bulk case: 1 GiB.
+    public static let bulkBytes = 1 << 30
+    /// Body bytes per batch in the bulk case: 1 MiB.
+    public static let batchBytes = 1 << 20
+    /// Batches in the tiny case.
+    public static let tinyBatches = 10_000
+    /// Every case group.
+    public static let caseGroups = ["bulk", "get", "tiny", "latency"]
+    /// Every baseline.
+    public static let baselines = ["iperf3", "flight", "shared_file", "sockets", "ucx_perftest", "fi_pingpong"]
+    /// tcp;ofi_rxm.
+    public static let fabricProvider = "tcp"
+    /// UCX's tcp lanes only.
+    public static let ucxTLS = "tcp"
+  }
+
   /// The schemes measured.
   public var schemes = ["tcp"]
   /// Rounds; medians are reported.
-  public var rounds = 5
+  public var rounds = Defaults.rounds
   /// Total body bytes of the bulk case.
-  public var bulkBytes = 1 << 30
+  public var bulkBytes = Defaults.bulkBytes
   /// Body bytes per batch in the bulk case.
-  public var batchBytes = 1 << 20
+  public var batchBytes = Defaults.batchBytes
   /// Batches of 2 rows in the tiny case.
-  public var tinyBatches = 10_000
+  public var tinyBatches = Defaults.tinyBatches
   /// The case groups run: bulk (with copy), get, tiny, latency.
-  public var caseGroups: Set<String> = ["bulk", "get", "tiny", "latency"]
-  /// The baselines run: iperf3, flight, ucx_perftest (with ucx), fi_pingpong (with fabric).
-  public var baselines: Set<String> = ["iperf3", "flight", "ucx_perftest", "fi_pingpong"]
+  public var caseGroups = Set(Defaults.caseGroups)
+  /// The baselines run: iperf3, flight, shared_file (pyarrow writes an IPC
+  /// file to /dev/shm, another process maps and reads it), sockets (raw
+  /// 8-byte ping-pongs over TCP loopback and a Unix socket), ucx_perftest
+  /// (with ucx), fi_pingpong (with fabric).
+  public var baselines = Set(Defaults.baselines)
   /// The libfabric provider of fabric:// and fi_pingpong alike.
-  public var fabricProvider = "tcp"
+  public var fabricProvider = Defaults.fabricProvider
   /// UCX_TLS of ucx:// and ucx_perftest alike (UCX_NET_DEVICES is lo).
-  public var ucxTLS = "tcp"
+  public var ucxTLS = Defaults.ucxTLS
   /// Where the measured servers run.
   public var deployment = BenchDeployment.separate
   /// What the client does with each body.
   public var consumer = BenchConsumer.touch
-  /// The Flight baseline script (run from the repository root).
-  public var flightScript = "Benchmarks/Baselines/flight_baseline.py"
+  /// The folder of the Python baselines' scripts (relative to the
+  /// working directory: the repository root).
+  public var baselineScripts = "Benchmarks/Baselines"
   /// The client's transports, and the servers' in one process: every
   /// backend, ucx:// with ``ucxTLS`` and fabric:// with ``fabricProvider``.
   /// One set for every round, as a long-running server and client keep
@@ -211,8 +235,16 @@ public struct TransportBench: Sendable {
       bulk.append(Case(name: "iperf3 bulk") { try Self.iperf3(bytes: bulkCount * batchBytes, length: batchBytes) })
     }
     if baselineSet.contains("flight") {
-      bulk.append(Case(name: "flight bulk") { try flight(batches: bulkCount, batchBytes: batchBytes) })
-      tiny.append(Case(name: "flight tiny") { try flight(batches: tinyBatches, batchBytes: 16) })
+      bulk.append(Case(name: "flight bulk") { try python("flight_baseline.py", batches: bulkCount, batchBytes: batchBytes) })
+      tiny.append(Case(name: "flight tiny") { try python("flight_baseline.py", batches: tinyBatches, batchBytes: 16) })
+    }
+    if baselineSet.contains("shared_file") {
+      bulk.append(Case(name: "shared file bulk") { try python("shared_file_baseline.py", batches: bulkCount, batchBytes: batchBytes) })
+      tiny.append(Case(name: "shared file tiny") { try python("shared_file_baseline.py", batches: tinyBatches, batchBytes: 16) })
+    }
+    if baselineSet.contains("sockets") {
+      if schemes.contains("tcp") { latency.append(Case(name: "socket tcp latency") { try SocketPingPong.measure(.tcpLoopback) }) }
+      if schemes.contains("shm") { latency.append(Case(name: "socket unix latency") { try SocketPingPong.measure(.unixStream) }) }
     }
     let chosen = caseGroups
     let named = [("bulk", bulk), ("get", get), ("tiny", tiny), ("latency", latency)]
@@ -482,13 +514,17 @@ public struct TransportBench: Sendable {
     }
   }
 
-  /// Arrow Flight DoGet through pyarrow.
-  func flight(batches: Int, batchBytes: Int) throws -> BenchMeasurement {
-    let output = try Self.runProcess(["python3", flightScript, "--batches", String(batches), "--batch-bytes", String(batchBytes)])
+  /// A pyarrow baseline (`script` in ``baselineScripts``: Arrow Flight
+  /// DoGet, or a file shared through /dev/shm) moving `batches` batches of
+  /// `batchBytes`, its consumer reading every value when ours reads every
+  /// byte.
+  func python(_ script: String, batches: Int, batchBytes: Int) throws -> BenchMeasurement {
+    let output = try Self.runProcess(["python3", "\(baselineScripts)/\(script)", "--batches", String(batches),
+                                      "--batch-bytes", String(batchBytes)] + (consumer == .touch ? ["--touch"] : []))
     guard let line = output.split(separator: "\n").last,
           let json = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
           let seconds = json["seconds"] as? Double, let bytes = json["bytes"] as? Int, let count = json["batches"] as? Int
-    else { throw BenchError("cannot read the Flight baseline's output: \(output)") }
+    else { throw BenchError("cannot read \(script)'s output: \(output)") }
     return BenchMeasurement(seconds: seconds, bytes: bytes, batches: count)
   }
 
@@ -542,6 +578,7 @@ public struct TransportBench: Sendable {
         var bulkRatios: [String] = []
         if has("iperf3 bulk") { bulkRatios.append(ratio(bulk, "iperf3 bulk", "iperf3")) }
         if has("flight bulk") { bulkRatios.append(ratio(bulk, "flight bulk", "Flight")) }
+        if has("shared file bulk") { bulkRatios.append(ratio(bulk, "shared file bulk", "shared file")) }
         if scheme != "tcp", has("tcp bulk") { bulkRatios.append(ratio(bulk, "tcp bulk", "tcp://")) }
         if scheme == "ucx", has("ucx_perftest bulk") { bulkRatios.append(perftestRatio(bulk, "ucx_perftest bulk", "ucx_perftest tag_bw")) }
         if scheme == "fabric", has("fi_pingpong bulk") { bulkRatios.append(ratio(bulk, "fi_pingpong bulk", "fi_pingpong one-way")) }
@@ -568,6 +605,7 @@ public struct TransportBench: Sendable {
       let tiny = "\(scheme) tiny"
       var tinyRatios: [String] = []
       if has("flight tiny") { tinyRatios.append(ratio(tiny, "flight tiny", "Flight", \.batchesPerSecond)) }
+      if has("shared file tiny") { tinyRatios.append(ratio(tiny, "shared file tiny", "shared file", \.batchesPerSecond)) }
       if scheme == "ucx", has("ucx_perftest tiny") {
         // Two messages per batch against ucx_perftest's message rate.
         tinyRatios.append(ratio(tiny, "ucx_perftest tiny", "ucx_perftest tag_bw 16 B messages", \.batchesPerSecond, factor: 2))
@@ -586,9 +624,13 @@ public struct TransportBench: Sendable {
         lines.append(("\(scheme):// setup", String(format: "%.1f ms", setup * 1e3), "connect and want_data, until the schema"))
       }
       let latency = "\(scheme) latency"
-      if has(latency) { lines.append(("\(scheme):// latency", String(format: "%.1f µs round trip", median(values(latency, \.seconds)) * 1e6),
-                    scheme == "ucx" && has("ucx_perftest latency") ? ratio(latency, "ucx_perftest latency", "ucx_perftest", \.seconds)
-                      : scheme == "fabric" && has("fi_pingpong latency") ? ratio(latency, "fi_pingpong latency", "fi_pingpong", \.seconds) : "")) }
+      // The raw round trip under each transport: its own library's, or the kernel socket it rides on.
+      let floor = ["ucx": ("ucx_perftest latency", "ucx_perftest tag_lat"), "fabric": ("fi_pingpong latency", "fi_pingpong"),
+                   "tcp": ("socket tcp latency", "TCP loopback socket"), "shm": ("socket unix latency", "Unix socket")][scheme]
+      if has(latency) {
+        let comparison = floor.flatMap { has($0.0) ? ratio(latency, $0.0, $0.1, \.seconds) : nil } ?? ""
+        lines.append(("\(scheme):// latency", String(format: "%.1f µs round trip", median(values(latency, \.seconds)) * 1e6), comparison))
+      }
     }
     if has("memcpy") { lines.append(("memcpy (one core)", gb(rate("memcpy")), "into 64 MiB")) }
     if has("memcpy ring") { lines.append(("memcpy (one core)", gb(rate("memcpy ring")), "into \(Units.bytes(Double(Self.ringSpan))) (the shm:// ring)")) }
@@ -616,6 +658,13 @@ public struct TransportBench: Sendable {
     if has("iperf3 bulk") { lines.append(("iperf3 bulk", gb(rate("iperf3 bulk")), "")) }
     if has("flight bulk") { lines.append(("Flight DoGet bulk", gb(rate("flight bulk")), "")) }
     if has("flight tiny") { lines.append(("Flight DoGet tiny", String(format: "%.0f k batches/s", batchRate("flight tiny") / 1e3), "")) }
+    if has("shared file bulk") { lines.append(("shared file bulk", gb(rate("shared file bulk")), "pyarrow: write to /dev/shm, map and read in another process")) }
+    if has("shared file tiny") {
+      lines.append(("shared file tiny", String(format: "%.0f k batches/s", batchRate("shared file tiny") / 1e3), "the same with tiny batches"))
+    }
+    for (name, label) in [("socket tcp latency", "TCP loopback socket"), ("socket unix latency", "Unix socket")] where has(name) {
+      lines.append((label, String(format: "%.1f µs round trip", median(values(name, \.seconds)) * 1e6), "8 bytes, two threads, no framework"))
+    }
     return BenchResults(measurements: results, header: header,
                         lines: lines.map { BenchResults.Line(figure: $0.0, value: $0.1, comparison: $0.2) })
   }

@@ -50,34 +50,39 @@ struct Bench: AsyncParsableCommand {
       UCX_NET_DEVICES=lo as ucx:// itself, fi_pingpong -e rdm -m tagged
       (BATCH, 16- and 8-byte transfers; its one-way rate is BATCH over its
       usec/xfer) over --fabric-provider when fabric is measured, Arrow
-      Flight DoGet via pyarrow (bulk and tiny; needs Benchmarks/Baselines/flight_baseline.py, run
-      from the repository root).
+      Flight DoGet via pyarrow (bulk and tiny), "just share a file" (bulk
+      and tiny: pyarrow writes the batches to an IPC file in /dev/shm and
+      a second process maps it and reads every batch, from the first write
+      to the last read), both with a consumer that reads every value when
+      ours reads every byte (their scripts are in --baseline-scripts, run
+      from the repository root), and raw 8-byte ping-pongs over a TCP
+      loopback socket (beside tcp://) and a Unix socket (beside shm://).
       """
   )
 
-  @Option(help: "Comma-separated schemes to measure.")
+  @Option(help: "Comma-separated schemes to measure, or all (every backend built in but the in-process one).")
   var transports = "tcp"
 
   @Option(help: "Rounds (medians are reported).")
-  var rounds = 5
+  var rounds = TransportBench.Defaults.rounds
 
   @Option(help: "Total bytes of the bulk case.")
-  var bulkBytes = 1 << 30
+  var bulkBytes = TransportBench.Defaults.bulkBytes
 
   @Option(help: "Body bytes per batch in the bulk case.")
-  var batchBytes = 1 << 20
+  var batchBytes = TransportBench.Defaults.batchBytes
 
   @Option(help: "Batches in the tiny case.")
-  var tinyBatches = 10_000
+  var tinyBatches = TransportBench.Defaults.tinyBatches
 
   @Option(help: "Comma-separated case groups to run: bulk (with copy), get, tiny, latency.")
-  var cases = "bulk,get,tiny,latency"
+  var cases = TransportBench.Defaults.caseGroups.joined(separator: ",")
 
-  @Option(help: "Comma-separated baselines: iperf3, flight, ucx_perftest (with ucx), fi_pingpong (with fabric); empty for none.")
-  var baselines = "iperf3,flight,ucx_perftest,fi_pingpong"
+  @Option(help: "Comma-separated baselines: iperf3, flight, shared_file, sockets, ucx_perftest (with ucx), fi_pingpong (with fabric); empty for none.")
+  var baselines = TransportBench.Defaults.baselines.joined(separator: ",")
 
   @Option(help: "The libfabric provider of fabric:// and fi_pingpong alike: tcp (tcp;ofi_rxm) or shm.")
-  var fabricProvider = "tcp"
+  var fabricProvider = TransportBench.Defaults.fabricProvider
 
   #if Fabric
   @Option(help: "fabric:// engine threads: blocking (sleep when idle, the default) or polling (spin, as fi_pingpong does).")
@@ -85,7 +90,7 @@ struct Bench: AsyncParsableCommand {
   #endif
 
   @Option(help: "UCX_TLS for ucx:// and ucx_perftest alike (UCX_NET_DEVICES is lo).")
-  var ucxTLS = "tcp"
+  var ucxTLS = TransportBench.Defaults.ucxTLS
 
   #if UCX
   @Option(help: "ucx:// progress threads: blocking (sleep when idle, the default) or polling (spin, as ucx_perftest does; a core per connection).")
@@ -104,11 +109,11 @@ struct Bench: AsyncParsableCommand {
   @Flag(help: "A quick run (under two minutes): one round, 64 MiB of bulk, 2,000 tiny batches.")
   var quick = false
 
-  @Option(help: "Also write the report to this folder: report.md (figures, every case's range and path, the machine, the command) and throughput.svg.")
+  @Option(help: "Also write the report to this folder: report.md (figures, every case's range and path, the machine, the command) and its charts (throughput.svg, tiny.svg, latency.svg, sizes.svg).")
   var report: String?
 
-  @Option(help: "The Flight baseline script.")
-  var flightScript = "Benchmarks/Baselines/flight_baseline.py"
+  @Option(help: "The folder of the pyarrow baselines' scripts.")
+  var baselineScripts = "Benchmarks/Baselines"
 
   func run() async throws {
     var registry = TransportRegistry.builtIn
@@ -123,7 +128,7 @@ struct Bench: AsyncParsableCommand {
     #endif
     var bench = TransportBench(registry: registry, forcedGets: forcedGets,
                                serverExecutable: Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0]))
-    bench.schemes = Self.list(transports)
+    bench.schemes = transports == "all" ? registry.schemes.filter { $0 != "inproc" } : Self.list(transports)
     bench.rounds = quick ? 1 : rounds
     bench.bulkBytes = quick ? min(bulkBytes, 64 << 20) : bulkBytes
     bench.batchBytes = batchBytes
@@ -134,7 +139,7 @@ struct Bench: AsyncParsableCommand {
     bench.ucxTLS = ucxTLS
     bench.deployment = processes
     bench.consumer = consumer
-    bench.flightScript = flightScript
+    bench.baselineScripts = baselineScripts
     let progress = { (line: String) in FileHandle.standardError.write(Data((line + "\n").utf8)) }
     let sizes = try sweep.map { try Self.list($0).map(Self.size) } ?? []
     let results = try await bench.run(progress: progress)
@@ -154,19 +159,27 @@ struct Bench: AsyncParsableCommand {
     return bytes
   }
 
-  /// Writes report.md, throughput.svg and, with a size sweep, sizes.svg
-  /// into `folder` (made if missing).
+  /// Writes report.md and its charts into `folder` (made if missing):
+  /// throughput.svg, tiny.svg and latency.svg for the groups that ran,
+  /// and sizes.svg with a size sweep.
   static func write(_ results: BenchResults, _ sweep: BenchSweep?, to folder: String) throws {
     try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    let save = { (text: String, file: String) in
+      try Data(text.utf8).write(to: URL(fileURLWithPath: folder).appendingPathComponent(file))
+    }
     let command = (["dipc"] + CommandLine.arguments.dropFirst().map { $0.contains(" ") || $0.isEmpty ? "'\($0)'" : $0 })
       .joined(separator: " ")
-    var markdown = results.markdown(machine: machine, command: command, chart: "throughput.svg")
+    let charts = [(results.throughputChart, "throughput.svg", "Bulk throughput"),
+                  (results.tinyChart, "tiny.svg", "Tiny batches per second"),
+                  (results.latencyChart, "latency.svg", "Round trip")]
+      .filter { $0.0.contains("<rect") }
+    for (svg, file, _) in charts { try save(svg, file) }
+    var markdown = results.markdown(machine: machine, command: command, charts: charts.map { (file: $0.1, caption: $0.2) })
     if let sweep {
       markdown += "\n## Throughput by body size\n\n![Throughput by body size](sizes.svg)\n\nMedians, GB/s.\n\n" + sweep.markdown
-      try Data(sweep.chart.utf8).write(to: URL(fileURLWithPath: folder).appendingPathComponent("sizes.svg"))
+      try save(sweep.chart, "sizes.svg")
     }
-    try Data(markdown.utf8).write(to: URL(fileURLWithPath: folder).appendingPathComponent("report.md"))
-    try Data(results.throughputChart.utf8).write(to: URL(fileURLWithPath: folder).appendingPathComponent("throughput.svg"))
+    try save(markdown, "report.md")
   }
 
   /// What the report says of the machine: cores, kernel, the native

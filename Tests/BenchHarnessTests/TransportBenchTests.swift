@@ -30,18 +30,24 @@ struct TransportBenchTests {
     #expect(report.contains("iperf3 bulk") && report.contains("2.00 GB/s"), "\(report)")
   }
 
-  @Test("the Markdown report lists every figure and every case with its rounds, range and path; the chart has a bar per throughput case")
+  @Test("the Markdown report lists every figure and every case with its rounds, range and path; each chart has a bar per case of its group")
   func markdownAndChart() {
     var bench = Self.bench()
     bench.schemes = ["tcp"]
     bench.rounds = 2
     let tcp = [1.0, 3.0].map { BenchMeasurement(seconds: 1 / $0, bytes: 1_000_000_000, batches: 1000, path: "tcp to 127.0.0.1:1") }
     let latency = [20e-6, 40e-6].map { BenchMeasurement(seconds: $0, bytes: 8, batches: 1) }
-    let results = bench.summarize(["tcp bulk": tcp, "tcp latency": latency])
-    let markdown = results.markdown(machine: ["2 cores"], command: "dipc bench --rounds 2", chart: "throughput.svg")
+    let socket = [10e-6, 10e-6].map { BenchMeasurement(seconds: $0, bytes: 8, batches: 1) }
+    let tiny = [2.0, 4.0].map { BenchMeasurement(seconds: $0 / 1000, bytes: 0, batches: 1000) }
+    let results = bench.summarize(["tcp bulk": tcp, "tcp latency": latency, "socket tcp latency": socket, "tcp tiny": tiny])
+    let markdown = results.markdown(machine: ["2 cores"], command: "dipc bench --rounds 2",
+                                    charts: [("throughput.svg", "Bulk throughput"), ("latency.svg", "Round trip")])
     #expect(markdown.contains("- 2 cores\n"))
     #expect(markdown.contains("Reproduce: `dipc bench --rounds 2`"))
-    #expect(markdown.contains("![Bulk throughput](throughput.svg)"))
+    #expect(markdown.contains("![Bulk throughput](throughput.svg)\n\n![Round trip](latency.svg)"))
+    // The round trip against the raw socket under it: 2× and 4× in the two rounds.
+    #expect(markdown.contains("| tcp:// latency | 40.0 µs round trip | 4.00× TCP loopback socket |"), "\(markdown)")
+    #expect(markdown.contains("| TCP loopback socket | 10.0 µs round trip |"), "\(markdown)")
     #expect(markdown.contains("| tcp:// bulk | 3.00 GB/s |"), "\(markdown)")
     #expect(markdown.contains("| tcp bulk | 2 | 3.00 GB/s | 1.00–3.00 | tcp to 127.0.0.1:1 |"), "\(markdown)")
     #expect(markdown.contains("| tcp latency | 2 | 40.0 µs | 20.0–40.0 |  |"), "\(markdown)")
@@ -49,6 +55,33 @@ struct TransportBenchTests {
     #expect(chart.hasPrefix("<svg") && chart.hasSuffix("</svg>\n"))
     #expect(chart.components(separatedBy: "<rect").count - 1 == 1, "\(chart)")
     #expect(chart.contains(">tcp bulk</text>") && chart.contains(">3.00</text>"), "\(chart)")
+    let latencyChart = results.latencyChart
+    #expect(latencyChart.components(separatedBy: "<rect").count - 1 == 2, "\(latencyChart)")
+    // Transports first, in blue; the socket after, in grey; medians in µs.
+    #expect(latencyChart.range(of: ">tcp latency</text>")!.lowerBound < latencyChart.range(of: ">socket tcp latency</text>")!.lowerBound)
+    #expect(latencyChart.contains(">40</text>") && latencyChart.contains("fill=\"#999999\""), "\(latencyChart)")
+    let tinyChart = results.tinyChart
+    #expect(tinyChart.components(separatedBy: "<rect").count - 1 == 1 && tinyChart.contains(">500</text>"), "\(tinyChart)")
+  }
+
+  @Test("the raw socket ping-pongs measure a round trip over TCP loopback and a Unix socket, and close both sockets")
+  func socketPingPong() async throws {
+    /// What descriptor `fd` of this process is, nil when it is closed.
+    func target(_ fd: Int32) -> String? { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)") }
+    for kind in [SocketPingPong.Kind.tcpLoopback, .unixStream] {
+      let (near, far) = try SocketPingPong.connectedPair(kind)
+      let sockets = [(near, target(near)), (far, target(far))]
+      #expect(sockets.allSatisfy { $0.1?.hasPrefix("socket:") == true }, "\(sockets)")
+      let measurement = try SocketPingPong.pingPong(near: near, far: far, label: kind.rawValue)
+      #expect(measurement.seconds > 0 && measurement.seconds < 1, "\(kind): \(measurement.seconds)")
+      // The echo thread closes its end once it sees ours closed: wait for
+      // it (a descriptor number other tests reuse names another socket).
+      let deadline = ContinuousClock.now + .seconds(30)
+      while sockets.contains(where: { target($0.0) == $0.1 }), ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(10))
+      }
+      #expect(!sockets.contains { target($0.0) == $0.1 }, "\(kind): a socket is still open")
+    }
   }
 
   @Test("a size sweep tables and charts the cases measured at every size, transports before baselines")

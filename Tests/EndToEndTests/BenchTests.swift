@@ -48,4 +48,34 @@ struct BenchTests {
     }
     #expect(servers.isEmpty, "bench servers still running: \(servers)")
   }
+
+  @Test("the pyarrow and raw-socket baselines run beside tcp:// and shm://: Flight, the shared file and the socket round trips, each compared in the transports' lines and charted")
+  func pyarrowAndSocketBaselines() async throws {
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("dipc-bench-report-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let output = try await offPool {
+      try Processes.run(try Processes.dipc, ["bench", "--transports", "tcp,shm", "--rounds", "1", "--bulk-bytes", String(4 << 20),
+                                             "--tiny-batches", "200", "--cases", "bulk,tiny,latency",
+                                             "--baselines", "flight,shared_file,sockets", "--report", folder.path])
+    }
+    func line(_ prefix: String) -> String { output.split(separator: "\n").first { $0.hasPrefix(prefix) }.map(String.init) ?? "" }
+    for scheme in ["tcp", "shm"] {
+      #expect(line("\(scheme):// bulk ").contains("× Flight") && line("\(scheme):// bulk ").contains("× shared file"), "\(output)")
+      #expect(line("\(scheme):// tiny ").contains("× Flight") && line("\(scheme):// tiny ").contains("× shared file"), "\(output)")
+    }
+    #expect(line("tcp:// latency ").contains("× TCP loopback socket"), "\(output)")
+    #expect(line("shm:// latency ").contains("× Unix socket"), "\(output)")
+    for figure in ["Flight DoGet bulk ", "shared file bulk ", "shared file tiny ", "TCP loopback socket ", "Unix socket "] {
+      let value = line(figure).dropFirst(22).split(separator: " ").first.flatMap { Double($0) }
+      #expect((value ?? 0) > 0, "\(figure): \(line(figure))")
+    }
+    let tiny = try String(contentsOf: folder.appendingPathComponent("tiny.svg"), encoding: .utf8)
+    let latency = try String(contentsOf: folder.appendingPathComponent("latency.svg"), encoding: .utf8)
+    #expect(tiny.contains(">shm tiny</text>") && tiny.contains(">shared file tiny</text>") && tiny.contains(">flight tiny</text>"), "\(tiny)")
+    #expect(latency.contains(">tcp latency</text>") && latency.contains(">socket unix latency</text>"), "\(latency)")
+    let markdown = try String(contentsOf: folder.appendingPathComponent("report.md"), encoding: .utf8)
+    #expect(markdown.contains("![Tiny batches per second](tiny.svg)") && markdown.contains("![Round trip](latency.svg)"), "\(markdown)")
+    let left = try FileManager.default.contentsOfDirectory(atPath: "/dev/shm").filter { $0.hasPrefix("dipc-bench-") }
+    #expect(left.isEmpty, "files left: \(left)")
+  }
 }
