@@ -8,7 +8,9 @@ import PackagePlugin
 /// the one the README shows. `--quick` runs one short round (under two
 /// minutes) into `.build/transport-report` instead, leaving the checked-in
 /// report alone. Other options go to `dipc bench` and win over these
-/// defaults (`dipc bench --help` lists them).
+/// defaults (`dipc bench --help` lists them). A report written to
+/// `Benchmarks/Reports/latest` also replaces the figures table in the
+/// README (between its `transport-report` markers).
 ///
 /// Thin on purpose: the harness is the `DissociatedIPCBench` library.
 @main
@@ -33,6 +35,32 @@ struct TransportBenchPlugin: CommandPlugin {
     guard process.terminationStatus == 0 else {
       throw PluginFailure("dipc bench exited \(process.terminationStatus)")
     }
+    let all = defaults + arguments
+    if let flag = all.lastIndex(of: "--report"), all.index(after: flag) < all.endIndex,
+       all[all.index(after: flag)] == Self.checkedInReport {
+      try updateReadme(root: context.package.directoryURL)
+    }
+  }
+
+  /// The report the README shows.
+  static let checkedInReport = "Benchmarks/Reports/latest"
+
+  /// Replaces the README's lines between its markers with the figures
+  /// table of the checked-in report.
+  func updateReadme(root: URL) throws {
+    let (begin, end) = ("<!-- transport-report:begin -->", "<!-- transport-report:end -->")
+    let report = try String(contentsOf: root.appending(path: "\(Self.checkedInReport)/report.md"), encoding: .utf8)
+    let lines = report.components(separatedBy: "\n")
+    guard let first = lines.firstIndex(where: { $0.hasPrefix("| figure |") }) else { throw PluginFailure("report.md has no figures table") }
+    let table = lines[first...].prefix { $0.hasPrefix("|") }.joined(separator: "\n")
+    let readmeURL = root.appending(path: "README.md")
+    let readme = try String(contentsOf: readmeURL, encoding: .utf8)
+    guard let start = readme.range(of: begin), let stop = readme.range(of: end), start.upperBound <= stop.lowerBound else {
+      throw PluginFailure("README.md lacks the \(begin) … \(end) markers")
+    }
+    let updated = readme[..<start.upperBound] + "\n" + table + "\n" + readme[stop.lowerBound...]
+    try updated.write(to: readmeURL, atomically: true, encoding: .utf8)
+    print("README.md: figures table updated from \(Self.checkedInReport)/report.md")
   }
 }
 

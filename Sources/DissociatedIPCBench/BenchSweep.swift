@@ -47,26 +47,31 @@ public struct BenchSweep: Sendable {
   }
 
   /// A line chart (SVG) of each case's median throughput against the body
-  /// size (logarithmic), transports in colour, baselines in grey, each
-  /// with its own dashes.
+  /// size, both logarithmic (memcpy runs an order of magnitude above the
+  /// transports), transports in colour, baselines in grey, each with its
+  /// own dashes.
   public var chart: String {
     let names = cases
     let (left, top, width, height) = (60.0, 30.0, 560.0, 300.0)
-    let peak = max(names.flatMap { name in sizes.map { median(name, $0) } }.filter(\.isFinite).max() ?? 1, 0.001)
+    let values = names.flatMap { name in sizes.map { median(name, $0) } }.filter { $0.isFinite && $0 > 0 }
+    let low = (values.min() ?? 0.1).log10Floor
+    let high = max((values.max() ?? 1).log10Ceiling, low + 1)
     let x = { (index: Int) in left + (self.sizes.count > 1 ? width * Double(index) / Double(self.sizes.count - 1) : width / 2) }
-    let y = { (value: Double) in top + height - height * value / peak }
+    let y = { (value: Double) in top + height - height * (Foundation.log10(max(value, 1e-9)) - low) / (high - low) }
     let palette = ["#3b78c2", "#d9534f", "#5cb85c", "#f0ad4e", "#8e44ad", "#17a2b8", "#795548", "#e83e8c"]
     var svg = """
       <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(left + width + 230))" height="\(Int(top + height + 50))" \
       font-family="sans-serif" font-size="12">
-      <text x="4" y="16" font-weight="bold">Throughput (GB/s, median) by body size</text>
+      <text x="4" y="16" font-weight="bold">Throughput (GB/s, median, logarithmic) by body size</text>
       <line x1="\(Int(left))" y1="\(Int(top + height))" x2="\(Int(left + width))" y2="\(Int(top + height))" stroke="black"/>
       <line x1="\(Int(left))" y1="\(Int(top))" x2="\(Int(left))" y2="\(Int(top + height))" stroke="black"/>
 
       """
-    for tick in 0 ... 4 {
-      let value = peak * Double(tick) / 4
-      svg += String(format: "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.1f</text>\n", Int(left - 6), y(value) + 4, value)
+    for exponent in Int(low) ... Int(high) {
+      let value = Foundation.pow(10, Double(exponent))
+      svg += String(format: "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%@</text>\n", Int(left - 6), y(value) + 4,
+                    exponent < 0 ? String(format: "%.*f", -exponent, value) : String(format: "%.0f", value))
+      svg += String(format: "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#dddddd\"/>\n", Int(left), Int(left + width), y(value), y(value))
     }
     for (index, size) in sizes.enumerated() {
       svg += String(format: "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%@</text>\n", x(index), Int(top + height + 18),
@@ -87,4 +92,11 @@ public struct BenchSweep: Sendable {
     }
     return svg + "</svg>\n"
   }
+}
+
+extension Double {
+  /// The largest integer power of ten at or below this positive value, as its exponent.
+  fileprivate var log10Floor: Double { Foundation.floor(Foundation.log10(self)) }
+  /// The smallest integer power of ten at or above this positive value, as its exponent.
+  fileprivate var log10Ceiling: Double { Foundation.ceil(Foundation.log10(self)) }
 }

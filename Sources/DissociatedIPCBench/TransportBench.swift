@@ -528,6 +528,14 @@ public struct TransportBench: Sendable {
     return BenchMeasurement(seconds: seconds, bytes: bytes, batches: count)
   }
 
+  /// The version of the pyarrow the baselines run, nil without one.
+  public static func pyarrowVersion() -> String? {
+    (try? runProcess(["python3", "-c", "import pyarrow; print(pyarrow.__version__)"]))?
+      .trimmingCharacters(in: .whitespacesAndNewlines)
+  }
+
+  /// The standard output of `arguments` run through `env`; throws when it
+  /// exits with a failure.
   static func runProcess(_ arguments: [String]) throws -> String {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")

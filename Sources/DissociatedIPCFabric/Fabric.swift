@@ -124,6 +124,12 @@ final class FabricInfo {
   /// Whether the endpoint reads remote memory (`FI_RMA`, `FI_READ`).
   let remoteReads: Bool
 
+  /// The version of the libfabric this process runs, "major.minor".
+  static func libraryVersion() -> String {
+    let version = fi_version()
+    return "\(version >> 16).\(version & 0xFFFF)"
+  }
+
   /// The providers this machine's libfabric offers, by name, each once.
   static func availableProviders() -> [String] {
     var found: UnsafeMutablePointer<fi_info>?

@@ -125,6 +125,9 @@ public struct FabricTransport: DissociatedTransport {
   /// (`tcp;ofi_rxm`, `shm`, …); a location names one with `provider=`.
   public static var availableProviders: [String] { FabricInfo.availableProviders() }
 
+  /// The version of the libfabric this process runs ("1.17").
+  public static var libraryVersion: String { FabricInfo.libraryVersion() }
+
   /// Listens on `host:port` (port 0: a free one) with the address's
   /// provider; the host must be one address, never a wildcard (FABRIC-ADDR-1).
   public func listen(at address: TransportAddress) async throws(DissociatedIPCError) -> any TransportListener {

@@ -146,7 +146,7 @@ struct Bench: AsyncParsableCommand {
     let sizeSweep = sizes.isEmpty ? nil : try await bench.sweep(sizes: sizes, progress: progress)
     print(results.report, terminator: "")
     if let sizeSweep { print("\nThroughput by body size (GB/s, medians):\n" + sizeSweep.markdown, terminator: "") }
-    if let report { try Self.write(results, sizeSweep, to: report) }
+    if let report { try write(results, sizeSweep, to: report) }
   }
 
   /// Bytes in `text`: a number with an optional K, M or G (binary) suffix.
@@ -162,7 +162,7 @@ struct Bench: AsyncParsableCommand {
   /// Writes report.md and its charts into `folder` (made if missing):
   /// throughput.svg, tiny.svg and latency.svg for the groups that ran,
   /// and sizes.svg with a size sweep.
-  static func write(_ results: BenchResults, _ sweep: BenchSweep?, to folder: String) throws {
+  func write(_ results: BenchResults, _ sweep: BenchSweep?, to folder: String) throws {
     try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
     let save = { (text: String, file: String) in
       try Data(text.utf8).write(to: URL(fileURLWithPath: folder).appendingPathComponent(file))
@@ -174,7 +174,7 @@ struct Bench: AsyncParsableCommand {
                   (results.latencyChart, "latency.svg", "Round trip")]
       .filter { $0.0.contains("<rect") }
     for (svg, file, _) in charts { try save(svg, file) }
-    var markdown = results.markdown(machine: machine, command: command, charts: charts.map { (file: $0.1, caption: $0.2) })
+    var markdown = results.markdown(machine: machine(), command: command, charts: charts.map { (file: $0.1, caption: $0.2) })
     if let sweep {
       markdown += "\n## Throughput by body size\n\n![Throughput by body size](sizes.svg)\n\nMedians, GB/s.\n\n" + sweep.markdown
       try save(sweep.chart, "sizes.svg")
@@ -182,20 +182,22 @@ struct Bench: AsyncParsableCommand {
     try save(markdown, "report.md")
   }
 
-  /// What the report says of the machine: cores, kernel, the native
-  /// libraries' versions and settings.
-  static var machine: [String] {
+  /// What the report says of the machine and the run's settings: cores,
+  /// kernel, the native libraries' versions and the lanes and provider
+  /// used, pyarrow's version.
+  func machine() -> [String] {
     var system = utsname()
     uname(&system)
     let kernel = withUnsafeBytes(of: system.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-    let environment = ProcessInfo.processInfo.environment
     var lines = ["\(ProcessInfo.processInfo.activeProcessorCount) cores, \(Units.bytes(Double(ProcessInfo.processInfo.physicalMemory))) of memory, Linux \(kernel)"]
     #if UCX
-    lines.append("UCX \(UCXTransport.libraryVersion)" + (environment["UCX_TLS"].map { ", UCX_TLS=\($0) in the environment" } ?? ""))
+    lines.append("UCX \(UCXTransport.libraryVersion); ucx:// and ucx_perftest with UCX_TLS=\(ucxTLS), UCX_NET_DEVICES=lo")
     #endif
     #if Fabric
-    lines.append("libfabric providers: " + FabricTransport.availableProviders.joined(separator: ", "))
+    lines.append("libfabric \(FabricTransport.libraryVersion) (providers: \(FabricTransport.availableProviders.joined(separator: ", "))); "
+      + "fabric:// and fi_pingpong over \(fabricProvider)")
     #endif
+    if let pyarrow = TransportBench.pyarrowVersion() { lines.append("pyarrow \(pyarrow) (Flight and the shared file)") }
     return lines
   }
 
