@@ -24,6 +24,11 @@ func ucx(_ target: String) -> Target.Dependency { .target(name: target, conditio
 /// A dependency on the fabric:// backend target, taken only with the Fabric trait.
 func fabric(_ target: String) -> Target.Dependency { .target(name: target, condition: .when(traits: ["Fabric"])) }
 
+/// A dependency on gRPC and protobuf products, taken only with the Flight trait.
+func flight(_ product: String, _ package: String) -> Target.Dependency {
+  .product(name: product, package: package, condition: .when(traits: ["Flight"]))
+}
+
 let package = Package(
   name: "swift-dissociated-ipc",
   products: [
@@ -35,6 +40,7 @@ let package = Package(
     .library(name: "DissociatedIPCSharedMemory", targets: ["DissociatedIPCSharedMemory"]),
     .library(name: "DissociatedIPCUCX", targets: ["DissociatedIPCUCX"]),
     .library(name: "DissociatedIPCFabric", targets: ["DissociatedIPCFabric"]),
+    .library(name: "DissociatedIPCFlight", targets: ["DissociatedIPCFlight"]),
     .library(name: "DissociatedIPCTransports", targets: ["DissociatedIPCTransports"]),
     .library(name: "DissociatedIPCBench", targets: ["DissociatedIPCBench"]),
     .executable(name: "dipc", targets: ["dipc"]),
@@ -47,11 +53,16 @@ let package = Package(
   traits: [
     .trait(name: "UCX", description: "The ucx:// backend over UCX (libucx-dev)."),
     .trait(name: "Fabric", description: "The fabric:// backend over libfabric (libfabric-dev)."),
-    .default(enabledTraits: ["UCX", "Fabric"]),
+    .trait(name: "Flight", description: "Arrow Flight in front of the servers (gRPC, SwiftNIO, swift-protobuf): dipc serve --flight."),
+    .default(enabledTraits: ["UCX", "Fabric", "Flight"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
     .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+    .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+    .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+    .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+    .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
   ],
   targets: [
     // The Arrow IPC codec: flatbuffers, messages, stream format, body layout.
@@ -137,11 +148,27 @@ let package = Package(
       swiftSettings: strictSettings
     ),
     // The command-line tool.
+    // Arrow Flight in front of a catalog: the service, its server and the
+    // code generated from Protos/Flight.proto (scripts/generate-flight.sh).
+    // Empty without the Flight trait, so gRPC and SwiftNIO are built only
+    // for those who want them.
+    .target(
+      name: "DissociatedIPCFlight",
+      dependencies: [
+        "ArrowIPC", "DissociatedIPC",
+        flight("GRPCCore", "grpc-swift-2"),
+        flight("GRPCNIOTransportHTTP2Posix", "grpc-swift-nio-transport"),
+        flight("GRPCProtobuf", "grpc-swift-protobuf"),
+        flight("SwiftProtobuf", "swift-protobuf"),
+      ],
+      swiftSettings: strictSettings
+    ),
     .executableTarget(
       name: "dipc",
       dependencies: [
         "ArrowIPC",
         "DissociatedIPCBench",
+        .target(name: "DissociatedIPCFlight", condition: .when(traits: ["Flight"])),
         "DissociatedIPCTransports",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -178,6 +205,15 @@ let package = Package(
       name: "TestSupport",
       dependencies: ["ArrowIPC", "DissociatedIPC"],
       path: "Tests/TestSupport",
+      swiftSettings: strictSettings
+    ),
+    .testTarget(
+      name: "FlightTests",
+      dependencies: [
+        "ArrowIPC", "DissociatedIPC", "DissociatedIPCTransports", "TestSupport",
+        .target(name: "DissociatedIPCFlight", condition: .when(traits: ["Flight"])),
+        flight("GRPCCore", "grpc-swift-2"),
+      ],
       swiftSettings: strictSettings
     ),
     .testTarget(

@@ -1,6 +1,9 @@
 import ArgumentParser
 import ArrowIPC
 import DissociatedIPCBench
+#if Flight
+import DissociatedIPCFlight
+#endif
 import DissociatedIPCTransports
 import Foundation
 import Logging
@@ -14,6 +17,13 @@ struct Fetch: AsyncParsableCommand {
       (pyarrow.ipc.open_stream). The ticket comes from --ticket or the URI's
       `ticket` parameter. On a terminal, progress (batches, bytes, rate) is
       shown on standard error.
+
+      A grpc://HOST:PORT URI (or grpc+tcp://) asks that Arrow Flight service
+      for the stream named --ticket (a path of one element; --command sends
+      it as a command instead), reads it from the first location of its
+      FlightInfo that this dipc has a transport for and that answers, and
+      falls back to Flight DoGet; the summary says which path ran and why
+      the others were passed over.
       """
   )
 
@@ -23,8 +33,11 @@ struct Fetch: AsyncParsableCommand {
   @Option(help: "The data location, for streams served by separate metadata and data servers.")
   var data: String?
 
-  @Option(help: "The ticket, when the URI carries none.")
+  @Option(help: "The ticket, when the URI carries none; with a grpc:// URI, the stream's name.")
   var ticket: String?
+
+  @Flag(help: "With a grpc:// URI: name the stream by a Flight command (its bytes: --ticket) instead of a path.")
+  var command = false
 
   @Option(name: .shortAndLong, help: "Output file, or - for standard output. A file is written under a temporary name beside it and renamed once the whole stream arrived: a failed fetch leaves an existing file as it was.")
   var out = "-"
@@ -43,7 +56,8 @@ struct Fetch: AsyncParsableCommand {
   }
 
   func run() async throws {
-    let metadataLocation = try Location(parsing: location)
+    let flightService = Self.flightService(location)
+    let metadataLocation = flightService == nil ? try Location(parsing: location) : nil
     let dataLocation = try data.map { try Location(parsing: $0) }
     // A file goes to a temporary file beside it, renamed over it only when
     // complete; standard output, a device or a pipe is written directly.
@@ -66,39 +80,89 @@ struct Fetch: AsyncParsableCommand {
     var config = DissociatedClient.Config.defaults
     config.idleTimeout = idleTimeout > 0 ? .seconds(idleTimeout) : nil
     config.maxFetchesInFlight = fetchesInFlight
-    let client = DissociatedClient(registry: .builtIn, config: config)
-    let stream = client.stream(from: metadataLocation, ticket: ticket.map { Array($0.utf8) }, dataLocation: dataLocation)
-    var writer = IPCStreamWriter(sink: FileDescriptorSink(descriptor: descriptor))
-    var progress = Progress(enabled: isatty(STDERR_FILENO) != 0)
+    let output = StreamOutput(descriptor: descriptor, progress: Progress(enabled: isatty(STDERR_FILENO) != 0))
     let logger = common.makeLogger("dipc.fetch")
-    var iterator = stream.makeAsyncIterator()
-    while let item = try await iterator.next() {
-      if progress.firstItem == nil {
-        progress.firstItem = .now
-        // Which transport path really ran (logs at info; the summary says it too).
-        for path in iterator.paths { logger.info("connected", metadata: ["path": "\(path)"]) }
+    let paths: [String]
+    let finished: ContinuousClock.Instant
+    if let metadataLocation {
+      let client = DissociatedClient(registry: .builtIn, config: config)
+      let stream = client.stream(from: metadataLocation, ticket: ticket.map { Array($0.utf8) }, dataLocation: dataLocation)
+      var iterator = stream.makeAsyncIterator()
+      while let item = try await iterator.next() {
+        if output.progress.firstItem == nil {
+          // Which transport path really ran (logs at info; the summary says it too).
+          for path in iterator.paths { logger.info("connected", metadata: ["path": "\(path)"]) }
+        }
+        try output.write(item)
       }
-      switch item {
-      case .schema(let schema): try writer.write(Message(header: .schema(schema)))
-      case .dictionary(let dictionary): try writer.write(dictionary.values.message, body: dictionary.values.body)
-      case .recordBatch(let batch):
-        try writer.write(batch.message, body: batch.body)
-        progress.add(batch: batch.body.count)
+      try output.finish()
+      (paths, finished) = (iterator.paths, ContinuousClock.now)
+      // The server hears the goodbye now, not after its peer timeout.
+      await iterator.close()
+    } else {
+      #if Flight
+      guard let (host, port) = flightService, let ticket else {
+        throw ValidationError("a grpc:// URI needs --ticket, the stream's name")
       }
+      let fetcher = FlightFetcher(registry: .builtIn, clientConfig: config)
+      let report = try await fetcher.fetch(host: host, port: port, name: command ? .command(Array(ticket.utf8)) : .path(ticket)) {
+        try output.write($0)
+      }
+      try output.finish()
+      finished = ContinuousClock.now
+      paths = [report.description]
+      #else
+      throw ValidationError("this dipc was built without the Flight trait: it cannot read grpc:// URIs")
+      #endif
     }
-    try writer.finish()
-    let (paths, finished) = (iterator.paths, ContinuousClock.now)
-    // The server hears the goodbye now, not after its peer timeout.
-    await iterator.close()
     if let partial {
       guard fsync(descriptor) == 0, rename(partial, out) == 0 else {
         throw ValidationError("cannot write \(out): \(String(cString: strerror(errno)))")
       }
       complete = true
     }
-    progress.finish()
-    FileHandle.standardError.write(Data((progress.summary(paths: paths, end: finished) + "\n").utf8))
+    output.progress.finish()
+    FileHandle.standardError.write(Data((output.progress.summary(paths: paths, end: finished) + "\n").utf8))
   }
+
+  /// The host and port of a Flight service URI (`grpc://HOST:PORT`,
+  /// `grpc+tcp://…`, `[v6]` hosts), nil for any other URI.
+  static func flightService(_ uri: String) -> (host: String, port: Int)? {
+    guard let range = uri.range(of: "://"), ["grpc", "grpc+tcp"].contains(uri[..<range.lowerBound].lowercased()) else { return nil }
+    let authority = uri[range.upperBound...].prefix { $0 != "/" && $0 != "?" }
+    guard let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...]),
+          (1 ... 65_535).contains(port) else { return nil }
+    let host = authority[..<colon].trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+    return host.isEmpty ? nil : (host, port)
+  }
+}
+
+/// Where `dipc fetch` writes what arrives, in order, as an IPC stream, with
+/// its progress. Items come one at a time (from the client's loop or the
+/// Flight fetcher's callback), never concurrently.
+final class StreamOutput: @unchecked Sendable {
+  private var writer: IPCStreamWriter<FileDescriptorSink>
+  var progress: Progress
+
+  init(descriptor: Int32, progress: Progress) {
+    writer = IPCStreamWriter(sink: FileDescriptorSink(descriptor: descriptor))
+    self.progress = progress
+  }
+
+  /// Writes `item`; the first marks the end of the stream's setup.
+  func write(_ item: ReceivedItem) throws {
+    if progress.firstItem == nil { progress.firstItem = .now }
+    switch item {
+    case .schema(let schema): try writer.write(Message(header: .schema(schema)))
+    case .dictionary(let dictionary): try writer.write(dictionary.values.message, body: dictionary.values.body)
+    case .recordBatch(let batch):
+      try writer.write(batch.message, body: batch.body)
+      progress.add(batch: batch.body.count)
+    }
+  }
+
+  /// Writes the end-of-stream marker.
+  func finish() throws { try writer.finish() }
 }
 
 /// Progress on a terminal (batches, bytes and rate, redrawn at most 10

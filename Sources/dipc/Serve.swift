@@ -1,5 +1,8 @@
 import ArgumentParser
 import ArrowIPC
+#if Flight
+import DissociatedIPCFlight
+#endif
 import DissociatedIPCTransports
 import Foundation
 import Logging
@@ -69,6 +72,11 @@ struct Serve: AsyncParsableCommand {
   @Option(help: "Print a stats line to standard error every this many seconds (0: only on SIGUSR1).")
   var statsInterval = 0.0
 
+  #if Flight
+  @Option(help: "Also serve Arrow Flight on this address (PORT or HOST:PORT; 127.0.0.1 unless a host is given): ListFlights, GetFlightInfo with this server's locations, GetSchema and DoGet.")
+  var flight: String?
+  #endif
+
   @OptionGroup var common: CommonOptions
 
   func validate() throws {
@@ -82,6 +90,9 @@ struct Serve: AsyncParsableCommand {
     for file in files where !FileManager.default.isReadableFile(atPath: file) {
       throw ValidationError("cannot read \(file)")
     }
+    #if Flight
+    if let flight { _ = try Self.flightAddress(flight) }
+    #endif
     // A file's name is its ticket: two with one name would hide one.
     let byTicket = Dictionary(grouping: files) { URL(fileURLWithPath: $0).lastPathComponent }
     if let (ticket, clashing) = byTicket.first(where: { $0.value.count > 1 }) {
@@ -125,6 +136,13 @@ struct Serve: AsyncParsableCommand {
     let registry = TransportRegistry.builtIn
     #endif
     let server = try await DissociatedServer(listeningAt: listen, catalog: catalog, registry: registry, config: config)
+    #if Flight
+    var flightServer: FlightServer?
+    if let flight {
+      let (host, port) = try Self.flightAddress(flight)
+      flightServer = try await FlightServer(service: FlightCatalogService(catalog: catalog) { [server.location(for: $0)] }, host: host, port: port)
+    }
+    #endif
     // Unbuffered: scripts read the locations while the server runs.
     var lines = ""
     for file in files {
@@ -135,6 +153,9 @@ struct Serve: AsyncParsableCommand {
         lines += "\(ticket)\tdata\t\(server.location(for: ticket, role: .data))\n"
       }
     }
+    #if Flight
+    if let flightServer { lines += "flight\t\(flightServer.location)\n" }
+    #endif
     // The first signal: streams may finish within the grace period; the
     // next: they end now (DIPC-TEAR-5). Handled before the locations are
     // printed: a signal ignored while the handler is set up would be lost,
@@ -151,11 +172,33 @@ struct Serve: AsyncParsableCommand {
     } : nil
     FileHandle.standardOutput.write(Data(lines.utf8))
     await server.run()
+    #if Flight
+    flightServer?.shutdown()
+    await flightServer?.run()
+    #endif
     periodicStats?.cancel()
     signals.forEach { $0.cancel() }
     let counts = server.streamCounts
     config.logger.info("stopped", metadata: ["served": "\(counts.served)", "failed": "\(counts.failed)"])
   }
+
+  #if Flight
+  /// The host and port of `--flight`: PORT (on 127.0.0.1) or HOST:PORT
+  /// ([HOST]:PORT for IPv6).
+  static func flightAddress(_ text: String) throws -> (host: String, port: Int) {
+    let (host, portText): (String, Substring)
+    if let colon = text.lastIndex(of: ":") {
+      host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+      portText = text[text.index(after: colon)...]
+    } else {
+      (host, portText) = ("127.0.0.1", Substring(text))
+    }
+    guard let port = Int(portText), (0 ... 65_535).contains(port), !host.isEmpty else {
+      throw ValidationError("--flight \(text): give PORT or HOST:PORT")
+    }
+    return (host, port)
+  }
+  #endif
 
   /// Writes `dipc serve: stats: …` (``DissociatedServer/Stats``) to
   /// standard error.

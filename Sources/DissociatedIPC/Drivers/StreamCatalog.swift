@@ -1,4 +1,4 @@
-internal import ArrowIPC
+public import ArrowIPC
 
 /// Where a served stream's messages come from.
 public enum StreamSource: Sendable {
@@ -21,6 +21,28 @@ public enum StreamSource: Sendable {
     case .file(let path): MessageSource(.file(path: path, limits: limits))
     }
   }
+}
+
+extension StreamSource {
+  /// This source's messages in stream order for one consumer outside the
+  /// protocol's own server (a Flight DoGet, say): a file is opened on the
+  /// first ``StreamMessages/next()`` and read one message per call, with
+  /// every message checked against `limits`.
+  public func openMessages(limits: ArrowIPCLimits = .defaults) -> StreamMessages {
+    StreamMessages(source: messages(limits: limits))
+  }
+}
+
+/// The messages of one ``StreamSource`` for one consumer, in stream order
+/// (the Schema first).
+public struct StreamMessages {
+  var source: MessageSource
+
+  /// The next message; nil at the end.
+  ///
+  /// - Throws: the file's typed errors (a file truncated or rewritten
+  ///   while served, a message over the limits), or a producer's error.
+  public mutating func next() async throws -> OutgoingMessage? { try await source.next() }
 }
 
 /// One client's pull of a ``StreamSource``: arrays are read in place and
