@@ -50,21 +50,21 @@ public struct FlightFetcher: Sendable {
       var options = CallOptions.defaults
       options.maxResponseMessageBytes = maxMessageBytes
       options.maxRequestMessageBytes = maxMessageBytes  // grpc-swift's client decodes responses within this one too
-      let info = try await service.getFlightInfo(FlightNaming.descriptor(for: name), options: options)
+      // A service that accepts the connection and never answers fails in time too.
+      var infoOptions = options
+      infoOptions.timeout = clientConfig.idleTimeout
+      let info = try await service.getFlightInfo(FlightNaming.descriptor(for: name), options: infoOptions)
       guard let endpoint = info.endpoint.first else {
         throw DissociatedIPCError(.invalidLocation, "the FlightInfo has no endpoint")
       }
       var report = FlightFetchReport()
+      // The locations this process could read, in order; the others are passed over here.
+      var usable: [Location] = []
       for uri in endpoint.location.map(\.uri) {
         let printable = FlightNaming.printable(String(uri.prefix(512)))
-        guard !FlightFetchReport.isFlightService(uri) else {
-          report.passed.append((printable, "the Flight service itself (DoGet, tried last)"))
-          continue
-        }
-        let location: Location
-        do {
-          location = try Location(parsing: uri)
-        } catch {
+        // The Flight service's own location is DoGet's, the last resort.
+        guard !FlightFetchReport.isFlightService(uri) else { continue }
+        guard let location = try? Location(parsing: uri) else {
           report.passed.append((printable, "not a Dissociated IPC location"))
           continue
         }
@@ -72,18 +72,22 @@ public struct FlightFetcher: Sendable {
           report.passed.append((printable, "no transport for \(location.scheme):// here"))
           continue
         }
+        usable.append(location)
+      }
+      for (metadata, data) in FlightFetchReport.streams(usable) {
         var iterator = DissociatedClient(registry: registry, config: clientConfig)
-          .stream(from: location, ticket: [UInt8](endpoint.ticket.ticket)).makeAsyncIterator()
+          .stream(from: metadata, ticket: [UInt8](endpoint.ticket.ticket), dataLocation: data).makeAsyncIterator()
+        let shown = data.map { "\(metadata) + \($0)" } ?? metadata.description
         let first: ReceivedItem?
         do {
           first = try await iterator.next()
         } catch {
           // Nothing was handed out yet: the next location may serve it.
           await iterator.close()
-          report.passed.append((printable, FlightNaming.printable(String(describing: error))))
+          report.passed.append((shown, FlightNaming.printable(String(describing: error))))
           continue
         }
-        report.path = .dissociated(location: location.description, transport: iterator.paths)
+        report.path = .dissociated(location: shown, transport: iterator.paths)
         do {
           if let first { try await consume(first) }
           while let item = try await iterator.next() { try await consume(item) }
@@ -131,6 +135,29 @@ public struct FlightFetchReport: Sendable, CustomStringConvertible {
     }
     let skipped = passed.map { "\($0.location) (\($0.reason))" }
     return taken + (skipped.isEmpty ? "" : "; passed over: " + skipped.joined(separator: ", "))
+  }
+
+  /// The streams `locations` offer, in order: a location alone, or two
+  /// neighbours that name one listener with different `want_data` read as
+  /// one stream, the first for the metadata and the second for the bodies
+  /// (the reference server's endpoints, FLIGHT-CLIENT-2).
+  static func streams(_ locations: [Location]) -> [(metadata: Location, data: Location?)] {
+    var streams: [(metadata: Location, data: Location?)] = []
+    var index = locations.startIndex
+    while index < locations.endIndex {
+      let location = locations[index]
+      let next = locations.index(after: index)
+      if next < locations.endIndex, case let partner = locations[next], partner.scheme == location.scheme,
+         partner.host == location.host, partner.port == location.port, partner.path == location.path,
+         partner.wantData != location.wantData {
+        streams.append((location, partner))
+        index = locations.index(after: next)
+      } else {
+        streams.append((location, nil))
+        index = next
+      }
+    }
+    return streams
   }
 
   /// Whether `uri` names a Flight service: `grpc`, `grpc+tcp`, `grpc+tls`
