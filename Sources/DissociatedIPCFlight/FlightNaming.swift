@@ -34,15 +34,7 @@ enum FlightNaming {
   /// The descriptor ListFlights gives `ticket`: its path when it is text,
   /// else a command.
   static func descriptor(for ticket: [UInt8]) -> Arrow_Flight_Protocol_FlightDescriptor {
-    var descriptor = Arrow_Flight_Protocol_FlightDescriptor()
-    if let text = String(validating: ticket, as: UTF8.self) {
-      descriptor.type = .path
-      descriptor.path = [text]
-    } else {
-      descriptor.type = .cmd
-      descriptor.cmd = Data(ticket)
-    }
-    return descriptor
+    descriptor(for: String(validating: ticket, as: UTF8.self).map(FlightFetcher.Name.path) ?? .command(ticket))
   }
 
   /// The descriptor a client sends for `name`.

@@ -129,11 +129,8 @@ struct Fetch: AsyncParsableCommand {
   /// `grpc+tcp://…`, `[v6]` hosts), nil for any other URI.
   static func flightService(_ uri: String) -> (host: String, port: Int)? {
     guard let range = uri.range(of: "://"), ["grpc", "grpc+tcp"].contains(uri[..<range.lowerBound].lowercased()) else { return nil }
-    let authority = uri[range.upperBound...].prefix { $0 != "/" && $0 != "?" }
-    guard let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...]),
-          (1 ... 65_535).contains(port) else { return nil }
-    let host = authority[..<colon].trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-    return host.isEmpty ? nil : (host, port)
+    guard let address = hostAndPort(uri[range.upperBound...].prefix { $0 != "/" && $0 != "?" }), address.port > 0 else { return nil }
+    return address
   }
 }
 

@@ -48,3 +48,12 @@ extension TransportRegistry {
   }
 }
 #endif
+
+/// The host and port of `authority` (`HOST:PORT`, `[IPv6]:PORT`): a
+/// non-empty host and a port of 0 to 65,535; nil otherwise.
+func hostAndPort(_ authority: Substring) -> (host: String, port: Int)? {
+  guard let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...]),
+        (0 ... 65_535).contains(port) else { return nil }
+  let host = authority[..<colon].trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+  return host.isEmpty ? nil : (host, port)
+}

@@ -186,17 +186,10 @@ struct Serve: AsyncParsableCommand {
   /// The host and port of `--flight`: PORT (on 127.0.0.1) or HOST:PORT
   /// ([HOST]:PORT for IPv6).
   static func flightAddress(_ text: String) throws -> (host: String, port: Int) {
-    let (host, portText): (String, Substring)
-    if let colon = text.lastIndex(of: ":") {
-      host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-      portText = text[text.index(after: colon)...]
-    } else {
-      (host, portText) = ("127.0.0.1", Substring(text))
-    }
-    guard let port = Int(portText), (0 ... 65_535).contains(port), !host.isEmpty else {
+    guard let address = hostAndPort(text.contains(":") ? Substring(text) : "127.0.0.1:\(text)") else {
       throw ValidationError("--flight \(text): give PORT or HOST:PORT")
     }
-    return (host, port)
+    return address
   }
   #endif
 
